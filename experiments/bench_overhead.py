@@ -1,0 +1,84 @@
+"""Overhead of the lifelong runner against a plain torch loop: one experience of the default experiment
+(train with the runner's fresh Lightning Trainer and TensorBoard logger, then evaluate every test
+experience), the same model, data, optimizer and epochs, timed side by side in one process.
+
+    python experiments/bench_overhead.py [--config configs/default.yaml] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lifelong_moe import build_model, load_config
+from lifelong_moe.training import eval_loaders, evaluate, fit_experience, train_loader
+from scenarios import build_stream
+
+
+def runner_path(cfg, stream, logdir: str) -> float:
+    L.seed_everything(cfg.seed, verbose=False)
+    model = build_model(cfg, stream)
+    loaders = eval_loaders(stream.test_stream, cfg.train)
+    logger = TensorBoardLogger(logdir, name="bench", default_hp_metric=False)
+    exp = stream.train_stream[0]
+    t0 = time.perf_counter()
+    model.on_experience_start(exp)
+    fit_experience(model, train_loader(exp.dataset, cfg.train, seed=0), cfg.trainer, cfg.train.epochs, logger)
+    evaluate(model, loaders, cfg.trainer)
+    return time.perf_counter() - t0
+
+
+def plain_path(cfg, stream) -> float:
+    L.seed_everything(cfg.seed, verbose=False)
+    model = build_model(cfg, stream)
+    loaders = eval_loaders(stream.test_stream, cfg.train)
+    exp = stream.train_stream[0]
+    t0 = time.perf_counter()
+    model.on_experience_start(exp)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
+    model.train()
+    for _ in range(cfg.train.epochs):
+        for x, y, t in train_loader(exp.dataset, cfg.train, seed=0):
+            loss = F.cross_entropy(model(x, t), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+    with torch.no_grad():
+        for loader in loaders:
+            correct = sum(int((model(x, t).argmax(1) == y).sum()) for x, y, t in loader)
+            _ = correct / len(loader.dataset)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/default.yaml")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    cfg = load_config(args.config, ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "trainer.devices=1", *args.overrides])
+    stream = build_stream(cfg.stream, cfg.seed)
+    runner_times, plain_times = [], []
+    with tempfile.TemporaryDirectory() as logdir:
+        runner_path(cfg, stream, logdir)  # warm-up: first-call costs of both paths
+        plain_path(cfg, stream)
+        for _ in range(args.repeats):  # interleaved, so drift on the machine hits both alike
+            runner_times.append(runner_path(cfg, stream, logdir))
+            plain_times.append(plain_path(cfg, stream))
+    r, p = statistics.median(runner_times), statistics.median(plain_times)
+    exp = stream.experiences[0]
+    print(f"one experience: {exp.n_train} train samples, {cfg.train.epochs} epochs, batch {cfg.train.batch_size}; "
+          f"evaluation on {len(stream.experiences)} test experiences; median of {args.repeats}")
+    print(f"runner (Lightning): {r:.3f} s   plain torch loop: {p:.3f} s   ratio runner/plain: {r / p:.3f}")
+
+
+if __name__ == "__main__":
+    main()

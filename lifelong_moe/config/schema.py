@@ -1,0 +1,62 @@
+"""Typed schema of an experiment config. `OmegaConf.structured` checks keys and types at load."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+from scenarios.config import StreamConfig
+
+
+@dataclass
+class ComponentConfig:
+    """A registered component chosen by name, with the params its own schema defines."""
+
+    name: str = "???"
+    params: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 5
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    optimizer: str = "adam"  # adam | adamw | sgd
+    num_workers: int = 0
+
+
+@dataclass
+class TrainerConfig:
+    """Settings passed to every `lightning.Trainer` of the run."""
+
+    accelerator: str = "auto"
+    devices: str = "auto"  # "auto", a count such as "2", or a list such as "[0,1]"
+    strategy: str = "auto"
+    num_nodes: int = 1
+    precision: str = "32-true"
+    deterministic: bool = True
+    enable_progress_bar: bool = True
+    log_every_n_steps: int = 10
+
+
+@dataclass
+class OutputConfig:
+    root: str = "runs"
+    version: Optional[str] = None  # None: the next free `version_N`
+    plots: bool = True
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    seed: int = 0
+    stream: StreamConfig = field(default_factory=StreamConfig)
+    model: ComponentConfig = field(default_factory=lambda: ComponentConfig(name="multimodal_mlp"))
+    strategy: ComponentConfig = field(default_factory=lambda: ComponentConfig(name="naive"))
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+    evaluate_untrained: bool = True  # accuracy of the untrained model, needed for FWT
+    reference_results: Optional[str] = None  # results.json of a joint (cumulative) run, for intransigence

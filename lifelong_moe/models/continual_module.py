@@ -1,0 +1,162 @@
+"""The LightningModule contract of a continual model: the runner calls `on_experience_start(exp)` before
+each experience is trained, and evaluates with one accuracy metric per test experience."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, List, Optional
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+import torchmetrics
+from torch import nn
+
+from lifelong_moe.config.schema import TrainConfig
+from lifelong_moe.models.encoders import build_encoder
+from scenarios.modality import MASK_KEY
+
+Batch = tuple[Dict[str, Any], torch.Tensor, torch.Tensor]
+
+
+class ContinualModule(L.LightningModule):
+    """Per-modality encoders grown as modalities arrive, masked-mean fusion, a head over all stream classes.
+
+    Logits of classes not yet seen are masked out (class-incremental); with task labels (task-incremental)
+    only the task's classes compete. Subclasses define `trunk(fused) -> features` and the head."""
+
+    def __init__(self, *, n_classes: int, scenario: str, train: TrainConfig, embed_dim: int) -> None:
+        super().__init__()
+        self.n_classes = n_classes
+        self.task_incremental = scenario == "task_incremental"
+        self.train_cfg = train
+        self.embed_dim = embed_dim
+        self.encoders = nn.ModuleDict()
+        self.modality_embed = nn.ParameterDict()
+        self.register_buffer("seen_classes", torch.zeros(n_classes, dtype=torch.bool))
+        self.register_buffer("task_classes", torch.zeros(0, n_classes, dtype=torch.bool))
+        self.experience = -1
+        self.eval_metrics = nn.ModuleList()
+        self._epoch_sums: Optional[torch.Tensor] = None
+
+    # ---- lifelong hooks -------------------------------------------------------------------------
+    def on_experience_start(self, exp: Any) -> None:
+        """Adapt to a new experience before it is trained: new modalities get encoders, classes get enabled."""
+        self.experience = exp.spec.index
+        for name, spec in exp.modality_specs.items():
+            if name not in self.encoders:
+                self.add_modality(name, spec)
+        classes = torch.as_tensor(sorted(exp.classes_in_this_experience), device=self.seen_classes.device)
+        self.seen_classes[classes] = True
+        task = int(exp.spec.task_label)
+        if task >= len(self.task_classes):
+            grown = torch.zeros(task + 1, self.n_classes, dtype=torch.bool, device=self.task_classes.device)
+            grown[: len(self.task_classes)] = self.task_classes
+            self.task_classes = grown
+        self.task_classes[task, classes] = True
+
+    def on_experience_end(self, exp: Any) -> None:
+        """Called after an experience is trained, before evaluation."""
+
+    def add_modality(self, name: str, spec: Any) -> None:
+        self.encoders[name] = build_encoder(spec, self.embed_dim).to(self.device)
+        self.modality_embed[name] = nn.Parameter(torch.zeros(self.embed_dim, device=self.device))
+
+    # ---- forward --------------------------------------------------------------------------------
+    def fuse(self, inputs: Dict[str, Any]) -> torch.Tensor:
+        """Masked mean of the present modalities' embeddings: (B, D). Absent modalities contribute nothing."""
+        mask = inputs.get(MASK_KEY, {})
+        total, count = None, None
+        for name, encoder in self.encoders.items():
+            if name not in inputs:
+                continue
+            present = mask.get(name)
+            z = encoder(inputs[name]) + self.modality_embed[name]  # (B, D)
+            w = torch.ones(z.shape[0], 1, device=z.device, dtype=z.dtype) if present is None else present.to(z.dtype).unsqueeze(1)
+            total = z * w if total is None else total + z * w
+            count = w if count is None else count + w
+        if total is None:
+            raise ValueError(f"the batch holds none of the model's modalities ({sorted(self.encoders)}); got {sorted(inputs)}")
+        return total / count.clamp_min(1.0)
+
+    def trunk(self, fused: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def class_mask(self, task_labels: Optional[torch.Tensor], batch: int) -> torch.Tensor:
+        """(B, C) bool: the classes each sample may be assigned to."""
+        if self.task_incremental and task_labels is not None and len(self.task_classes):
+            return self.task_classes[task_labels.clamp_max(len(self.task_classes) - 1)]
+        return self.seen_classes.unsqueeze(0).expand(batch, -1)
+
+    def forward(self, inputs: Dict[str, Any], task_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        logits = self.head(self.trunk(self.fuse(inputs)))  # (B, C)
+        mask = self.class_mask(task_labels, logits.shape[0])
+        return logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+
+    # ---- training -------------------------------------------------------------------------------
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        x, y, t = batch
+        logits = self(x, t)
+        loss = F.cross_entropy(logits, y)
+        detached = loss.detach()
+        self._accumulate(detached, (logits.argmax(1) == y).sum(), len(y))
+        if self.logger is not None and self.trainer.global_step % self.trainer.log_every_n_steps == 0:
+            self.logger.log_metrics({f"train_loss_step/exp{self.experience:02d}": detached.item()}, step=self.trainer.global_step)
+        return loss
+
+    # Training curves go straight to the logger: `self.log` costs about 1.5 ms a call through Lightning's
+    # result collection, a large share of a small model's step (see experiments/bench_overhead.py).
+    def _accumulate(self, loss: torch.Tensor, correct: torch.Tensor, n: int) -> None:
+        """Running sums of the epoch's loss and correct predictions, kept on device (no sync per step)."""
+        if self._epoch_sums is None:
+            self._epoch_sums = torch.zeros(3, device=loss.device)
+        self._epoch_sums += torch.stack([loss.float() * n, correct.float(), torch.tensor(float(n), device=loss.device)])
+
+    def on_train_epoch_start(self) -> None:
+        self._epoch_sums = None
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_sums is None:
+            return
+        loss_sum, correct, n = self.trainer.strategy.reduce(self._epoch_sums, reduce_op="sum").tolist()
+        if self.logger is not None:
+            tag = f"exp{self.experience:02d}"
+            self.logger.log_metrics({f"train_loss/{tag}": loss_sum / n, f"train_acc/{tag}": correct / n}, step=self.current_epoch)
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if device.type == "cpu":  # already there; skip walking the nested input dict every step
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        params = [p for p in self.parameters() if p.requires_grad]
+        cfg = self.train_cfg
+        if cfg.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+        opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+        return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    # ---- evaluation: one accuracy per test experience --------------------------------------------
+    def start_evaluation(self, n_experiences: int) -> None:
+        self.eval_metrics = nn.ModuleList(
+            torchmetrics.classification.MulticlassAccuracy(num_classes=self.n_classes, average="micro")
+            for _ in range(n_experiences)
+        ).to(self.device)
+
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y, t = batch
+        preds = self(x, t).argmax(1)
+        self.eval_metrics[dataloader_idx].update(preds, y)
+
+    def finish_evaluation(self) -> List[float]:
+        values = [float(m.compute()) for m in self.eval_metrics]
+        self.eval_metrics = nn.ModuleList()
+        return values
+
+    # ---- accounting -----------------------------------------------------------------------------
+    def parameter_counts(self) -> Dict[str, int]:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return {"total": total, "trainable": trainable}

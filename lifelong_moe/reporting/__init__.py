@@ -1,0 +1,1 @@
+"""Turning results into files, figures and TensorBoard records."""

@@ -1,0 +1,60 @@
+"""PNG figures of a run: the accuracy-matrix heatmap and the forgetting curves."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from lifelong_moe.reporting.files import atomic_write_bytes  # noqa: E402
+
+
+def accuracy_matrix_figure(R: np.ndarray, names: Optional[Sequence[str]] = None) -> plt.Figure:
+    """Heatmap of R[i][j] (rows: after training i; columns: test experience j); unfilled rows stay blank."""
+    T = R.shape[0]
+    names = list(names) if names else [str(j) for j in range(T)]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.7 * T, 0.8 + 0.6 * T))
+    im = ax.imshow(np.ma.masked_invalid(R), vmin=0, vmax=1, cmap="viridis")
+    for i in range(T):
+        for j in range(T):
+            if np.isfinite(R[i, j]):
+                ax.text(j, i, f"{R[i, j]:.2f}", ha="center", va="center", fontsize=8, color="w" if R[i, j] < 0.6 else "k")
+    ax.set_xticks(range(T), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(T), [f"after {n}" for n in names], fontsize=8)
+    ax.set_xlabel("test experience j")
+    ax.set_title("accuracy R[i][j]")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def forgetting_curves_figure(R: np.ndarray, seen_acc: Sequence[float], names: Optional[Sequence[str]] = None) -> plt.Figure:
+    """Accuracy on each experience j against the training step i, plus the accuracy on all seen data."""
+    T = R.shape[0]
+    names = list(names) if names else [str(j) for j in range(T)]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    steps = np.arange(T)
+    for j in range(T):
+        ax.plot(steps, R[:, j], marker="o", ms=3, label=names[j])
+    ax.plot(steps[: len(seen_acc)], seen_acc, "k--", lw=2, label="seen (avg)")
+    ax.set_xlabel("after training experience i")
+    ax.set_ylabel("test accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xticks(steps)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("forgetting curves")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, path: Path) -> None:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,50 @@
+"""Stream-level TensorBoard logging: forgetting curves, ACC/BWT/FWT per step, the accuracy matrix image,
+hparams with the final metrics. Lightning logs the per-experience training curves itself."""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lifelong_moe.metrics import prefix_metrics, seen_accuracy
+from lifelong_moe.reporting.plots import accuracy_matrix_figure
+
+STREAM_METRICS = ("acc", "bwt", "fwt", "forgetting")
+
+
+class StreamBoard:
+    """Writes stream metrics with the experience index as the step (each Trainer restarts global_step)."""
+
+    def __init__(self, logger: TensorBoardLogger, n_experiences: int) -> None:
+        self.logger = logger
+        self.writer = logger.experiment
+        self.T = n_experiences
+        self.writer.add_custom_scalars(
+            {
+                "lifelong": {
+                    "forgetting curves: accuracy on each experience": ["Multiline", [r"accuracy/exp\d+"]],
+                    "stream metrics": ["Multiline", [f"stream/{k}" for k in STREAM_METRICS]],
+                    "accuracy on everything seen": ["Multiline", ["stream/seen_acc"]],
+                }
+            }
+        )
+
+    def log_step(self, step: int, R: np.ndarray, b: Optional[Sequence[float]], names: Sequence[str]) -> None:
+        for j in range(self.T):
+            self.writer.add_scalar(f"accuracy/exp{j:02d}", R[step, j], step)
+        for key, value in prefix_metrics(R, step, b).items():
+            if value is not None:
+                self.writer.add_scalar(f"stream/{key}", value, step)
+        self.writer.add_scalar("stream/seen_acc", seen_accuracy(R[: step + 1, : step + 1])[-1], step)
+        fig = accuracy_matrix_figure(R, names)
+        self.writer.add_figure("accuracy_matrix", fig, step)
+        plt.close(fig)
+        self.writer.flush()
+
+    def log_final(self, hparams: Dict[str, Any], metrics: Dict[str, Any]) -> None:
+        final = {f"hparams/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
+        self.logger.log_hyperparams(hparams, final)
+        self.writer.flush()

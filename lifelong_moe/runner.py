@@ -1,0 +1,164 @@
+"""The lifelong loop: for each experience, adapt the model, fit it with a fresh Trainer, evaluate it on
+every test experience, and record R[i][j] with its metrics, figures and TensorBoard curves."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import json
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from lifelong_moe.config import ExperimentConfig, to_container, to_yaml
+from lifelong_moe.metrics import summarize
+from lifelong_moe.models.continual_module import ContinualModule
+from lifelong_moe.registry import MODELS, STRATEGIES, load_builtins
+from lifelong_moe.reporting.files import atomic_write_text, new_run_dir, write_csv, write_json
+from lifelong_moe.reporting.plots import accuracy_matrix_figure, forgetting_curves_figure, save_figure
+from lifelong_moe.reporting.tensorboard import StreamBoard
+from lifelong_moe.training import eval_loaders, evaluate, fit_experience, train_loader
+from scenarios import Stream, build_stream
+from scenarios.errors import ConfigError
+from scenarios.registry import resolve_params
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    accuracy_matrix: np.ndarray
+    untrained_accuracy: Optional[List[float]]
+    metrics: Dict[str, Any]
+    results: Dict[str, Any]
+
+
+def build_model(cfg: ExperimentConfig, stream: Stream) -> ContinualModule:
+    load_builtins()
+    params = resolve_params(MODELS, cfg.model.name, cfg.model.params, "model.params")
+    factory = MODELS.get(cfg.model.name, "model.name")
+    return factory(params, n_classes=stream.n_classes, scenario=stream.scenario.value, train=cfg.train)
+
+
+def build_strategy(cfg: ExperimentConfig) -> Any:
+    load_builtins()
+    params = resolve_params(STRATEGIES, cfg.strategy.name, cfg.strategy.params, "strategy.params")
+    return STRATEGIES.get(cfg.strategy.name, "strategy.name")(params)
+
+
+def untrained_accuracy(model: ContinualModule, stream: Stream, loaders: List[Any], cfg: ExperimentConfig) -> List[float]:
+    """b[j]: a copy of the untrained model, grown for every experience, evaluated on each (for FWT).
+    The global RNG is forked so the real model's later growth is unaffected."""
+    with torch.random.fork_rng(devices=[]):
+        reference = copy.deepcopy(model)
+        for exp in stream.train_stream:
+            reference.on_experience_start(exp)
+        return evaluate(reference, loaders, cfg.trainer)
+
+
+def _reference_diagonal(path: Optional[str], T: int) -> Optional[List[float]]:
+    if path is None:
+        return None
+    try:
+        ref = json.loads(Path(path).read_text())
+        R = np.asarray(ref["accuracy_matrix"], dtype=float)
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(f"reference_results: cannot read an accuracy matrix from {path} ({err})") from None
+    if R.shape != (T, T):
+        raise ConfigError(f"reference_results: {path} has a {R.shape} accuracy matrix; this stream needs {T}x{T}")
+    return [float(R[k, k]) for k in range(T)]
+
+
+def _flat(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v if isinstance(v, (int, float, str, bool)) else str(v)
+    return out
+
+
+def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print) -> RunResult:
+    """Run one lifelong experiment and write its outputs under `cfg.output.root/cfg.name/<version>`."""
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    stream = build_stream(cfg.stream, cfg.seed)
+    T = len(stream.experiences)
+    reference_diag = _reference_diagonal(cfg.reference_results, T)
+    run_dir, version = new_run_dir(cfg.output.root, cfg.name, cfg.output.version)
+    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    logger = TensorBoardLogger(save_dir=cfg.output.root, name=cfg.name, version=version, default_hp_metric=False)
+    board = StreamBoard(logger, T)
+    names = [e.name for e in stream.experiences]
+    test_sizes = [e.n_test for e in stream.experiences]
+
+    model = build_model(cfg, stream)
+    strategy = build_strategy(cfg)
+    loaders = eval_loaders(stream.test_stream, cfg.train)
+    b = untrained_accuracy(model, stream, loaders, cfg) if cfg.evaluate_untrained else None
+
+    R = np.full((T, T), np.nan)
+    timing: List[Dict[str, float]] = []
+    params: List[Dict[str, int]] = []
+    results: Dict[str, Any] = {}
+    start = time.perf_counter()
+    for i, exp in enumerate(stream.train_stream):
+        t0 = time.perf_counter()
+        model.on_experience_start(exp)
+        params.append(model.parameter_counts())
+        data = strategy.train_data(stream.train_stream, i)
+        fit_experience(model, train_loader(data, cfg.train, seed=cfg.seed * 1000 + i), cfg.trainer, cfg.train.epochs, logger)
+        model.on_experience_end(exp)
+        t1 = time.perf_counter()
+        R[i] = evaluate(model, loaders, cfg.trainer)
+        t2 = time.perf_counter()
+        timing.append({"train_s": t1 - t0, "eval_s": t2 - t1, "total_s": t2 - t0})
+        board.log_step(i, R, b, names)
+        metrics = summarize(R[: i + 1, : i + 1], b[: i + 1] if b else None, test_sizes[: i + 1])
+        results = _results(cfg, stream, R, b, metrics, timing, params, status="complete" if i == T - 1 else "running")
+        write_json(run_dir / "results.json", results)
+        progress(
+            f"[lifelong-moe] experience {i + 1}/{T} ({names[i]}) | {time.perf_counter() - start:6.1f}s elapsed | "
+            f"ACC {metrics['acc']:.3f} | acc on {names[i]} {R[i, i]:.3f}"
+        )
+
+    metrics = summarize(R, b, test_sizes, reference_diag)
+    results = _results(cfg, stream, R, b, metrics, timing, params, status="complete")
+    results["wall_time_s"] = time.perf_counter() - start
+    write_json(run_dir / "results.json", results)
+    write_csv(run_dir / "accuracy_matrix.csv", ["after_experience"] + names, [[names[i], *map(float, R[i])] for i in range(T)])
+    if cfg.output.plots:
+        save_figure(accuracy_matrix_figure(R, names), run_dir / "accuracy_matrix.png")
+        save_figure(forgetting_curves_figure(R, metrics["seen_acc"], names), run_dir / "forgetting_curves.png")
+    board.log_final(_flat(to_container(cfg)), metrics)
+    logger.finalize("success")
+    progress(f"[lifelong-moe] done in {results['wall_time_s']:.1f}s | ACC {metrics['acc']:.3f} | results in {run_dir}")
+    return RunResult(run_dir, R, b, metrics, results)
+
+
+def _results(cfg: ExperimentConfig, stream: Stream, R: np.ndarray, b: Optional[List[float]], metrics: Dict[str, Any],
+             timing: List[Dict[str, float]], params: List[Dict[str, int]], status: str) -> Dict[str, Any]:
+    return {
+        "experiment": cfg.name,
+        "seed": cfg.seed,
+        "status": status,
+        "scenario": stream.scenario.value,
+        "model": cfg.model.name,
+        "strategy": cfg.strategy.name,
+        "completed_experiences": len(timing),
+        "experiences": [
+            {"name": e.name, "source": e.source, "classes": e.classes, "modalities": e.modalities,
+             "task_label": e.task_label, "n_train": e.n_train, "n_test": e.n_test}
+            for e in stream.experiences
+        ],
+        "accuracy_matrix": [[None if np.isnan(v) else float(v) for v in row] for row in R],
+        "untrained_accuracy": b,
+        "metrics": metrics,
+        "time_per_experience_s": timing,
+        "parameters_per_experience": params,
+    }

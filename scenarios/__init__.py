@@ -1,0 +1,15 @@
+"""Task streams: data sources and the builder that turns a stream config into an Avalanche benchmark."""
+
+from scenarios.builder import ExperienceSpec, Stream, build_stream
+from scenarios.config import ExperienceConfig, ScenarioKind, SourceConfig, SplitRuleConfig, StreamConfig
+from scenarios.dataset import MultimodalDataset
+from scenarios.errors import ConfigError, DataError, UserError
+from scenarios.modality import MASK_KEY, ModalitySpec
+from scenarios.registry import Registry
+from scenarios.sources import SOURCES, SourceData, Split
+
+__all__ = [
+    "ConfigError", "DataError", "ExperienceConfig", "ExperienceSpec", "MASK_KEY", "ModalitySpec",
+    "MultimodalDataset", "Registry", "SOURCES", "ScenarioKind", "SourceConfig", "SourceData", "Split",
+    "SplitRuleConfig", "Stream", "StreamConfig", "UserError", "build_stream",
+]

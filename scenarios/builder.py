@@ -1,0 +1,245 @@
+"""Turn a stream config into an Avalanche benchmark whose experiences know their classes, modalities
+and task labels. Knows data and streams, never models."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
+from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
+from avalanche.benchmarks.scenarios.task_aware import with_task_labels
+from avalanche.benchmarks.utils import make_avalanche_dataset
+from avalanche.benchmarks.utils.data_attribute import DataAttribute
+
+from scenarios.config import ExperienceConfig, ScenarioKind, StreamConfig
+from scenarios.dataset import MultimodalDataset
+from scenarios.errors import ConfigError, DataError
+from scenarios.modality import MASK_KEY, ModalitySpec
+from scenarios.registry import resolve_params
+from scenarios.sources import SOURCES, SourceData, Split, load_source
+
+
+@dataclass
+class ExperienceSpec:
+    """What one experience holds, as resolved from config."""
+
+    index: int
+    name: str
+    source: str
+    classes: List[int]
+    modalities: List[str]
+    task_label: int
+    n_train: int
+    n_test: int
+    test_missing_rate: Dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Stream:
+    """A built stream: the Avalanche benchmark plus the resolved description of every experience."""
+
+    benchmark: Any
+    experiences: List[ExperienceSpec]
+    modalities: Dict[str, ModalitySpec]
+    n_classes: int
+    scenario: ScenarioKind
+
+    @property
+    def train_stream(self) -> Any:
+        return self.benchmark.train_stream
+
+    @property
+    def test_stream(self) -> Any:
+        return self.benchmark.test_stream
+
+    def describe(self) -> str:
+        """A table of the experiences, for `lifelong-moe validate`."""
+        rows = [f"{'#':>3} {'name':<14} {'source':<18} {'task':>4} {'train':>6} {'test':>6}  classes / modalities"]
+        for e in self.experiences:
+            rows.append(
+                f"{e.index:>3} {e.name:<14} {e.source:<18} {e.task_label:>4} {e.n_train:>6} {e.n_test:>6}  "
+                f"{e.classes} / {'+'.join(e.modalities)}"
+            )
+        return "\n".join(rows)
+
+
+def build_stream(cfg: StreamConfig, seed: int = 0) -> Stream:
+    """Load the sources, resolve and check every experience, and build the Avalanche benchmark."""
+    sources = _load_sources(cfg, seed)
+    exps = _expand_experiences(cfg, sources)
+    if not exps:
+        raise ConfigError("stream.experiences: the stream has no experiences")
+    specs = _stream_modalities(exps, sources)
+    _check_scenario(cfg.scenario, exps)
+
+    train_sets, test_sets, resolved = [], [], []
+    for i, (key, exp) in enumerate(exps):
+        src = sources[exp.source]
+        rng = np.random.default_rng([seed, i, 11])
+        task = (exp.task_label if exp.task_label is not None else i) if cfg.scenario == ScenarioKind.task_incremental else 0
+        modalities = exp.modalities or sorted(src.modalities)
+        classes = exp.classes or list(src.classes)
+        train = _select(src.train, classes, exp.train_size, rng, f"{key}.train_size")
+        test = _select(src.test, classes, exp.test_size, rng, f"{key}.test_size")
+        for split, name in ((train, "train"), (test, "test")):
+            if len(split) == 0:
+                raise ConfigError(f"{key}: the {name} split is empty (source '{exp.source}', classes {classes})")
+        train_sets.append(_dataset(train, modalities, exp.train_missing_rate, specs, task, rng, f"{key}.train_missing_rate"))
+        test_sets.append(_dataset(test, modalities, exp.test_missing_rate, specs, task, rng, f"{key}.test_missing_rate"))
+        resolved.append(
+            ExperienceSpec(i, exp.name or f"exp{i}", exp.source, sorted(classes), list(modalities), task,
+                           len(train), len(test), dict(exp.test_missing_rate))
+        )
+
+    benchmark = with_task_labels(with_classes_timeline(benchmark_from_datasets(train=train_sets, test=test_sets)))
+    for stream in (benchmark.train_stream, benchmark.test_stream):
+        for exp, spec in zip(stream, resolved):
+            exp.modalities = list(spec.modalities)
+            exp.modality_specs = {m: specs[m] for m in spec.modalities}
+            exp.spec = spec
+    n_classes = 1 + max(c for e in resolved for c in e.classes)
+    return Stream(benchmark, resolved, specs, n_classes, cfg.scenario)
+
+
+def _load_sources(cfg: StreamConfig, seed: int) -> Dict[str, SourceData]:
+    if not cfg.sources:
+        raise ConfigError("stream.sources: no data sources defined")
+    loaded = {}
+    for name, src in cfg.sources.items():
+        key = f"stream.sources.{name}"
+        params = resolve_params(SOURCES, src.kind, src.params, f"{key}.params") if src.kind in SOURCES else None
+        SOURCES.get(src.kind, f"{key}.kind")
+        try:
+            data = load_source(src.kind, params, seed, key)
+        except DataError as err:
+            raise DataError(f"{key}.params.{err}") from None
+        except ValueError as err:
+            raise ConfigError(f"{key}.params: {err}") from None
+        for modality in data.modalities:
+            if modality == MASK_KEY:
+                raise ConfigError(f"{key}: '{MASK_KEY}' is reserved and cannot name a modality")
+        loaded[name] = data
+    return loaded
+
+
+def _expand_experiences(cfg: StreamConfig, sources: Dict[str, SourceData]) -> List[tuple[str, ExperienceConfig]]:
+    """(config key, experience) pairs, from the explicit list or the split rule; checked against sources."""
+    if cfg.experiences and cfg.split is not None:
+        raise ConfigError("stream: give either `experiences` or `split`, not both")
+    if cfg.split is not None:
+        rule = cfg.split
+        src = _source(sources, rule.source, "stream.split.source")
+        order = list(rule.class_order) or list(src.classes)
+        if rule.shuffle_classes and not rule.class_order:
+            order = list(np.random.default_rng(0).permutation(order))
+        if not 1 <= rule.n_experiences <= len(order):
+            raise ConfigError(f"stream.split.n_experiences: must lie in 1..{len(order)} (classes available), got {rule.n_experiences}")
+        groups = np.array_split(np.asarray(order, dtype=int), rule.n_experiences)
+        exps = [
+            ExperienceConfig(source=rule.source, classes=[int(c) for c in g], modalities=list(rule.modalities),
+                             train_size=rule.train_size, test_size=rule.test_size,
+                             test_missing_rate=dict(rule.test_missing_rate))
+            for g in groups
+        ]
+        keys = ["stream.split"] * len(exps)
+    else:
+        exps = list(cfg.experiences)
+        keys = [f"stream.experiences[{i}]" for i in range(len(exps))]
+    for key, exp in zip(keys, exps):
+        src = _source(sources, exp.source, f"{key}.source")
+        missing_classes = sorted(set(exp.classes) - set(src.classes))
+        if missing_classes:
+            raise ConfigError(f"{key}.classes: source '{exp.source}' has no class {missing_classes} (has {src.classes})")
+        if len(set(exp.classes)) != len(exp.classes):
+            raise ConfigError(f"{key}.classes: repeated class in {list(exp.classes)}")
+        unknown = sorted(set(exp.modalities) - set(src.modalities))
+        if unknown:
+            raise ConfigError(f"{key}.modalities: source '{exp.source}' has no modality {unknown} (has {sorted(src.modalities)})")
+        for field_name in ("train_size", "test_size"):
+            size = getattr(exp, field_name)
+            if size is not None and size <= 0:
+                raise ConfigError(f"{key}.{field_name}: must be positive, got {size}")
+    return list(zip(keys, exps))
+
+
+def _source(sources: Dict[str, SourceData], name: str, key: str) -> SourceData:
+    if name not in sources:
+        raise ConfigError(f"{key}: unknown source '{name}'; defined in stream.sources: {', '.join(sorted(sources))}")
+    return sources[name]
+
+
+def _stream_modalities(exps: List[tuple[str, ExperienceConfig]], sources: Dict[str, SourceData]) -> Dict[str, ModalitySpec]:
+    """The union of modalities over the stream; one name must mean one shape and kind everywhere."""
+    specs: Dict[str, ModalitySpec] = {}
+    for key, exp in exps:
+        src = sources[exp.source]
+        for m in exp.modalities or sorted(src.modalities):
+            spec = src.modalities[m]
+            if m in specs and specs[m] != spec:
+                raise ConfigError(f"{key}.modalities: modality '{m}' of source '{exp.source}' is {spec}, elsewhere {specs[m]}")
+            specs[m] = spec
+    return specs
+
+
+def _check_scenario(kind: ScenarioKind, exps: List[tuple[str, ExperienceConfig]]) -> None:
+    if kind != ScenarioKind.task_incremental:
+        for key, exp in exps:
+            if exp.task_label is not None:
+                raise ConfigError(f"{key}.task_label: {kind.value} streams carry no task labels")
+    if kind == ScenarioKind.domain_incremental:
+        first = sorted(exps[0][1].classes)
+        for key, exp in exps[1:]:
+            if sorted(exp.classes) != first:
+                raise ConfigError(f"{key}.classes: domain_incremental experiences share their classes ({first}), got {sorted(exp.classes)}")
+    if kind == ScenarioKind.modality_incremental and len(exps) > 1:
+        if len({tuple(sorted(e.modalities)) for _, e in exps}) == 1:
+            raise ConfigError("stream.experiences: modality_incremental needs experiences with different `modalities`")
+
+
+def _select(split: Split, classes: List[int], size: Optional[int], rng: np.random.Generator, key: str) -> Split:
+    """The samples of `classes`, class-stratified down to `size` if given."""
+    idx = np.flatnonzero(np.isin(split.labels, classes))
+    if size is not None:
+        if size > len(idx):
+            raise ConfigError(f"{key}: asks for {size} samples but only {len(idx)} exist for classes {classes}")
+        idx = rng.permutation(idx)
+        labels = split.labels[idx]
+        rank = np.zeros(len(idx), dtype=int)
+        for c in np.unique(labels):
+            rank[labels == c] = np.arange((labels == c).sum())
+        idx = np.sort(idx[np.argsort(rank, kind="stable")[:size]])
+    return split.subset(idx)
+
+
+def _dataset(
+    split: Split,
+    modalities: List[str],
+    missing_rate: Dict[str, float],
+    specs: Dict[str, ModalitySpec],
+    task: int,
+    rng: np.random.Generator,
+    key: str,
+) -> Any:
+    n = len(split)
+    for m, rate in missing_rate.items():
+        if m not in modalities:
+            raise ConfigError(f"{key}.{m}: modality '{m}' is not in this experience ({modalities})")
+        if not 0.0 <= rate < 1.0:
+            raise ConfigError(f"{key}.{m}: missing rate must lie in [0, 1), got {rate}")
+    present = {m: rng.random(n) >= missing_rate.get(m, 0.0) for m in modalities}
+    # a sample keeps at least one modality: where all were dropped, restore one at random
+    none_left = ~np.any(np.stack([present[m] for m in modalities]), axis=0)
+    if none_left.any():
+        restore = rng.integers(0, len(modalities), n)
+        for k, m in enumerate(modalities):
+            present[m] |= none_left & (restore == k)
+    ds = MultimodalDataset({m: split.inputs[m] for m in modalities}, present, split.labels, specs)
+    return make_avalanche_dataset(
+        ds,
+        data_attributes=[
+            DataAttribute(ds.targets, "targets"),
+            DataAttribute([task] * n, "targets_task_labels", use_in_getitem=True),
+        ],
+    )

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny streams and configs that train in seconds on CPU."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+import yaml
+
+TINY_STREAM: Dict[str, Any] = {
+    "scenario": "class_incremental",
+    "sources": {
+        "syn": {
+            "kind": "synthetic",
+            "params": {"n_classes": 4, "n_modalities": 2, "dim": 8, "n_train_per_class": 40, "n_test_per_class": 20, "separation": 3.0},
+        }
+    },
+    "split": {"source": "syn", "n_experiences": 2},
+}
+
+
+def tiny_config(root: Path, **overrides: Any) -> Dict[str, Any]:
+    """A two-experience synthetic stream, three epochs, CPU, no progress bar, outputs under `root`."""
+    cfg: Dict[str, Any] = {
+        "name": "tiny",
+        "seed": 0,
+        "stream": copy.deepcopy(TINY_STREAM),
+        "model": {"name": "multimodal_mlp", "params": {"embed_dim": 16, "hidden_dim": 32}},
+        "train": {"epochs": 3, "batch_size": 16, "lr": 0.01},
+        "trainer": {"accelerator": "cpu", "devices": "1", "enable_progress_bar": False},
+        "output": {"root": str(root)},
+    }
+    for key, value in overrides.items():
+        cfg[key] = value
+    return cfg
+
+
+def write_yaml(path: Path, data: Any) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Dict[str, Any]:
+    return tiny_config(tmp_path / "runs")
