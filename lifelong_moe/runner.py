@@ -104,23 +104,26 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print) -> RunRe
 
     R = np.full((T, T), np.nan)
     timing: List[Dict[str, float]] = []
-    params: List[Dict[str, int]] = []
+    params: List[Dict[str, Any]] = []
+    reports: List[Dict[str, Any]] = []
     results: Dict[str, Any] = {}
     start = time.perf_counter()
     for i, exp in enumerate(stream.train_stream):
         t0 = time.perf_counter()
         model.on_experience_start(exp)
-        params.append(model.parameter_counts())
+        params.append({**model.parameter_counts(), **model.structure_summary()})
         data = strategy.train_data(stream.train_stream, i)
         fit_experience(model, train_loader(data, cfg.train, seed=cfg.seed * 1000 + i), cfg.trainer, cfg.train.epochs, logger)
         model.on_experience_end(exp)
         t1 = time.perf_counter()
         R[i] = evaluate(model, loaders, cfg.trainer)
+        reports.append(model.evaluation_report())
         t2 = time.perf_counter()
         timing.append({"train_s": t1 - t0, "eval_s": t2 - t1, "total_s": t2 - t0})
         board.log_step(i, R, b, names)
+        board.log_report(i, reports[-1], names)
         metrics = summarize(R[: i + 1, : i + 1], b[: i + 1] if b else None, test_sizes[: i + 1])
-        results = _results(cfg, stream, R, b, metrics, timing, params, status="complete" if i == T - 1 else "running")
+        results = _results(cfg, stream, R, b, metrics, timing, params, reports, status="complete" if i == T - 1 else "running")
         write_json(run_dir / "results.json", results)
         progress(
             f"[lifelong-moe] experience {i + 1}/{T} ({names[i]}) | {time.perf_counter() - start:6.1f}s elapsed | "
@@ -128,7 +131,7 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print) -> RunRe
         )
 
     metrics = summarize(R, b, test_sizes, reference_diag)
-    results = _results(cfg, stream, R, b, metrics, timing, params, status="complete")
+    results = _results(cfg, stream, R, b, metrics, timing, params, reports, status="complete")
     results["wall_time_s"] = time.perf_counter() - start
     write_json(run_dir / "results.json", results)
     write_csv(run_dir / "accuracy_matrix.csv", ["after_experience"] + names, [[names[i], *map(float, R[i])] for i in range(T)])
@@ -142,7 +145,8 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print) -> RunRe
 
 
 def _results(cfg: ExperimentConfig, stream: Stream, R: np.ndarray, b: Optional[List[float]], metrics: Dict[str, Any],
-             timing: List[Dict[str, float]], params: List[Dict[str, int]], status: str) -> Dict[str, Any]:
+             timing: List[Dict[str, float]], params: List[Dict[str, Any]], reports: List[Dict[str, Any]],
+             status: str) -> Dict[str, Any]:
     return {
         "experiment": cfg.name,
         "seed": cfg.seed,
@@ -161,4 +165,5 @@ def _results(cfg: ExperimentConfig, stream: Stream, R: np.ndarray, b: Optional[L
         "metrics": metrics,
         "time_per_experience_s": timing,
         "parameters_per_experience": params,
+        "evaluations": reports,  # per training step: model-specific records, e.g. routing statistics
     }

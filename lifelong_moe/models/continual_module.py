@@ -31,6 +31,7 @@ class ContinualModule(L.LightningModule):
         self.train_cfg = train
         self.embed_dim = embed_dim
         self.encoders = nn.ModuleDict()
+        self.modality_specs: Dict[str, Any] = {}
         self.modality_embed = nn.ParameterDict()
         self.register_buffer("seen_classes", torch.zeros(n_classes, dtype=torch.bool))
         self.register_buffer("task_classes", torch.zeros(0, n_classes, dtype=torch.bool))
@@ -58,25 +59,32 @@ class ContinualModule(L.LightningModule):
         """Called after an experience is trained, before evaluation."""
 
     def add_modality(self, name: str, spec: Any) -> None:
+        self.modality_specs[name] = spec
         self.encoders[name] = build_encoder(spec, self.embed_dim).to(self.device)
         self.modality_embed[name] = nn.Parameter(torch.zeros(self.embed_dim, device=self.device))
 
     # ---- forward --------------------------------------------------------------------------------
-    def fuse(self, inputs: Dict[str, Any]) -> torch.Tensor:
-        """Masked mean of the present modalities' embeddings: (B, D). Absent modalities contribute nothing."""
+    def modality_tokens(self, inputs: Dict[str, Any]) -> tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+        """One (B, D) token per modality the model knows and the batch carries, and its (B,) presence mask."""
         mask = inputs.get(MASK_KEY, {})
-        total, count = None, None
+        tokens, present = {}, {}
         for name, encoder in self.encoders.items():
             if name not in inputs:
                 continue
-            present = mask.get(name)
-            z = encoder(inputs[name]) + self.modality_embed[name]  # (B, D)
-            w = torch.ones(z.shape[0], 1, device=z.device, dtype=z.dtype) if present is None else present.to(z.dtype).unsqueeze(1)
-            total = z * w if total is None else total + z * w
-            count = w if count is None else count + w
-        if total is None:
+            x = inputs[name]
+            tokens[name] = encoder(x) + self.modality_embed[name]
+            flag = mask.get(name)
+            present[name] = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if flag is None else flag.to(torch.bool)
+        if not tokens:
             raise ValueError(f"the batch holds none of the model's modalities ({sorted(self.encoders)}); got {sorted(inputs)}")
-        return total / count.clamp_min(1.0)
+        return tokens, present
+
+    def fuse(self, inputs: Dict[str, Any]) -> torch.Tensor:
+        """Masked mean of the present modalities' tokens: (B, D). Absent modalities contribute nothing."""
+        tokens, present = self.modality_tokens(inputs)
+        z = torch.stack(list(tokens.values()), 1)  # (B, M, D)
+        w = torch.stack(list(present.values()), 1).to(z.dtype).unsqueeze(-1)  # (B, M, 1)
+        return (z * w).sum(1) / w.sum(1).clamp_min(1.0)
 
     def trunk(self, fused: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -96,10 +104,14 @@ class ContinualModule(L.LightningModule):
         return logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
 
     # ---- training -------------------------------------------------------------------------------
+    def training_loss(self, x: Dict[str, Any], y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, logits) of one batch; models with auxiliary losses extend this."""
+        logits = self(x, t)
+        return F.cross_entropy(logits, y), logits
+
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         x, y, t = batch
-        logits = self(x, t)
-        loss = F.cross_entropy(logits, y)
+        loss, logits = self.training_loss(x, y, t)
         detached = loss.detach()
         self._accumulate(detached, (logits.argmax(1) == y).sum(), len(y))
         if self.logger is not None and self.trainer.global_step % self.trainer.log_every_n_steps == 0:
@@ -130,8 +142,12 @@ class ContinualModule(L.LightningModule):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
+    def optimizer_param_groups(self) -> List[Dict[str, Any]]:
+        """Parameter groups to optimize; only trainable ones, so frozen parameters get no optimizer state."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad]}]
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = [p for p in self.parameters() if p.requires_grad]
+        params = self.optimizer_param_groups()
         cfg = self.train_cfg
         if cfg.optimizer == "sgd":
             return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
@@ -155,7 +171,15 @@ class ContinualModule(L.LightningModule):
         self.eval_metrics = nn.ModuleList()
         return values
 
+    def evaluation_report(self) -> Dict[str, Any]:
+        """Model-specific records of the last evaluation (e.g. routing statistics) for results and TensorBoard."""
+        return {}
+
     # ---- accounting -----------------------------------------------------------------------------
+    def structure_summary(self) -> Dict[str, Any]:
+        """How the model grew at the current experience (experts, groups), for results.json."""
+        return {}
+
     def parameter_counts(self) -> Dict[str, int]:
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)

@@ -53,6 +53,31 @@ def forgetting_curves_figure(R: np.ndarray, seen_acc: Sequence[float], names: Op
     return fig
 
 
+def routing_mass_figure(report: dict, names: Sequence[str]) -> plt.Figure:
+    """Left: share of each test experience's gate mass per expert (rows sum to 1), with expert owners on the
+    x axis. Right: the same per modality, over all test experiences."""
+    mass = np.asarray(report["routing_mass"], dtype=float)  # (J, M, E)
+    owner = report["expert_owner"]
+    by_exp = mass.sum(1)
+    by_exp = by_exp / np.maximum(by_exp.sum(1, keepdims=True), 1e-12)
+    by_mod = mass.sum(0)
+    by_mod = by_mod / np.maximum(by_mod.sum(1, keepdims=True), 1e-12)
+    E = mass.shape[2]
+    fig, axes = plt.subplots(1, 2, figsize=(2 + 0.35 * E * 2, 1.5 + 0.35 * len(names)), squeeze=False)
+    for ax, data, rows, title in (
+        (axes[0, 0], by_exp, [f"test {n}" for n in names], "routing mass per test experience"),
+        (axes[0, 1], by_mod, report["modalities"], "routing mass per modality"),
+    ):
+        im = ax.imshow(data, vmin=0, vmax=1, cmap="magma", aspect="auto")
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
+        ax.set_xticks(range(E), [f"{i}:g{g}" for i, g in enumerate(owner)], rotation=90, fontsize=6)
+        ax.set_xlabel("expert:owner group", fontsize=7)
+        ax.set_title(title, fontsize=8)
+    fig.colorbar(im, ax=axes[0, 1], fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: plt.Figure, path: Path) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=120)

@@ -10,7 +10,7 @@ import numpy as np
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lifelong_moe.metrics import prefix_metrics, seen_accuracy
-from lifelong_moe.reporting.plots import accuracy_matrix_figure
+from lifelong_moe.reporting.plots import accuracy_matrix_figure, routing_mass_figure
 
 STREAM_METRICS = ("acc", "bwt", "fwt", "forgetting")
 
@@ -28,6 +28,7 @@ class StreamBoard:
                     "forgetting curves: accuracy on each experience": ["Multiline", [r"accuracy/exp\d+"]],
                     "stream metrics": ["Multiline", [f"stream/{k}" for k in STREAM_METRICS]],
                     "accuracy on everything seen": ["Multiline", ["stream/seen_acc"]],
+                    "routing accuracy per experience": ["Multiline", [r"routing_accuracy/exp\d+"]],
                 }
             }
         )
@@ -41,6 +42,17 @@ class StreamBoard:
         self.writer.add_scalar("stream/seen_acc", seen_accuracy(R[: step + 1, : step + 1])[-1], step)
         fig = accuracy_matrix_figure(R, names)
         self.writer.add_figure("accuracy_matrix", fig, step)
+        plt.close(fig)
+        self.writer.flush()
+
+    def log_report(self, step: int, report: Dict[str, Any], names: Sequence[str]) -> None:
+        """Routing accuracy per test experience (scalars) and routing mass heatmaps (images), if the model routes."""
+        if "routing_accuracy" not in report:
+            return
+        for j, acc in enumerate(report["routing_accuracy"]):
+            self.writer.add_scalar(f"routing_accuracy/exp{j:02d}", acc, step)
+        fig = routing_mass_figure(report, names)
+        self.writer.add_figure("routing_mass", fig, step)
         plt.close(fig)
         self.writer.flush()
 

@@ -1,0 +1,90 @@
+"""Forward + backward throughput of one MoE layer against a dense FFN block doing the same active work.
+
+4096 tokens, width 256, expert hidden 512, top-2; the dense block has hidden 2 * 512 = 1024, so each token
+costs the same matmul FLOPs in both. Both blocks include the pre-norm and the residual; the MoE layer also
+pays for its router and auxiliary losses. Ratios are dense time / MoE time (1.0 = as fast as dense), all
+measured in one process. The experts come from two growth steps (n-2 older, 2 newest); the last columns
+time the same layer with the older ones frozen (no weight gradients).
+
+    python experiments/bench_moe_layer.py [--device cpu|cuda] [--dtype float32|bfloat16] [--experts 4 16 64 256]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from lifelong_moe.moe import MoELayer
+
+
+class DenseBlock(nn.Module):
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.ffn(self.norm(x))
+
+
+def timed(step, device: str, repeats: int) -> float:
+    for _ in range(3):
+        step()
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--experts", type=int, nargs="+", default=[4, 16, 64, 256])
+    ap.add_argument("--tokens", type=int, default=4096)
+    ap.add_argument("--dim", type=int, default=256)
+    ap.add_argument("--hidden", type=int, default=512)
+    ap.add_argument("--k", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=10)
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    dev, dtype = args.device, getattr(torch, args.dtype)
+    x = torch.randn(args.tokens, args.dim, device=dev)
+
+    def step_of(block):
+        def step():
+            block.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=dev, dtype=dtype, enabled=dtype != torch.float32):
+                out = block(x)
+                y = out.hidden + 0.01 * (out.balance_loss + out.z_loss) if hasattr(out, "hidden") else out
+            y.float().pow(2).mean().backward()
+        return step
+
+    dense = DenseBlock(args.dim, args.k * args.hidden).to(dev)
+    print(f"device={dev} dtype={args.dtype} tokens={args.tokens} d={args.dim} hidden={args.hidden} top-{args.k} "
+          f"threads={torch.get_num_threads()}")
+    print(f"| experts | dense ms | MoE ms | dense/MoE | MoE, all but 2 frozen ms | dense/frozen-MoE |\n|---|---|---|---|---|---|")
+    for n in args.experts:
+        layer = MoELayer(args.dim, args.hidden, args.k).to(dev)
+        layer.grow(n - 2, group=0)  # as after a stream: the old experts' bank, then the newest 2
+        layer.grow(2, group=1)
+        t_dense = timed(step_of(dense), dev, args.repeats)  # interleaved with each MoE size
+        t_moe = timed(step_of(layer), dev, args.repeats)
+        for expert in layer.pool.experts_of(group=0):
+            expert.requires_grad_(False)
+        t_frozen = timed(step_of(layer), dev, args.repeats)
+        print(f"| {n} | {t_dense * 1e3:.1f} | {t_moe * 1e3:.1f} | {t_dense / t_moe:.2f} | {t_frozen * 1e3:.1f} | {t_dense / t_frozen:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

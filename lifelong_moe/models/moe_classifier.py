@@ -1,0 +1,367 @@
+"""A lifelong MoE classifier: modality tokens flow through MoE layers whose experts grow per experience
+(or per modality, or on novelty) and freeze afterwards; each sample is routed to the experts of the
+experience it most likely comes from, judged by per-experience keys, without task labels.
+
+Prediction is hierarchical: p(c | x) = p(e(c) | x) * softmax over e's classes of head_e(features), where
+e(c) is the experience that introduced class c and p(e | x) comes from the keys (one-hot under hard
+routing). Training experience e routes to e's experts and fits e's head on e's classes only.
+
+Shape key: B samples, M modalities, n present tokens, D width, E routed experts, C classes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lifelong_moe.config.schema import TrainConfig
+from lifelong_moe.models.continual_module import Batch, ContinualModule
+from lifelong_moe.models.key_views import key_view
+from scenarios.modality import MASK_KEY
+from lifelong_moe.moe import GROWTH_POLICIES, MoELayer, PrototypeKeys, decide_growth
+from lifelong_moe.registry import MODELS
+from scenarios.errors import ConfigError
+
+NEG = -1e9  # log-probability of the impossible; finite, so no NaN appears in softmax or CE
+
+
+@dataclass
+class MoEParams:
+    embed_dim: int = 64
+    n_layers: int = 2
+    expert_hidden: int = 128
+    experts_per_growth: int = 2  # experts added to every layer at each growth step
+    k: int = 2  # experts per token (at most experts_per_growth under hard routing)
+    n_shared_experts: int = 0  # always-on experts, trained in the first experience
+    gate_noise: float = 0.0  # std of Gaussian noise on router logits in training
+    balance_loss_weight: float = 0.01
+    z_loss_weight: float = 0.001
+    growth: str = "experience"  # experience | modality | novelty
+    novelty_threshold: float = 3.0  # novelty: grow when new data lies this many stds below the closest key
+    max_experts: int = 0  # per layer; 0: no cap. Beyond it the closest group is reused
+    freeze_old: bool = True  # experts, router columns, heads and norms of past experiences stop training
+    old_expert_lr_scale: float = 0.0  # > 0: a reused group's old experts keep training at lr * scale
+    encoder_training: str = "introduced"  # introduced: train a modality's encoder in the experience that brings
+    # it, then freeze; never: keep random encoders frozen; always: keep training (old paths and keys drift)
+    key_space: str = "input"  # input: keys on fixed views of the raw input; features: on encoder tokens
+    key_routing: str = "hard"  # hard: only the most likely experience's experts; soft: a log-prior bias
+    key_weight: float = 5.0  # soft routing: bias = key_weight * log p(group | x)
+    key_temperature: float = 1.0  # p(e | x) = softmax(key score / temperature)
+    key_var_floor: float = 0.05  # compared 0.01, 0.05, 0.2 on the default stream; 0.05 routed best
+    key_fit_samples: int = 4096  # training samples used to fit each experience's keys
+
+
+class ExperienceHead(nn.Module):
+    """Linear head over the classes one experience introduced."""
+
+    def __init__(self, dim: int, classes: List[int]) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, len(classes))
+        self.register_buffer("classes", torch.as_tensor(classes, dtype=torch.long))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h)
+
+
+@dataclass
+class MoEForward:
+    logits: torch.Tensor  # (B, C)
+    aux_loss: torch.Tensor  # scalar: weighted balance + z losses over layers
+    token_sample: torch.Tensor  # (n,) sample of each present token
+    token_modality: torch.Tensor  # (n,) modality index (order of self.encoders)
+    routings: List[Any]  # per layer: Routing
+
+
+class MoEClassifier(ContinualModule):
+    def __init__(self, params: MoEParams, *, n_classes: int, scenario: str, train: TrainConfig) -> None:
+        _check(params)
+        super().__init__(n_classes=n_classes, scenario=scenario, train=train, embed_dim=params.embed_dim)
+        self.p = params
+        self.layers = nn.ModuleList(
+            MoELayer(params.embed_dim, params.expert_hidden, params.k, params.gate_noise, params.n_shared_experts)
+            for _ in range(params.n_layers)
+        )
+        self.final_norm = nn.LayerNorm(params.embed_dim)
+        self.heads = nn.ModuleDict()
+        self.keys = PrototypeKeys(params.key_var_floor)
+        self.experience_group: Dict[int, int] = {}
+        self.experience_task: Dict[int, int] = {}
+        self.growth_log: Dict[int, str] = {}
+        self._old_reused: set = set()  # ids of a reused group's old expert parameters (trained at a lower rate)
+        self._trained: set = set()  # ids of parameters that lived through a finished experience
+
+    # ---- structure ------------------------------------------------------------------------------
+    @property
+    def n_groups(self) -> int:
+        return len(set(self.experience_group.values()))
+
+    @property
+    def expert_owner(self) -> List[int]:
+        return list(self.layers[0].pool.owner)
+
+    def on_experience_start(self, exp: Any) -> None:
+        e = exp.spec.index
+        old_params = [p for p in self.parameters() if id(p) in self._trained]
+        new_modality = any(m not in self.encoders for m in exp.modality_specs)
+        super().on_experience_start(exp)  # encoders for new modalities, class masks
+        self.experience_task[e] = int(exp.spec.task_label)
+
+        closest, z = self._closest_known_group(exp.dataset)
+        decision = decide_growth(
+            self.p.growth, n_groups=self.n_groups, n_experts=self.layers[0].n_experts,
+            experts_per_growth=self.p.experts_per_growth, max_experts=self.p.max_experts,
+            new_modality=new_modality, closest_group=closest, novelty_z=z, novelty_threshold=self.p.novelty_threshold,
+        )
+        if decision.grow:
+            group = self.n_groups
+            for layer in self.layers:
+                layer.grow(self.p.experts_per_growth, group)
+        else:
+            group = int(decision.reuse_group)
+        self.experience_group[e] = group
+        self.growth_log[e] = decision.reason
+        self.heads[str(e)] = ExperienceHead(self.p.embed_dim, sorted(exp.classes_in_this_experience)).to(self.device)
+        self._freeze(old_params, group)
+
+    def _freeze(self, old_params: List[nn.Parameter], group: int) -> None:
+        """Everything that existed before this experience stops training, except what the settings keep:
+        encoders under encoder_training=always, and the reused group's experts under old_expert_lr_scale."""
+        encoder_params = {id(p) for p in self.encoders.parameters()} | {id(p) for p in self.modality_embed.parameters()}
+        reused = {id(p) for layer in self.layers for expert in layer.pool.experts_of(group)
+                  for p in expert.parameters()} if self.p.old_expert_lr_scale > 0 else set()
+        for p in old_params:
+            if id(p) in encoder_params:
+                p.requires_grad_(self.p.encoder_training == "always")
+            elif id(p) in reused:
+                p.requires_grad_(True)
+            else:
+                p.requires_grad_(not self.p.freeze_old)
+        self._old_reused = {id(p) for p in old_params if id(p) in reused}
+
+    def optimizer_param_groups(self) -> List[Dict[str, Any]]:
+        scaled = [p for p in self.parameters() if p.requires_grad and id(p) in self._old_reused]
+        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in self._old_reused]
+        groups = [{"params": rest}]
+        if scaled:
+            groups.append({"params": scaled, "lr": self.train_cfg.lr * self.p.old_expert_lr_scale})
+        return groups
+
+    def on_experience_end(self, exp: Any) -> None:
+        """Fit this experience's keys on its training data, through the (now settled) encoders."""
+        tokens, present, labels = self._encode_dataset(exp.dataset, self.p.key_fit_samples)
+        self.keys.fit(exp.spec.index, tokens, present, labels)
+        self._trained = {id(p) for p in self.parameters()}
+
+    @torch.no_grad()
+    def _encode_dataset(self, dataset: Any, limit: int) -> tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], torch.Tensor]:
+        """Key inputs, presence masks and labels of up to `limit` samples, computed in eval mode without grad."""
+        was_training = self.training
+        self.eval()
+        loader = DataLoader(dataset, batch_size=512, shuffle=False, collate_fn=getattr(dataset, "collate_fn", None))
+        tokens: Dict[str, List[torch.Tensor]] = {}
+        present: Dict[str, List[torch.Tensor]] = {}
+        labels: List[torch.Tensor] = []
+        seen = 0
+        for x, y, _ in loader:
+            x = super().transfer_batch_to_device(x, self.device, 0)
+            tok, pres = self.modality_tokens(x)
+            tok = self.key_inputs(x, tok)
+            for m in tok:
+                tokens.setdefault(m, []).append(tok[m])
+                present.setdefault(m, []).append(pres[m])
+            labels.append(y.to(self.device))
+            seen += len(y)
+            if seen >= limit:
+                break
+        self.train(was_training)
+        return {m: torch.cat(v) for m, v in tokens.items()}, {m: torch.cat(v) for m, v in present.items()}, torch.cat(labels)
+
+    def _closest_known_group(self, dataset: Any) -> tuple[Optional[int], Optional[float]]:
+        """The group whose experience keys best explain the new data, and its novelty z-score."""
+        needs = self.p.growth != "experience" or self.p.max_experts > 0
+        if not needs or not self.keys.experiences:
+            return None, None
+        tokens, present, _ = self._encode_dataset(dataset, 512)
+        known = {m: t for m, t in tokens.items() if any(self.keys.has(e, m) for e in self.keys.experiences)}
+        if not known:
+            return None, None
+        closest_exp, z = self.keys.novelty(self.keys.score(known, {m: present[m] for m in known}))
+        return self.experience_group[closest_exp], z
+
+    def add_modality(self, name: str, spec: Any) -> None:
+        super().add_modality(name, spec)
+        if self.p.encoder_training == "never":
+            self.encoders[name].requires_grad_(False)
+            self.modality_embed[name].requires_grad_(False)
+
+    def key_inputs(self, inputs: Dict[str, Any], tokens: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+        """What the keys see per modality: fixed raw-input views, or the encoder tokens (detached)."""
+        if self.p.key_space == "features":
+            return {m: t.detach() for m, t in tokens.items()}
+        return {m: key_view(self.modality_specs[m], inputs[m]) for m in tokens}
+
+    # ---- forward --------------------------------------------------------------------------------
+    def experience_log_posterior(self, keyed: Dict[str, torch.Tensor], present: Dict[str, torch.Tensor],
+                                 task_labels: Optional[torch.Tensor], current: Optional[int]) -> tuple[List[int], torch.Tensor]:
+        """(experiences with heads, log p(e | x) of shape (B, len)): from the current experience in training,
+        the task label in task-incremental mode, or the keys, per sample."""
+        exps = sorted(int(e) for e in self.heads)
+        B = next(iter(keyed.values())).shape[0]
+        device = next(iter(keyed.values())).device
+        if current is not None:
+            return exps, torch.tensor([0.0 if e == current else NEG for e in exps], device=device).expand(B, -1)
+        if self.task_incremental and task_labels is not None:
+            match = torch.stack([task_labels == self.experience_task[e] for e in exps], 1)  # (B, n_exp)
+            logp = torch.where(match, 0.0, NEG) - match.sum(1, keepdim=True).clamp_min(1).log()
+            return exps, logp
+        scores = self.keys.score(keyed, present, experiences=exps)  # (B, n_exp)
+        if not torch.isfinite(scores).any():  # no keys yet (the untrained model): every experience alike
+            scores = torch.zeros_like(scores)
+        logp = torch.log_softmax(scores.clamp_min(NEG) / self.p.key_temperature, dim=1)
+        if self.p.key_routing == "hard":
+            best = logp.argmax(1, keepdim=True)
+            logp = torch.full_like(logp, NEG).scatter_(1, best, 0.0)
+        return exps, logp
+
+    def forward_outputs(self, inputs: Dict[str, Any], task_labels: Optional[torch.Tensor] = None,
+                        current: Optional[int] = None) -> MoEForward:
+        tokens, present = self.modality_tokens(inputs)
+        keyed = self.key_inputs(inputs, tokens) if current is None else tokens
+        exps, logp = self.experience_log_posterior(keyed, present, task_labels, current)
+        B = logp.shape[0]
+        groups = torch.as_tensor([self.experience_group[e] for e in exps], device=logp.device)
+        group_logp = torch.stack(
+            [torch.logsumexp(logp[:, groups == g], dim=1) if (groups == g).any() else logp.new_full((B,), NEG)
+             for g in range(self.n_groups)], 1)  # (B, G)
+        owner = torch.as_tensor(self.expert_owner, device=logp.device)
+        expert_logp = group_logp[:, owner]  # (B, E)
+
+        z = torch.stack(list(tokens.values()), 1)  # (B, M, D)
+        pres = torch.stack(list(present.values()), 1)  # (B, M)
+        token_sample, token_modality = pres.nonzero(as_tuple=True)  # (n,), (n,)
+        h = z[token_sample, token_modality]  # (n, D)
+        restrict = current is not None or self.task_incremental and task_labels is not None or self.p.key_routing == "hard"
+        if restrict:
+            allowed, bias = (expert_logp > NEG / 2)[token_sample], None
+        else:
+            allowed, bias = None, (self.p.key_weight * expert_logp.clamp_min(-1e4))[token_sample]
+
+        aux = h.new_zeros(())
+        routings = []
+        for layer in self.layers:
+            out = layer(h, bias=bias, allowed=allowed)
+            h = out.hidden
+            aux = aux + self.p.balance_loss_weight * out.balance_loss + self.p.z_loss_weight * out.z_loss
+            routings.append(out.routing)
+
+        pooled = h.new_zeros(B, h.shape[1]).index_add_(0, token_sample, h)
+        pooled = self.final_norm(pooled / pres.sum(1, keepdim=True).clamp_min(1).to(h.dtype))  # (B, D)
+        logits = pooled.new_full((B, self.n_classes), NEG)
+        for col, e in enumerate(exps):
+            if current is not None and e != current:
+                continue  # in training only the current head can win; skip the rest
+            head = self.heads[str(e)]
+            logits[:, head.classes] = torch.log_softmax(head(pooled), dim=1) + logp[:, col : col + 1]
+        return MoEForward(logits, aux, token_sample, token_modality, routings)
+
+    def forward(self, inputs: Dict[str, Any], task_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+        logits = self.forward_outputs(inputs, task_labels).logits
+        mask = self.class_mask(task_labels, logits.shape[0])
+        return logits.masked_fill(~mask, NEG)
+
+    def training_loss(self, x: Dict[str, Any], y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.forward_outputs(x, t, current=self.experience)
+        return F.cross_entropy(out.logits, y) + out.aux_loss, out.logits
+
+    # ---- evaluation with routing statistics -----------------------------------------------------
+    def start_evaluation(self, n_experiences: int) -> None:
+        super().start_evaluation(n_experiences)
+        E, M = max(len(self.expert_owner), 1), max(len(self.encoders), 1)
+        self._route_mass = torch.zeros(n_experiences, M, E, device=self.device)  # (J, M, E)
+        self._route_hits = torch.zeros(n_experiences, 2, device=self.device)  # (J, [correct, total])
+        self._report: Dict[str, Any] = {}
+
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y, t = batch
+        out = self.forward_outputs(x, t)
+        mask = self.class_mask(t, len(y))
+        self.eval_metrics[dataloader_idx].update(out.logits.masked_fill(~mask, NEG).argmax(1), y)
+        if not self.expert_owner:
+            return
+        E = len(self.expert_owner)
+        per_sample = torch.zeros(len(y), E, device=self.device)  # (B, E) gate mass over layers and tokens
+        for routing in out.routings:
+            k = routing.topk_idx.shape[1]
+            w = routing.topk_weight.float().reshape(-1)
+            idx = routing.topk_idx.reshape(-1)
+            mod = out.token_modality.repeat_interleave(k)
+            self._route_mass[dataloader_idx].index_put_((mod, idx), w / len(out.routings), accumulate=True)
+            per_sample.index_put_((out.token_sample.repeat_interleave(k), idx), w, accumulate=True)
+        own_group = self.experience_group.get(dataloader_idx, -1)
+        owner = torch.as_tensor(self.expert_owner, device=self.device)
+        hits = (owner[per_sample.argmax(1)] == own_group).sum()
+        self._route_hits[dataloader_idx] += torch.stack([hits.float(), torch.tensor(float(len(y)), device=self.device)])
+
+    def on_test_epoch_end(self) -> None:
+        mass = self.trainer.strategy.reduce(self._route_mass, reduce_op="sum")
+        hits = self.trainer.strategy.reduce(self._route_hits, reduce_op="sum")
+        self._report = {
+            "routing_accuracy": (hits[:, 0] / hits[:, 1].clamp_min(1)).tolist(),
+            "routing_mass": mass.tolist(),  # [test experience][modality][expert]: gate mass
+            "modalities": list(self.encoders),
+            "expert_owner": self.expert_owner,
+            "experience_group": {int(k): v for k, v in self.experience_group.items()},
+        }
+
+    def evaluation_report(self) -> Dict[str, Any]:
+        return dict(getattr(self, "_report", {}))
+
+    # ---- accounting -----------------------------------------------------------------------------
+    def parameter_counts(self) -> Dict[str, int]:
+        counts = super().parameter_counts()
+        n = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+        k_eff = min(self.p.k, self.p.experts_per_growth) if self.p.key_routing == "hard" else self.p.k
+        active = n(self.encoders) + n(self.modality_embed) + n(self.final_norm) + n(self.heads)
+        for layer in self.layers:
+            per_expert = layer.pool.params_per_expert
+            active += n(layer.norm) + n(layer.router) + n(layer.pool.shared) + min(k_eff, len(layer.pool)) * per_expert
+        counts["active_per_sample"] = active
+        counts["routed_experts_per_layer"] = len(self.expert_owner)
+        return counts
+
+    def structure_summary(self) -> Dict[str, Any]:
+        e = self.experience
+        return {"group": self.experience_group.get(e), "growth": self.growth_log.get(e), "n_groups": self.n_groups}
+
+
+def _check(p: MoEParams) -> None:
+    def bad(key: str, msg: str) -> None:
+        raise ConfigError(f"model.params.{key}: {msg}")
+
+    for key in ("embed_dim", "n_layers", "expert_hidden", "experts_per_growth", "k"):
+        if getattr(p, key) < 1:
+            bad(key, f"must be at least 1, got {getattr(p, key)}")
+    if p.growth not in GROWTH_POLICIES:
+        bad("growth", f"unknown policy '{p.growth}'; use one of {', '.join(GROWTH_POLICIES)}")
+    if p.key_routing not in ("hard", "soft"):
+        bad("key_routing", f"use hard or soft, got '{p.key_routing}'")
+    if p.max_experts and p.max_experts < p.experts_per_growth:
+        bad("max_experts", f"must be 0 (no cap) or at least experts_per_growth ({p.experts_per_growth})")
+    if p.k > p.experts_per_growth:
+        bad("k", f"must not exceed experts_per_growth ({p.experts_per_growth}): a sample is routed within one group")
+    if p.key_space not in ("input", "features"):
+        bad("key_space", f"use input or features, got '{p.key_space}'")
+    if p.encoder_training not in ("introduced", "never", "always"):
+        bad("encoder_training", f"use introduced, never or always, got '{p.encoder_training}'")
+    if p.key_temperature <= 0:
+        bad("key_temperature", "must be positive")
+
+
+@MODELS.register("moe", params=MoEParams)
+def moe(params: MoEParams, **kwargs: Any) -> MoEClassifier:
+    """Lifelong MoE: experts grow per experience and freeze; task-free routing by per-experience keys."""
+    return MoEClassifier(params, **kwargs)
