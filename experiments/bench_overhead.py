@@ -14,7 +14,6 @@ import time
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lifelong_moe import build_model, load_config
@@ -42,11 +41,11 @@ def plain_path(cfg, stream) -> float:
     exp = stream.train_stream[0]
     t0 = time.perf_counter()
     model.on_experience_start(exp)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=cfg.train.lr)
+    opt = torch.optim.Adam(model.optimizer_param_groups(), lr=cfg.train.lr)
     model.train()
     for _ in range(cfg.train.epochs):
         for x, y, t in train_loader(exp.dataset, cfg.train, seed=0):
-            loss = F.cross_entropy(model(x, t), y)
+            loss, _ = model.training_loss(x, y, t)  # the same computation as the runner's training_step
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -20,7 +20,7 @@ from lifelong_moe.metrics import summarize
 from lifelong_moe.models.continual_module import ContinualModule
 from lifelong_moe.registry import MODELS, STRATEGIES, load_builtins
 from lifelong_moe.reporting.files import atomic_write_text, new_run_dir, write_csv, write_json
-from lifelong_moe.reporting.plots import accuracy_matrix_figure, forgetting_curves_figure, save_figure
+from lifelong_moe.reporting.plots import accuracy_matrix_figure, forgetting_curves_figure, routing_mass_figure, save_figure
 from lifelong_moe.reporting.tensorboard import StreamBoard
 from lifelong_moe.training import eval_loaders, evaluate, fit_experience, train_loader
 from scenarios import Stream, build_stream
@@ -138,6 +138,8 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print) -> RunRe
     if cfg.output.plots:
         save_figure(accuracy_matrix_figure(R, names), run_dir / "accuracy_matrix.png")
         save_figure(forgetting_curves_figure(R, metrics["seen_acc"], names), run_dir / "forgetting_curves.png")
+        if "routing_mass" in reports[-1]:
+            save_figure(routing_mass_figure(reports[-1], names), run_dir / "routing_mass.png")
     board.log_final(_flat(to_container(cfg)), metrics)
     logger.finalize("success")
     progress(f"[lifelong-moe] done in {results['wall_time_s']:.1f}s | ACC {metrics['acc']:.3f} | results in {run_dir}")

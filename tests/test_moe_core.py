@@ -55,15 +55,16 @@ def test_router_z_loss_hand_computed():
     assert router_z_loss(logits).item() == pytest.approx(expected.item())
 
 
+@pytest.mark.parametrize("path", ["loop", "stacked"])
 @pytest.mark.parametrize("n_experts,k", [(1, 1), (4, 2), (16, 2), (7, 3)])
-def test_sparse_dispatch_equals_dense_reference_forward_and_backward(n_experts, k):
+def test_sparse_dispatch_equals_dense_reference_forward_and_backward(n_experts, k, path):
     torch.manual_seed(n_experts)
     experts = torch.nn.ModuleList(MLPExpert(12, 24) for _ in range(n_experts)).double()
     x = torch.randn(40, 12, dtype=torch.float64, requires_grad=True)
     idx = torch.stack([torch.randperm(n_experts)[:k] for _ in range(40)])
     w = torch.rand(40, k, dtype=torch.float64).softmax(1).requires_grad_(True)
 
-    y, counts = sparse_dispatch(x, idx, w, experts)
+    y, counts = sparse_dispatch(x, idx, w, experts, path=path)
     params = [x, w, *experts.parameters()]
     # an expert that received no token is not in the sparse graph at all: its gradient is zero
     grads = [g if g is not None else torch.zeros_like(p)
@@ -126,3 +127,10 @@ def test_prototype_keys_score_each_sample_on_its_own():
     assert closest == 1 and z < 1.0
     _, z_far = keys.novelty(keys.score({"m": torch.randn(50, 5) * 0.5 + 20.0}, None))
     assert z_far > 3.0
+
+
+def test_growth_follows_the_layer_device():
+    layer = MoELayer(dim=8, hidden=16, k=2).to("meta")  # any device but the default one
+    layer.grow(2, group=0)
+    layer.grow(2, group=1)
+    assert {p.device.type for p in layer.parameters()} == {"meta"}

@@ -170,3 +170,11 @@ def test_training_step_under_ddp_with_unused_parameters(tmp_path):
     assert all(torch.equal(v, model.layers[0].pool.experts[0].state_dict()[k]) for k, v in frozen.items())
     new_after = [model.layers[0].pool.experts[i].fc1.weight.detach() for i in range(4, 8)]
     assert any(not torch.equal(w, b) for w, b in zip(new_after, new_before))
+
+
+def test_same_seed_gives_same_matrix_and_routing(tmp_path):
+    stream = {"scenario": "class_incremental", "sources": {"s": SEPARABLE}, "split": {"source": "s", "n_experiences": 2}}
+    a = run(config_from_dict(moe_config(tmp_path, stream, gate_noise=0.5)), progress=lambda s: None)
+    b = run(config_from_dict(moe_config(tmp_path, stream, gate_noise=0.5)), progress=lambda s: None)
+    assert a.accuracy_matrix.tolist() == b.accuracy_matrix.tolist()
+    assert a.results["evaluations"] == b.results["evaluations"]

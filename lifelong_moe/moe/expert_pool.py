@@ -42,10 +42,8 @@ class ExpertPool(nn.Module):
     def params_per_expert(self) -> int:
         return 2 * self.dim * self.hidden + self.hidden + self.dim
 
-    def add(self, n: int, group: int) -> List[int]:
-        """Append `n` experts owned by `group`; returns their indices."""
-        params = list(self.parameters())
-        device = params[0].device if params else None
+    def add(self, n: int, group: int, device: torch.device | None = None) -> List[int]:
+        """Append `n` experts owned by `group` on `device`; returns their indices."""
         start = len(self.experts)
         for _ in range(n):
             self.experts.append(MLPExpert(self.dim, self.hidden).to(device))

@@ -36,9 +36,10 @@ class MoELayer(nn.Module):
         return len(self.pool)
 
     def grow(self, n: int, group: int) -> list[int]:
-        """Add `n` routed experts owned by `group`, with their router columns."""
-        self.router.add_columns(n)
-        return self.pool.add(n, group)
+        """Add `n` routed experts owned by `group`, with their router columns, on the layer's device."""
+        device = self.norm.weight.device
+        self.router.add_columns(n, device)
+        return self.pool.add(n, group, device)
 
     def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None, allowed: Optional[torch.Tensor] = None) -> MoEOutput:
         """x: (n, d); bias, allowed: (n, e) router log-prior and mask."""

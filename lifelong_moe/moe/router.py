@@ -32,8 +32,7 @@ class TopKRouter(nn.Module):
     def n_experts(self) -> int:
         return len(self.columns)
 
-    def add_columns(self, n: int) -> None:
-        device = self.columns[0].device if len(self.columns) else None
+    def add_columns(self, n: int, device: torch.device | None = None) -> None:
         for _ in range(n):
             self.columns.append(nn.Parameter(torch.randn(self.dim, device=device) * self.dim**-0.5))
 
