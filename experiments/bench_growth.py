@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import resource
-import statistics
-import time
 
 import lightning as L
 import torch
+
+from timing import median_time
 
 from lifelong_moe import config_from_dict
 from lifelong_moe.runner import build_model
@@ -28,20 +28,6 @@ def move(batch, device):
     if isinstance(batch, (list, tuple)):
         return type(batch)(move(v, device) for v in batch)
     return batch.to(device)
-
-
-def timed(fn, device: str, steps: int) -> float:
-    fn()
-    times = []
-    for _ in range(steps):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        fn()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -80,7 +66,7 @@ def main() -> None:
             opt.step()
 
         model.train()
-        t_train = timed(train_step, args.device, args.steps)
+        t_train = median_time(train_step, args.device, args.steps, warmup=1)
         for _ in range(20):  # train a little so the keys and heads are meaningful
             train_step()
         model.on_experience_end(exp)
@@ -88,7 +74,7 @@ def main() -> None:
         model.eval()
         x, y, t = batches[0]
         with torch.no_grad():
-            t_infer = timed(lambda: model(x, None), args.device, args.steps)
+            t_infer = median_time(lambda: model(x, None), args.device, args.steps, warmup=1)
         counts = model.parameter_counts()
         peak = torch.cuda.max_memory_allocated() / 2**20 if args.device == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         rows.append((i + 1, counts["routed_experts_per_layer"], counts["total"], counts["active_per_sample"],

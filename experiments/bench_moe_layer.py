@@ -12,11 +12,11 @@ time the same layer with the older ones frozen (no weight gradients).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 from torch import nn
+
+from timing import median_time
 
 from lifelong_moe.moe import MoELayer
 
@@ -29,21 +29,6 @@ class DenseBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.ffn(self.norm(x))
-
-
-def timed(step, device: str, repeats: int) -> float:
-    for _ in range(3):
-        step()
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -78,11 +63,11 @@ def main() -> None:
         layer = MoELayer(args.dim, args.hidden, args.k).to(dev)
         layer.grow(n - 2, group=0)  # as after a stream: the old experts' bank, then the newest 2
         layer.grow(2, group=1)
-        t_dense = timed(step_of(dense), dev, args.repeats)  # interleaved with each MoE size
-        t_moe = timed(step_of(layer), dev, args.repeats)
+        t_dense = median_time(step_of(dense), dev, args.repeats)  # interleaved with each MoE size
+        t_moe = median_time(step_of(layer), dev, args.repeats)
         for expert in layer.pool.experts_of(group=0):
             expert.requires_grad_(False)
-        t_frozen = timed(step_of(layer), dev, args.repeats)
+        t_frozen = median_time(step_of(layer), dev, args.repeats)
         print(f"| {n} | {t_dense * 1e3:.1f} | {t_moe * 1e3:.1f} | {t_dense / t_moe:.2f} | {t_frozen * 1e3:.1f} | {t_dense / t_frozen:.2f} |")
 
 
