@@ -4,7 +4,8 @@
 costs the same matmul FLOPs in both. Both blocks include the pre-norm and the residual; the MoE layer also
 pays for its router and auxiliary losses. Ratios are dense time / MoE time (1.0 = as fast as dense), all
 measured in one process. The experts come from two growth steps (n-2 older, 2 newest); the last columns
-time the same layer with the older ones frozen (no weight gradients).
+time the same layer with the older ones frozen (no weight gradients). The last column is the ratio of the bare
+GEMMs alone, split evenly over the experts: what the hardware allows a one-matmul-pair-per-expert layer.
 
     python experiments/bench_moe_layer.py [--device cpu|cuda] [--dtype float32|bfloat16] [--experts 4 16 64 256]
 """
@@ -29,6 +30,28 @@ class DenseBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.ffn(self.norm(x))
+
+
+def matmul_bound(tokens: int, dim: int, hidden: int, k: int, n_experts: int, device: str, repeats: int) -> float:
+    """Dense time / per-expert time of the bare GEMMs of a GELU MLP (forward: x W1^T, h W2^T; backward:
+    g^T h, g W2, gh^T x, gh W1), tokens split evenly over the experts: the best ratio any layer that runs
+    one matmul pair per expert could reach, before routing, sorting or gathering cost anything."""
+
+    def gemms(m: int, width: int, count: int):
+        # distinct tensors per expert, as real experts have: reusing one set would keep it cache-hot
+        sets = [(torch.randn(m, dim, device=device), torch.randn(m, dim, device=device), torch.randn(m, width, device=device),
+                 torch.randn(m, width, device=device), torch.randn(width, dim, device=device), torch.randn(dim, width, device=device))
+                for _ in range(count)]
+
+        def run() -> None:
+            for x, g, h, gh, w1, w2 in sets:
+                x @ w1.T, h @ w2.T, g.T @ h, g @ w2, gh.T @ x, gh @ w1
+
+        return run
+
+    per_expert = gemms(max(tokens * k // n_experts, 1), hidden, n_experts)
+    dense = gemms(tokens, k * hidden, 1)
+    return median_time(dense, device, repeats) / median_time(per_expert, device, repeats)
 
 
 def main() -> None:
@@ -58,7 +81,7 @@ def main() -> None:
     dense = DenseBlock(args.dim, args.k * args.hidden).to(dev)
     print(f"device={dev} dtype={args.dtype} tokens={args.tokens} d={args.dim} hidden={args.hidden} top-{args.k} "
           f"threads={torch.get_num_threads()}")
-    print(f"| experts | dense ms | MoE ms | dense/MoE | MoE, all but 2 frozen ms | dense/frozen-MoE |\n|---|---|---|---|---|---|")
+    print("| experts | dense ms | MoE ms | dense/MoE | MoE, all but 2 frozen ms | dense/frozen-MoE | GEMM-only bound |\n|---|---|---|---|---|---|---|")
     for n in args.experts:
         layer = MoELayer(args.dim, args.hidden, args.k).to(dev)
         layer.grow(n - 2, group=0)  # as after a stream: the old experts' bank, then the newest 2
@@ -68,7 +91,9 @@ def main() -> None:
         for expert in layer.pool.experts_of(group=0):
             expert.requires_grad_(False)
         t_frozen = median_time(step_of(layer), dev, args.repeats)
-        print(f"| {n} | {t_dense * 1e3:.1f} | {t_moe * 1e3:.1f} | {t_dense / t_moe:.2f} | {t_frozen * 1e3:.1f} | {t_dense / t_frozen:.2f} |")
+        bound = matmul_bound(args.tokens, args.dim, args.hidden, args.k, n, dev, args.repeats)
+        print(f"| {n} | {t_dense * 1e3:.1f} | {t_moe * 1e3:.1f} | {t_dense / t_moe:.2f} | {t_frozen * 1e3:.1f} | "
+              f"{t_dense / t_frozen:.2f} | {bound:.2f} |")
 
 
 if __name__ == "__main__":

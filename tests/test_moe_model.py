@@ -8,13 +8,12 @@ import lightning as L
 import pytest
 import torch
 from lightning.pytorch.strategies import DDPStrategy
-from omegaconf import OmegaConf
 
 from conftest import tiny_config
 from lifelong_moe import config_from_dict, run
 from lifelong_moe.runner import build_model
-from lifelong_moe.training import eval_loaders, evaluate, fit_experience, train_loader
-from scenarios import StreamConfig, build_stream
+from lifelong_moe.training import fit_experience, train_loader
+from scenarios import build_stream
 
 SEPARABLE = {
     "kind": "synthetic",

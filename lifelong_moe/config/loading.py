@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lifelong_moe.config.schema import ExperimentConfig
@@ -92,4 +92,4 @@ def to_container(cfg: ExperimentConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(cfg), enum_to_str=True)  # type: ignore[return-value]
 
 
-__all__ = ["DictConfig", "config_from_dict", "load_config", "to_container", "to_yaml"]
+__all__ = ["config_from_dict", "load_config", "to_container", "to_yaml"]

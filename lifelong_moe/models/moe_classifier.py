@@ -21,7 +21,6 @@ from torch.utils.data import DataLoader
 from lifelong_moe.config.schema import TrainConfig
 from lifelong_moe.models.continual_module import Batch, ContinualModule
 from lifelong_moe.models.key_views import key_view
-from scenarios.modality import MASK_KEY
 from lifelong_moe.moe import GROWTH_POLICIES, MoELayer, PrototypeKeys, decide_growth
 from lifelong_moe.registry import MODELS
 from scenarios.errors import ConfigError
