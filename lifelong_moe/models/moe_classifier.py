@@ -277,11 +277,11 @@ class MoEClassifier(ContinualModule):
         return F.cross_entropy(out.logits, y) + out.aux_loss, out.logits
 
     # ---- evaluation with routing statistics -----------------------------------------------------
-    def start_evaluation(self, n_experiences: int) -> None:
-        super().start_evaluation(n_experiences)
-        E, M = max(len(self.expert_owner), 1), max(len(self.encoders), 1)
-        self._route_mass = torch.zeros(n_experiences, M, E, device=self.device)  # (J, M, E)
-        self._route_hits = torch.zeros(n_experiences, 2, device=self.device)  # (J, [correct, total])
+    def on_test_epoch_start(self) -> None:
+        # allocated here, once Lightning has moved the model to its device
+        J, E, M = len(self.eval_metrics), max(len(self.expert_owner), 1), max(len(self.encoders), 1)
+        self._route_mass = torch.zeros(J, M, E, device=self.device)  # (J, M, E)
+        self._route_hits = torch.zeros(J, 2, device=self.device)  # (J, [correct, total])
         self._report: Dict[str, Any] = {}
 
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -38,7 +38,7 @@ def sparse_dispatch(
     if path is None:
         path = "loop" if x.device.type == "cpu" or not all(isinstance(e, MLPExpert) for e in experts) else "stacked"
     if path == "stacked":
-        y_sorted = _stacked_experts(x_sorted, flat_expert[order], counts, max(counts_host), experts)
+        y_sorted = _stacked_experts(x_sorted, flat_expert[order], counts_host, experts)
     else:
         chunks = torch.split(x_sorted, counts_host)
         y_sorted = torch.cat([experts[e](chunk) for e, chunk in enumerate(chunks) if chunk.shape[0]])
@@ -47,18 +47,26 @@ def sparse_dispatch(
     return y.index_add_(0, token_of_pair, y_sorted), counts
 
 
-def _stacked_experts(x_sorted: torch.Tensor, sorted_expert: torch.Tensor, counts: torch.Tensor, capacity: int,
-                     experts: Sequence[nn.Module]) -> torch.Tensor:
-    """All experts at once: tokens padded into (e, C, d), two batched matmuls, then gathered back."""
-    slot = torch.arange(len(sorted_expert), device=x_sorted.device) - (torch.cumsum(counts, 0) - counts)[sorted_expert]
-    w1 = torch.stack([e.fc1.weight for e in experts]).transpose(1, 2)  # (e, d, h)
-    b1 = torch.stack([e.fc1.bias for e in experts]).unsqueeze(1)  # (e, 1, h)
-    w2 = torch.stack([e.fc2.weight for e in experts]).transpose(1, 2)  # (e, h, d)
-    b2 = torch.stack([e.fc2.bias for e in experts]).unsqueeze(1)  # (e, 1, d)
-    padded = x_sorted.new_zeros(len(experts), capacity, x_sorted.shape[1]).index_put((sorted_expert, slot), x_sorted)
-    hidden = F.gelu(torch.baddbmm(b1.to(padded.dtype), padded, w1.to(padded.dtype)))  # (e, C, h)
-    out = torch.baddbmm(b2.to(padded.dtype), hidden, w2.to(padded.dtype))  # (e, C, d)
-    return out[sorted_expert, slot]  # (n*k, d) in sorted-pair order
+def _stacked_experts(x_sorted: torch.Tensor, sorted_expert: torch.Tensor, counts_host: list, experts: Sequence[nn.Module]) -> torch.Tensor:
+    """The experts that received tokens, at once: their weights stacked, tokens padded into (a, C, d), two
+    batched matmuls, then gathered back. Idle (e.g. frozen, unrouted) experts cost nothing."""
+    active = [e for e, c in enumerate(counts_host) if c]
+    device = x_sorted.device
+    local_of = torch.full((len(experts),), -1, dtype=torch.long, device=device)
+    local_of[torch.as_tensor(active, device=device)] = torch.arange(len(active), device=device)
+    local = local_of[sorted_expert]  # (n*k,) index among the active experts
+    counts = torch.as_tensor([counts_host[e] for e in active], device=device)
+    slot = torch.arange(len(sorted_expert), device=device) - (torch.cumsum(counts, 0) - counts)[local]
+    chosen = [experts[e] for e in active]
+    w1 = torch.stack([e.fc1.weight for e in chosen]).transpose(1, 2)  # (a, d, h)
+    b1 = torch.stack([e.fc1.bias for e in chosen]).unsqueeze(1)  # (a, 1, h)
+    w2 = torch.stack([e.fc2.weight for e in chosen]).transpose(1, 2)  # (a, h, d)
+    b2 = torch.stack([e.fc2.bias for e in chosen]).unsqueeze(1)  # (a, 1, d)
+    capacity = max(counts_host)
+    padded = x_sorted.new_zeros(len(active), capacity, x_sorted.shape[1]).index_put((local, slot), x_sorted)
+    hidden = F.gelu(torch.baddbmm(b1.to(padded.dtype), padded, w1.to(padded.dtype)))  # (a, C, h)
+    out = torch.baddbmm(b2.to(padded.dtype), hidden, w2.to(padded.dtype))  # (a, C, d)
+    return out[local, slot]  # (n*k, d) in sorted-pair order
 
 
 def dense_reference(
