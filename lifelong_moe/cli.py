@@ -14,6 +14,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a lifelong experiment", description="Train through the stream of CONFIG and write runs/<name>/<version>/.")
     r.add_argument("config", help="experiment YAML, e.g. configs/default.yaml")
     r.add_argument("overrides", nargs="*", metavar="key=value", help="OmegaConf dotlist overrides, e.g. train.epochs=2")
+    r.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last completed experience")
     v = sub.add_parser("validate", help="check a config and build its stream; trains nothing",
                        description="Load CONFIG, check every key and value, build the stream and print its experiences.")
     v.add_argument("config")
@@ -55,7 +56,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"{args.config}: valid ({stream.scenario.value}, {len(stream.experiences)} experiences, {stream.n_classes} classes)")
         print(stream.describe())
         return 0
-    lm.run(cfg)
+    lm.run(cfg, resume=args.resume)
     return 0
 
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from lifelong_moe.checkpointing import first_difference, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from lifelong_moe.config import ExperimentConfig, to_container, to_yaml
 from lifelong_moe.metrics import summarize
 from lifelong_moe.models.continual_module import ContinualModule
@@ -84,15 +85,20 @@ def _flat(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print) -> RunResult:
-    """Run one lifelong experiment and write its outputs under `cfg.output.root/cfg.name/<version>`."""
+def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print, resume: Optional[str] = None) -> RunResult:
+    """Run one lifelong experiment and write its outputs under `cfg.output.root/cfg.name/<version>`.
+    With `resume`, continue the run in that directory from its last completed experience."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     stream = build_stream(cfg.stream, cfg.seed)
     T = len(stream.experiences)
     reference_diag = _reference_diagonal(cfg.reference_results, T)
-    run_dir, version = new_run_dir(cfg.output.root, cfg.name, cfg.output.version)
-    atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
-    logger = TensorBoardLogger(save_dir=cfg.output.root, name=cfg.name, version=version, default_hp_metric=False)
+    checkpoint = _resumable(resume, cfg, T) if resume else None
+    if checkpoint is None:
+        run_dir, version = new_run_dir(cfg.output.root, cfg.name, cfg.output.version)
+        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+    else:
+        run_dir = Path(resume)
+    logger = TensorBoardLogger(save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name, default_hp_metric=False)
     board = StreamBoard(logger, T)
     names = [e.name for e in stream.experiences]
     test_sizes = [e.n_test for e in stream.experiences]
@@ -100,15 +106,27 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print) -> RunRe
     model = build_model(cfg, stream)
     strategy = build_strategy(cfg)
     loaders = eval_loaders(stream.test_stream, cfg.train)
-    b = untrained_accuracy(model, stream, loaders, cfg) if cfg.evaluate_untrained else None
+    if checkpoint is None:
+        b = untrained_accuracy(model, stream, loaders, cfg) if cfg.evaluate_untrained else None
+        R = np.full((T, T), np.nan)
+        timing: List[Dict[str, float]] = []
+        params: List[Dict[str, Any]] = []
+        reports: List[Dict[str, Any]] = []
+        first, elapsed_before = 0, 0.0
+    else:
+        model.restore_structure(checkpoint["structure"])  # grow first, then load the weights
+        model.load_state_dict(checkpoint["model"])
+        model.apply_trainable(checkpoint["structure"]["trainable"])
+        b, R = checkpoint["b"], np.asarray(checkpoint["R"], dtype=float)
+        timing, params, reports = checkpoint["timing"], checkpoint["params"], checkpoint["reports"]
+        first, elapsed_before = checkpoint["completed"], checkpoint["elapsed_s"]
+        set_rng_state(checkpoint["rng"])
+        progress(f"[lifelong-moe] resuming {run_dir} after experience {first}/{T}")
 
-    R = np.full((T, T), np.nan)
-    timing: List[Dict[str, float]] = []
-    params: List[Dict[str, Any]] = []
-    reports: List[Dict[str, Any]] = []
     results: Dict[str, Any] = {}
-    start = time.perf_counter()
-    for i, exp in enumerate(stream.train_stream):
+    start = time.perf_counter() - elapsed_before
+    for i in range(first, T):
+        exp = stream.train_stream[i]
         t0 = time.perf_counter()
         model.on_experience_start(exp)
         params.append({**model.parameter_counts(), **model.structure_summary()})
@@ -122,6 +140,12 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print) -> RunRe
         timing.append({"train_s": t1 - t0, "eval_s": t2 - t1, "total_s": t2 - t0})
         board.log_step(i, R, b, names)
         board.log_report(i, reports[-1], names)
+        # the checkpoint first: it is what a resumed run trusts, results.json only reports
+        save_checkpoint(run_dir, {
+            "config": _comparable(cfg), "completed": i + 1, "structure": model.structure_state(),
+            "model": model.state_dict(), "R": R.tolist(), "b": b, "timing": timing, "params": params,
+            "reports": reports, "elapsed_s": time.perf_counter() - start, "rng": rng_state(),
+        })
         metrics = summarize(R[: i + 1, : i + 1], b[: i + 1] if b else None, test_sizes[: i + 1])
         results = _results(cfg, stream, R, b, metrics, timing, params, reports, status="complete" if i == T - 1 else "running")
         write_json(run_dir / "results.json", results)
@@ -144,6 +168,23 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print) -> RunRe
     logger.finalize("success")
     progress(f"[lifelong-moe] done in {results['wall_time_s']:.1f}s | ACC {metrics['acc']:.3f} | results in {run_dir}")
     return RunResult(run_dir, R, b, metrics, results)
+
+
+def _comparable(cfg: ExperimentConfig) -> Dict[str, Any]:
+    """The config as a resumed run must match it: where outputs go may change, nothing else."""
+    container = to_container(cfg)
+    container.pop("output", None)
+    return container
+
+
+def _resumable(resume: str, cfg: ExperimentConfig, T: int) -> Dict[str, Any]:
+    checkpoint = load_checkpoint(resume)
+    where = first_difference(checkpoint["config"], _comparable(cfg))
+    if where is not None:
+        raise ConfigError(f"--resume: {resume} was made by another config (it differs at {where})")
+    if checkpoint["completed"] >= T:
+        raise ConfigError(f"--resume: {resume} already completed all {T} experiences")
+    return checkpoint
 
 
 def _results(cfg: ExperimentConfig, stream: Stream, R: np.ndarray, b: Optional[List[float]], metrics: Dict[str, Any],

@@ -175,6 +175,33 @@ class ContinualModule(L.LightningModule):
         """Model-specific records of the last evaluation (e.g. routing statistics) for results and TensorBoard."""
         return {}
 
+    # ---- checkpoints: the grown structure is rebuilt before the weights load ----------------------
+    def structure_state(self) -> Dict[str, Any]:
+        """Everything needed to rebuild this module's shape (not its weights) in a fresh instance."""
+        return {
+            "experience": self.experience,
+            "modalities": {m: spec.to_dict() for m, spec in self.modality_specs.items()},
+            "n_tasks": len(self.task_classes),
+            "trainable": sorted(n for n, p in self.named_parameters() if p.requires_grad),
+        }
+
+    def restore_structure(self, state: Dict[str, Any]) -> None:
+        """Grow a freshly built module to the saved shape; `load_state_dict` then fills in the values."""
+        from scenarios.modality import ModalitySpec
+
+        self.experience = state["experience"]
+        for m, spec in state["modalities"].items():
+            if m not in self.encoders:
+                d = dict(spec)
+                self.add_modality(m, ModalitySpec(d["kind"], tuple(d["shape"]), d["dtype"], d["vocab_size"]))
+        self.task_classes = torch.zeros(state["n_tasks"], self.n_classes, dtype=torch.bool, device=self.task_classes.device)
+
+    def apply_trainable(self, names: List[str]) -> None:
+        """Set requires_grad from a saved list of trainable parameter names (the freeze state)."""
+        keep = set(names)
+        for n, p in self.named_parameters():
+            p.requires_grad_(n in keep)
+
     # ---- accounting -----------------------------------------------------------------------------
     def structure_summary(self) -> Dict[str, Any]:
         """How the model grew at the current experience (experts, groups), for results.json."""

@@ -332,6 +332,39 @@ class MoEClassifier(ContinualModule):
         counts["routed_experts_per_layer"] = len(self.expert_owner)
         return counts
 
+    def structure_state(self) -> Dict[str, Any]:
+        names = {id(p): n for n, p in self.named_parameters()}
+        return {
+            **super().structure_state(),
+            "experience_group": dict(self.experience_group),
+            "experience_task": dict(self.experience_task),
+            "growth_log": dict(self.growth_log),
+            "heads": {e: head.classes.tolist() for e, head in self.heads.items()},
+            "expert_owner": self.expert_owner,
+            "keys": {n: list(b.shape) for n, b in self.keys.named_buffers(recurse=False)},
+            "trained": sorted(names[i] for i in self._trained if i in names),
+            "old_reused": sorted(names[i] for i in self._old_reused if i in names),
+        }
+
+    def restore_structure(self, state: Dict[str, Any]) -> None:
+        super().restore_structure(state)
+        groups_seen: List[int] = []
+        for g in state["expert_owner"]:
+            if g not in groups_seen:
+                groups_seen.append(g)
+                for layer in self.layers:
+                    layer.grow(state["expert_owner"].count(g), g)
+        for e, classes in state["heads"].items():
+            self.heads[str(e)] = ExperienceHead(self.p.embed_dim, classes).to(self.device)
+        for name, shape in state["keys"].items():
+            self.keys.register_buffer(name, torch.zeros(shape, device=self.device))
+        self.experience_group = {int(k): v for k, v in state["experience_group"].items()}
+        self.experience_task = {int(k): v for k, v in state["experience_task"].items()}
+        self.growth_log = {int(k): v for k, v in state["growth_log"].items()}
+        params = dict(self.named_parameters())
+        self._trained = {id(params[n]) for n in state["trained"]}
+        self._old_reused = {id(params[n]) for n in state["old_reused"]}
+
     def structure_summary(self) -> Dict[str, Any]:
         e = self.experience
         return {"group": self.experience_group.get(e), "growth": self.growth_log.get(e), "n_groups": self.n_groups}

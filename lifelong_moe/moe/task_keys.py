@@ -34,6 +34,10 @@ class PrototypeKeys(nn.Module):
                  if n.startswith(prefix) and n.endswith("__mean")}
         return sorted(found)
 
+    def _load_from_state_dict(self, *args, **kwargs):  # loaded values invalidate the stacked cache
+        self._cache.clear()
+        return super()._load_from_state_dict(*args, **kwargs)
+
     def _apply(self, fn, recurse=True):  # device or dtype moves invalidate the stacked cache
         self._cache.clear()
         return super()._apply(fn, recurse)

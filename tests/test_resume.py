@@ -1,0 +1,120 @@
+"""A run stopped after any experience (an exception, or SIGKILL at an arbitrary moment) and resumed ends
+with the same R, metrics and routing records as an uninterrupted run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import tiny_config, write_yaml
+from lifelong_moe import ConfigError, config_from_dict, run
+from lifelong_moe.cli import main
+
+STREAM = {
+    "scenario": "class_incremental",
+    "sources": {"syn": {"kind": "synthetic", "params": {"n_classes": 6, "n_modalities": 2, "dim": 8,
+                                                          "n_train_per_class": 60, "n_test_per_class": 20, "separation": 3.0}}},
+    "split": {"source": "syn", "n_experiences": 3},
+}
+
+
+def moe_cfg(root: Path, **extra) -> dict:
+    cfg = tiny_config(root, model={"name": "moe", "params": {"embed_dim": 16, "expert_hidden": 32, "gate_noise": 0.3}}, **extra)
+    cfg["stream"] = STREAM
+    return cfg
+
+
+class Crash(Exception):
+    pass
+
+
+def crash_after(n: int):
+    def progress(line: str) -> None:
+        if f"experience {n}/" in line:
+            raise Crash(line)
+    return progress
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    return run(config_from_dict(moe_cfg(tmp_path_factory.mktemp("full"))), progress=lambda s: None)
+
+
+@pytest.mark.parametrize("stop_after", [1, 2])
+def test_resume_after_an_interruption_gives_the_same_results(tmp_path, uninterrupted, stop_after):
+    cfg = config_from_dict(moe_cfg(tmp_path))
+    with pytest.raises(Crash):
+        run(cfg, progress=crash_after(stop_after))
+    run_dir = tmp_path / "tiny" / "version_0"
+    assert json.loads((run_dir / "results.json").read_text())["completed_experiences"] == stop_after
+    resumed = run(cfg, progress=lambda s: None, resume=str(run_dir))
+    assert resumed.run_dir == run_dir
+    assert resumed.accuracy_matrix.tolist() == uninterrupted.accuracy_matrix.tolist()
+    assert resumed.results["evaluations"] == uninterrupted.results["evaluations"]
+    for key in ("acc", "bwt", "forgetting", "avg_incremental_acc"):
+        assert resumed.metrics[key] == uninterrupted.metrics[key]
+    totals = [p["total"] for p in resumed.results["parameters_per_experience"]]
+    assert totals == [p["total"] for p in uninterrupted.results["parameters_per_experience"]]
+
+
+def test_sigkill_mid_stream_then_resume_from_the_cli(tmp_path, uninterrupted):
+    cfg_path = write_yaml(tmp_path / "c.yaml", moe_cfg(tmp_path / "runs", train={"epochs": 12, "batch_size": 16, "lr": 0.01}))
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen([sys.executable, "-m", "lifelong_moe.cli", "run", str(cfg_path)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = tmp_path / "runs" / "tiny" / "version_0" / "results.json"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if results.is_file() and json.loads(results.read_text())["completed_experiences"] >= 1:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)  # at whatever point of experience 2 (or 3) it has reached
+    proc.wait()
+    killed_at = json.loads(results.read_text())
+    assert killed_at["status"] == "running"
+
+    resumed = subprocess.run([sys.executable, "-m", "lifelong_moe.cli", "run", str(cfg_path), "--resume", str(results.parent)],
+                             env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming" in resumed.stdout
+    final = json.loads(results.read_text())
+    assert final["status"] == "complete"
+    reference = run(config_from_dict(moe_cfg(tmp_path / "ref", train={"epochs": 12, "batch_size": 16, "lr": 0.01})), progress=lambda s: None)
+    written = json.loads((reference.run_dir / "results.json").read_text())
+    assert final["accuracy_matrix"] == written["accuracy_matrix"]
+    assert final["evaluations"] == written["evaluations"]
+    assert final["metrics"] == written["metrics"]
+
+
+def test_resume_refuses_another_config_and_a_finished_run(tmp_path, uninterrupted, capsys):
+    cfg = config_from_dict(moe_cfg(tmp_path))
+    with pytest.raises(Crash):
+        run(cfg, progress=crash_after(1))
+    run_dir = tmp_path / "tiny" / "version_0"
+    path = write_yaml(tmp_path / "other.yaml", moe_cfg(tmp_path, seed=5))
+    assert main(["run", str(path), "--resume", str(run_dir)]) == 2
+    assert f"--resume: {run_dir} was made by another config (it differs at seed)" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match="already completed all 3 experiences"):
+        run(config_from_dict(moe_cfg(tmp_path)), progress=lambda s: None, resume=str(uninterrupted.run_dir))
+    assert main(["run", str(path), "--resume", str(tmp_path / "nowhere")]) == 2
+    assert "--resume: no run directory at" in capsys.readouterr().err
+
+
+def test_dense_model_resumes_too(tmp_path):
+    cfg_dict = tiny_config(tmp_path / "a")
+    cfg_dict["stream"] = STREAM
+    full = run(config_from_dict(cfg_dict), progress=lambda s: None)
+    cfg_dict["output"]["root"] = str(tmp_path / "b")
+    cfg = config_from_dict(cfg_dict)
+    with pytest.raises(Crash):
+        run(cfg, progress=crash_after(1))
+    resumed = run(cfg, progress=lambda s: None, resume=str(tmp_path / "b" / "tiny" / "version_0"))
+    assert resumed.accuracy_matrix.tolist() == full.accuracy_matrix.tolist()
