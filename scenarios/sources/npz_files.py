@@ -80,6 +80,9 @@ def _spec(name: str, train: np.ndarray, test: np.ndarray, kind: str | None, path
 def npz_source(params: NpzParams, seed: int) -> SourceData:
     """Your own data: `train` and `test` .npz files with one array per modality plus `labels`."""
     train, test = _read(params.train, "train"), _read(params.test, "test")
+    unseen = sorted(set(np.unique(test.labels).tolist()) - set(np.unique(train.labels).tolist()))
+    if unseen:
+        raise DataError(f"{params.test}: labels {unseen} never occur in {params.train}; a class must be trainable")
     if set(train.inputs) != set(test.inputs):
         raise DataError(f"{params.test}: modalities {sorted(test.inputs)} differ from train's {sorted(train.inputs)}")
     specs = {m: _spec(m, train.inputs[m], test.inputs[m], params.kinds.get(m), params.test) for m in train.inputs}
