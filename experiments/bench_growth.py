@@ -14,12 +14,11 @@ import resource
 import lightning as L
 import torch
 
-from timing import median_time
-
 from lifelong_moe import config_from_dict
 from lifelong_moe.runner import build_model
 from lifelong_moe.training import train_loader
 from scenarios import build_stream
+from timing import median_time
 
 
 def move(batch, device):
@@ -72,7 +71,7 @@ def main() -> None:
         model.on_experience_end(exp)
         model.to(args.device)
         model.eval()
-        x, y, t = batches[0]
+        x, y, _t = batches[0]
         with torch.no_grad():
             t_infer = median_time(lambda: model(x, None), args.device, args.steps, warmup=1)
         counts = model.parameter_counts()

@@ -17,9 +17,8 @@ import argparse
 import torch
 from torch import nn
 
-from timing import median_time
-
 from lifelong_moe.moe import MoELayer
+from timing import median_time
 
 
 class DenseBlock(nn.Module):

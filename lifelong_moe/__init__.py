@@ -5,7 +5,7 @@ Public names are loaded on first use, so the CLI's `--help` need not import torc
 from __future__ import annotations
 
 import importlib
-from typing import Any, Dict
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -38,7 +38,7 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def registered_components() -> Dict[str, Dict[str, str]]:
+def registered_components() -> dict[str, dict[str, str]]:
     """Every registry's names and one-line descriptions."""
     from lifelong_moe.registry import MODELS, STRATEGIES, load_builtins
 

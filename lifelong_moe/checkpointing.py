@@ -6,7 +6,7 @@ from __future__ import annotations
 import io
 import random
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,14 +18,14 @@ CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 
 
-def rng_state() -> Dict[str, Any]:
+def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
-def set_rng_state(state: Dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
@@ -33,14 +33,14 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_checkpoint(run_dir: Path, payload: Dict[str, Any]) -> None:
+def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> None:
     """Atomically replace `run_dir/checkpoint.pt`: a crash leaves the previous checkpoint intact."""
     buf = io.BytesIO()
     torch.save({"format": FORMAT, **payload}, buf)
     atomic_write_bytes(Path(run_dir) / CHECKPOINT, buf.getvalue())
 
 
-def load_checkpoint(run_dir: str | Path) -> Dict[str, Any]:
+def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / CHECKPOINT
     if not Path(run_dir).is_dir():
         raise ConfigError(f"--resume: no run directory at {run_dir}")
@@ -48,7 +48,7 @@ def load_checkpoint(run_dir: str | Path) -> Dict[str, Any]:
         raise ConfigError(f"--resume: {path} not found (the run finished no experience, or is not a lifelong-moe run)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user-facing problem
+    except Exception as err:
         raise ConfigError(f"--resume: {path} is unreadable ({type(err).__name__}: {err})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise ConfigError(f"--resume: {path} is not a lifelong-moe checkpoint of format {FORMAT}")

@@ -4,7 +4,8 @@ Data sources live in `scenarios.SOURCES`; modality encoders in `lifelong_moe.mod
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from scenarios.registry import Registry
 

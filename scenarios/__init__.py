@@ -9,7 +9,22 @@ from scenarios.registry import Registry
 from scenarios.sources import SOURCES, SourceData, Split
 
 __all__ = [
-    "ConfigError", "DataError", "ExperienceConfig", "ExperienceSpec", "MASK_KEY", "ModalitySpec",
-    "MultimodalDataset", "Registry", "SOURCES", "ScenarioKind", "SourceConfig", "SourceData", "Split",
-    "SplitRuleConfig", "Stream", "StreamConfig", "UserError", "build_stream",
+    "MASK_KEY",
+    "SOURCES",
+    "ConfigError",
+    "DataError",
+    "ExperienceConfig",
+    "ExperienceSpec",
+    "ModalitySpec",
+    "MultimodalDataset",
+    "Registry",
+    "ScenarioKind",
+    "SourceConfig",
+    "SourceData",
+    "Split",
+    "SplitRuleConfig",
+    "Stream",
+    "StreamConfig",
+    "UserError",
+    "build_stream",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 
 class ScenarioKind(str, Enum):
@@ -17,20 +17,20 @@ class ScenarioKind(str, Enum):
 @dataclass
 class SourceConfig:
     kind: str = "???"
-    params: Dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class ExperienceConfig:
     source: str = "???"
-    classes: List[int] = field(default_factory=list)  # empty: every class of the source
-    modalities: List[str] = field(default_factory=list)  # empty: every modality of the source
-    task_label: Optional[int] = None  # task-incremental only; defaults to the experience index
-    train_size: Optional[int] = None  # a class-stratified subsample; None keeps everything
-    test_size: Optional[int] = None
-    train_missing_rate: Dict[str, float] = field(default_factory=dict)  # modality -> share of samples lacking it
-    test_missing_rate: Dict[str, float] = field(default_factory=dict)
-    name: Optional[str] = None
+    classes: list[int] = field(default_factory=list)  # empty: every class of the source
+    modalities: list[str] = field(default_factory=list)  # empty: every modality of the source
+    task_label: int | None = None  # task-incremental only; defaults to the experience index
+    train_size: int | None = None  # a class-stratified subsample; None keeps everything
+    test_size: int | None = None
+    train_missing_rate: dict[str, float] = field(default_factory=dict)  # modality -> share of samples lacking it
+    test_missing_rate: dict[str, float] = field(default_factory=dict)
+    name: str | None = None
 
 
 @dataclass
@@ -39,17 +39,17 @@ class SplitRuleConfig:
 
     source: str = "???"
     n_experiences: int = "???"  # type: ignore[assignment]
-    class_order: List[int] = field(default_factory=list)  # empty: sorted, or shuffled by `shuffle_classes`
+    class_order: list[int] = field(default_factory=list)  # empty: sorted, or shuffled by `shuffle_classes`
     shuffle_classes: bool = False
-    modalities: List[str] = field(default_factory=list)
-    train_size: Optional[int] = None
-    test_size: Optional[int] = None
-    test_missing_rate: Dict[str, float] = field(default_factory=dict)
+    modalities: list[str] = field(default_factory=list)
+    train_size: int | None = None
+    test_size: int | None = None
+    test_missing_rate: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
 class StreamConfig:
     scenario: ScenarioKind = ScenarioKind.class_incremental
-    sources: Dict[str, SourceConfig] = field(default_factory=dict)
-    experiences: List[ExperienceConfig] = field(default_factory=list)
-    split: Optional[SplitRuleConfig] = None
+    sources: dict[str, SourceConfig] = field(default_factory=dict)
+    experiences: list[ExperienceConfig] = field(default_factory=list)
+    split: SplitRuleConfig | None = None

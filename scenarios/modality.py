@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 MODALITY_KINDS = ("image", "signal", "text", "tabular")
 MASK_KEY = "mask"  # reserved input key: {modality: bool} presence flags, never a modality name
@@ -14,9 +13,9 @@ class ModalitySpec:
     """Shape and kind of one modality. `vocab_size` is set for token (text) modalities."""
 
     kind: str
-    shape: Tuple[int, ...]
+    shape: tuple[int, ...]
     dtype: str = "float32"
-    vocab_size: Optional[int] = None
+    vocab_size: int | None = None
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "shape": list(self.shape), "dtype": self.dtype, "vocab_size": self.vocab_size}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Generic, Iterator, Optional, TypeVar
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
 
 from scenarios.errors import ConfigError
 
@@ -14,11 +15,11 @@ class Registry(Generic[T]):
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
-        self._entries: Dict[str, T] = {}
-        self._params: Dict[str, Optional[type]] = {}
-        self._docs: Dict[str, str] = {}
+        self._entries: dict[str, T] = {}
+        self._params: dict[str, type | None] = {}
+        self._docs: dict[str, str] = {}
 
-    def register(self, name: str, params: Optional[type] = None) -> Callable[[T], T]:
+    def register(self, name: str, params: type | None = None) -> Callable[[T], T]:
         """Decorator: register `obj` under `name`, with an optional params dataclass."""
 
         def deco(obj: T) -> T:
@@ -40,10 +41,10 @@ class Registry(Generic[T]):
             )
         return self._entries[name]
 
-    def params_schema(self, name: str) -> Optional[type]:
+    def params_schema(self, name: str) -> type | None:
         return self._params.get(name)
 
-    def describe(self) -> Dict[str, str]:
+    def describe(self) -> dict[str, str]:
         """Name -> one-line description, for `lifelong-moe list`."""
         return dict(sorted(self._docs.items()))
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any
 
 import pytest
 import yaml
 
-TINY_STREAM: Dict[str, Any] = {
+TINY_STREAM: dict[str, Any] = {
     "scenario": "class_incremental",
     "sources": {
         "syn": {
@@ -21,9 +21,9 @@ TINY_STREAM: Dict[str, Any] = {
 }
 
 
-def tiny_config(root: Path, **overrides: Any) -> Dict[str, Any]:
+def tiny_config(root: Path, **overrides: Any) -> dict[str, Any]:
     """A two-experience synthetic stream, three epochs, CPU, no progress bar, outputs under `root`."""
-    cfg: Dict[str, Any] = {
+    cfg: dict[str, Any] = {
         "name": "tiny",
         "seed": 0,
         "stream": copy.deepcopy(TINY_STREAM),
@@ -43,5 +43,5 @@ def write_yaml(path: Path, data: Any) -> Path:
 
 
 @pytest.fixture
-def tiny(tmp_path: Path) -> Dict[str, Any]:
+def tiny(tmp_path: Path) -> dict[str, Any]:
     return tiny_config(tmp_path / "runs")

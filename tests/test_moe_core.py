@@ -6,8 +6,15 @@ import pytest
 import torch
 
 from lifelong_moe.moe import (
-    MLPExpert, MoELayer, PrototypeKeys, TopKRouter, decide_growth, dense_reference, load_balancing_loss,
-    router_z_loss, sparse_dispatch,
+    MLPExpert,
+    MoELayer,
+    PrototypeKeys,
+    TopKRouter,
+    decide_growth,
+    dense_reference,
+    load_balancing_loss,
+    router_z_loss,
+    sparse_dispatch,
 )
 
 

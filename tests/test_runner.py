@@ -78,7 +78,7 @@ def test_existing_run_directory_is_never_overwritten(first_run):
     cfg = tiny_config(first_run.run_dir.parent.parent)
     cfg["output"]["version"] = "version_0"
     before = (first_run.run_dir / "results.json").read_bytes()
-    with pytest.raises(ConfigError, match="output.version: .* already holds a run"):
+    with pytest.raises(ConfigError, match=r"output\.version: .* already holds a run"):
         run(config_from_dict(cfg), progress=lambda s: None)
     assert (first_run.run_dir / "results.json").read_bytes() == before
 

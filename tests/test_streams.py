@@ -8,8 +8,8 @@ from omegaconf import OmegaConf
 
 from scenarios import MASK_KEY, StreamConfig, build_stream
 from scenarios.sources import load_source
-from scenarios.sources.multimodal_digits import MultimodalDigitsParams
 from scenarios.sources.mnist1d import Mnist1dParams, mnist1d_arrays
+from scenarios.sources.multimodal_digits import MultimodalDigitsParams
 
 SYN = {"kind": "synthetic", "params": {"n_classes": 6, "n_modalities": 3, "dim": 4, "n_train_per_class": 10, "n_test_per_class": 5}}
 
@@ -111,7 +111,7 @@ def test_mnist1d_generator_leaves_global_numpy_rng_alone():
     np.random.seed(123)
     expected = np.random.random()
     np.random.seed(123)
-    x, y, xt, yt = mnist1d_arrays(Mnist1dParams(num_samples=200), 0)
+    x, _y, xt, _yt = mnist1d_arrays(Mnist1dParams(num_samples=200), 0)
     assert np.random.random() == expected
     assert x.shape == (160, 1, 40) and xt.shape == (40, 1, 40)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, Optional
+from typing import Any
 
 from scenarios.config import StreamConfig
 
@@ -13,7 +13,7 @@ class ComponentConfig:
     """A registered component chosen by name, with the params its own schema defines."""
 
     name: str = "???"
-    params: Dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -44,7 +44,7 @@ class TrainerConfig:
 @dataclass
 class OutputConfig:
     root: str = "runs"
-    version: Optional[str] = None  # None: the next free `version_N`
+    version: str | None = None  # None: the next free `version_N`
     plots: bool = True
 
 
@@ -59,4 +59,4 @@ class ExperimentConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     evaluate_untrained: bool = True  # accuracy of the untrained model, needed for FWT
-    reference_results: Optional[str] = None  # results.json of a joint (cumulative) run, for intransigence
+    reference_results: str | None = None  # results.json of a joint (cumulative) run, for intransigence

@@ -17,7 +17,7 @@ Avalanche's "forgetting" is first-minus-last, R[j][j] - R[T-1][j], and its BWT i
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -36,18 +36,18 @@ def final_average_accuracy(R: ArrayLike) -> float:
     return float(R[-1].mean())
 
 
-def seen_accuracy(R: ArrayLike, weights: Optional[Sequence[float]] = None) -> List[float]:
+def seen_accuracy(R: ArrayLike, weights: Sequence[float] | None = None) -> list[float]:
     """A_i: accuracy over experiences 0..i after training experience i."""
     R = _square(R)
     w = np.ones(len(R)) if weights is None else np.asarray(weights, dtype=float)
     return [float(np.average(R[i, : i + 1], weights=w[: i + 1])) for i in range(len(R))]
 
 
-def average_incremental_accuracy(R: ArrayLike, weights: Optional[Sequence[float]] = None) -> float:
+def average_incremental_accuracy(R: ArrayLike, weights: Sequence[float] | None = None) -> float:
     return float(np.mean(seen_accuracy(R, weights)))
 
 
-def backward_transfer(R: ArrayLike) -> Optional[float]:
+def backward_transfer(R: ArrayLike) -> float | None:
     R = _square(R)
     T = len(R)
     if T < 2:
@@ -55,7 +55,7 @@ def backward_transfer(R: ArrayLike) -> Optional[float]:
     return float(np.mean([R[-1, j] - R[j, j] for j in range(T - 1)]))
 
 
-def forward_transfer(R: ArrayLike, b: Sequence[float]) -> Optional[float]:
+def forward_transfer(R: ArrayLike, b: Sequence[float]) -> float | None:
     R = _square(R)
     b = np.asarray(b, dtype=float)
     T = len(R)
@@ -77,13 +77,13 @@ def forgetting_matrix(R: ArrayLike) -> np.ndarray:
     return F
 
 
-def forgetting_per_experience(R: ArrayLike) -> List[float]:
+def forgetting_per_experience(R: ArrayLike) -> list[float]:
     """Final forgetting f_j^{T-1} of each experience j < T-1."""
     F = forgetting_matrix(R)
     return [float(v) for v in F[-1, :-1]]
 
 
-def average_forgetting(R: ArrayLike, k: Optional[int] = None) -> Optional[float]:
+def average_forgetting(R: ArrayLike, k: int | None = None) -> float | None:
     """F_k: mean forgetting over j < k after training experience k (default: the last)."""
     F = forgetting_matrix(R)
     k = len(F) - 1 if k is None else k
@@ -92,13 +92,13 @@ def average_forgetting(R: ArrayLike, k: Optional[int] = None) -> Optional[float]
     return float(F[k, :k].mean())
 
 
-def first_last_forgetting(R: ArrayLike) -> List[float]:
+def first_last_forgetting(R: ArrayLike) -> list[float]:
     """Avalanche's forgetting: R[j][j] - R[T-1][j] for each j < T-1."""
     R = _square(R)
     return [float(R[j, j] - R[-1, j]) for j in range(len(R) - 1)]
 
 
-def intransigence(R: ArrayLike, reference_diagonal: Sequence[float]) -> List[float]:
+def intransigence(R: ArrayLike, reference_diagonal: Sequence[float]) -> list[float]:
     """I_k = a*_k - R[k][k], a*_k = reference_diagonal[k] from a joint model trained on 0..k."""
     R = _square(R)
     ref = np.asarray(reference_diagonal, dtype=float)
@@ -109,13 +109,13 @@ def intransigence(R: ArrayLike, reference_diagonal: Sequence[float]) -> List[flo
 
 def summarize(
     R: ArrayLike,
-    b: Optional[Sequence[float]] = None,
-    weights: Optional[Sequence[float]] = None,
-    reference_diagonal: Optional[Sequence[float]] = None,
-) -> Dict[str, object]:
+    b: Sequence[float] | None = None,
+    weights: Sequence[float] | None = None,
+    reference_diagonal: Sequence[float] | None = None,
+) -> dict[str, object]:
     """Every stream metric of R, as stored in results.json."""
     R = _square(R)
-    out: Dict[str, object] = {
+    out: dict[str, object] = {
         "acc": final_average_accuracy(R),
         "avg_incremental_acc": average_incremental_accuracy(R, weights),
         "seen_acc": seen_accuracy(R, weights),
@@ -133,7 +133,7 @@ def summarize(
     return out
 
 
-def prefix_metrics(R: ArrayLike, step: int, b: Optional[Sequence[float]] = None) -> Dict[str, Optional[float]]:
+def prefix_metrics(R: ArrayLike, step: int, b: Sequence[float] | None = None) -> dict[str, float | None]:
     """ACC, BWT and FWT of the stream truncated after experience `step` (for per-step curves)."""
     R = _square(R)
     sub = R[: step + 1, : step + 1]

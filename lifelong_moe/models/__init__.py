@@ -4,4 +4,4 @@ from lifelong_moe.models import moe_classifier, multimodal_mlp  # noqa: F401
 from lifelong_moe.models.continual_module import ContinualModule
 from lifelong_moe.models.encoders import ENCODERS, build_encoder
 
-__all__ = ["ContinualModule", "ENCODERS", "build_encoder"]
+__all__ = ["ENCODERS", "ContinualModule", "build_encoder"]

@@ -11,7 +11,7 @@ Shape key: B samples, M modalities, n present tokens, D width, E routed experts,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,7 +57,7 @@ class MoEParams:
 class ExperienceHead(nn.Module):
     """Linear head over the classes one experience introduced."""
 
-    def __init__(self, dim: int, classes: List[int]) -> None:
+    def __init__(self, dim: int, classes: list[int]) -> None:
         super().__init__()
         self.linear = nn.Linear(dim, len(classes))
         self.register_buffer("classes", torch.as_tensor(classes, dtype=torch.long))
@@ -72,7 +72,7 @@ class MoEForward:
     aux_loss: torch.Tensor  # scalar: weighted balance + z losses over layers
     token_sample: torch.Tensor  # (n,) sample of each present token
     token_modality: torch.Tensor  # (n,) modality index (order of self.encoders)
-    routings: List[Any]  # per layer: Routing
+    routings: list[Any]  # per layer: Routing
 
 
 class MoEClassifier(ContinualModule):
@@ -87,9 +87,9 @@ class MoEClassifier(ContinualModule):
         self.final_norm = nn.LayerNorm(params.embed_dim)
         self.heads = nn.ModuleDict()
         self.keys = PrototypeKeys(params.key_var_floor)
-        self.experience_group: Dict[int, int] = {}
-        self.experience_task: Dict[int, int] = {}
-        self.growth_log: Dict[int, str] = {}
+        self.experience_group: dict[int, int] = {}
+        self.experience_task: dict[int, int] = {}
+        self.growth_log: dict[int, str] = {}
         self._old_reused: set = set()  # ids of a reused group's old expert parameters (trained at a lower rate)
         self._trained: set = set()  # ids of parameters that lived through a finished experience
 
@@ -99,7 +99,7 @@ class MoEClassifier(ContinualModule):
         return len(set(self.experience_group.values()))
 
     @property
-    def expert_owner(self) -> List[int]:
+    def expert_owner(self) -> list[int]:
         return list(self.layers[0].pool.owner)
 
     def on_experience_start(self, exp: Any) -> None:
@@ -126,7 +126,7 @@ class MoEClassifier(ContinualModule):
         self.heads[str(e)] = ExperienceHead(self.p.embed_dim, sorted(exp.classes_in_this_experience)).to(self.device)
         self._freeze(old_params, group)
 
-    def _freeze(self, old_params: List[nn.Parameter], group: int) -> None:
+    def _freeze(self, old_params: list[nn.Parameter], group: int) -> None:
         """Everything that existed before this experience stops training, except what the settings keep:
         encoders under encoder_training=always, and the reused group's experts under old_expert_lr_scale."""
         encoder_params = {id(p) for p in self.encoders.parameters()} | {id(p) for p in self.modality_embed.parameters()}
@@ -141,7 +141,7 @@ class MoEClassifier(ContinualModule):
                 p.requires_grad_(not self.p.freeze_old)
         self._old_reused = {id(p) for p in old_params if id(p) in reused}
 
-    def optimizer_param_groups(self) -> List[Dict[str, Any]]:
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
         scaled = [p for p in self.parameters() if p.requires_grad and id(p) in self._old_reused]
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in self._old_reused]
         groups = [{"params": rest}]
@@ -156,14 +156,14 @@ class MoEClassifier(ContinualModule):
         self._trained = {id(p) for p in self.parameters()}
 
     @torch.no_grad()
-    def _encode_dataset(self, dataset: Any, limit: int) -> tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor], torch.Tensor]:
+    def _encode_dataset(self, dataset: Any, limit: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
         """Key inputs, presence masks and labels of up to `limit` samples, computed in eval mode without grad."""
         was_training = self.training
         self.eval()
         loader = DataLoader(dataset, batch_size=512, shuffle=False, collate_fn=getattr(dataset, "collate_fn", None))
-        tokens: Dict[str, List[torch.Tensor]] = {}
-        present: Dict[str, List[torch.Tensor]] = {}
-        labels: List[torch.Tensor] = []
+        tokens: dict[str, list[torch.Tensor]] = {}
+        present: dict[str, list[torch.Tensor]] = {}
+        labels: list[torch.Tensor] = []
         seen = 0
         for x, y, _ in loader:
             x = super().transfer_batch_to_device(x, self.device, 0)
@@ -179,7 +179,7 @@ class MoEClassifier(ContinualModule):
         self.train(was_training)
         return {m: torch.cat(v) for m, v in tokens.items()}, {m: torch.cat(v) for m, v in present.items()}, torch.cat(labels)
 
-    def _closest_known_group(self, dataset: Any) -> tuple[Optional[int], Optional[float]]:
+    def _closest_known_group(self, dataset: Any) -> tuple[int | None, float | None]:
         """The group whose experience keys best explain the new data, and its novelty z-score."""
         needs = self.p.growth != "experience" or self.p.max_experts > 0
         if not needs or not self.keys.experiences:
@@ -197,15 +197,15 @@ class MoEClassifier(ContinualModule):
             self.encoders[name].requires_grad_(False)
             self.modality_embed[name].requires_grad_(False)
 
-    def key_inputs(self, inputs: Dict[str, Any], tokens: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    def key_inputs(self, inputs: dict[str, Any], tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """What the keys see per modality: fixed raw-input views, or the encoder tokens (detached)."""
         if self.p.key_space == "features":
             return {m: t.detach() for m, t in tokens.items()}
         return {m: key_view(self.modality_specs[m], inputs[m]) for m in tokens}
 
     # ---- forward --------------------------------------------------------------------------------
-    def experience_log_posterior(self, keyed: Dict[str, torch.Tensor], present: Dict[str, torch.Tensor],
-                                 task_labels: Optional[torch.Tensor], current: Optional[int]) -> tuple[List[int], torch.Tensor]:
+    def experience_log_posterior(self, keyed: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
+                                 task_labels: torch.Tensor | None, current: int | None) -> tuple[list[int], torch.Tensor]:
         """(experiences with heads, log p(e | x) of shape (B, len)): from the current experience in training,
         the task label in task-incremental mode, or the keys, per sample."""
         exps = sorted(int(e) for e in self.heads)
@@ -226,8 +226,8 @@ class MoEClassifier(ContinualModule):
             logp = torch.full_like(logp, NEG).scatter_(1, best, 0.0)
         return exps, logp
 
-    def forward_outputs(self, inputs: Dict[str, Any], task_labels: Optional[torch.Tensor] = None,
-                        current: Optional[int] = None) -> MoEForward:
+    def forward_outputs(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None,
+                        current: int | None = None) -> MoEForward:
         tokens, present = self.modality_tokens(inputs)
         keyed = self.key_inputs(inputs, tokens) if current is None else tokens
         exps, logp = self.experience_log_posterior(keyed, present, task_labels, current)
@@ -243,7 +243,7 @@ class MoEClassifier(ContinualModule):
         pres = torch.stack(list(present.values()), 1)  # (B, M)
         token_sample, token_modality = pres.nonzero(as_tuple=True)  # (n,), (n,)
         h = z[token_sample, token_modality]  # (n, D)
-        restrict = current is not None or self.task_incremental and task_labels is not None or self.p.key_routing == "hard"
+        restrict = current is not None or (self.task_incremental and task_labels is not None) or self.p.key_routing == "hard"
         if restrict:
             allowed, bias = (expert_logp > NEG / 2)[token_sample], None
         else:
@@ -267,12 +267,12 @@ class MoEClassifier(ContinualModule):
             logits[:, head.classes] = torch.log_softmax(head(pooled), dim=1) + logp[:, col : col + 1]
         return MoEForward(logits, aux, token_sample, token_modality, routings)
 
-    def forward(self, inputs: Dict[str, Any], task_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.forward_outputs(inputs, task_labels).logits
         mask = self.class_mask(task_labels, logits.shape[0])
         return logits.masked_fill(~mask, NEG)
 
-    def training_loss(self, x: Dict[str, Any], y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_loss(self, x: dict[str, Any], y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.forward_outputs(x, t, current=self.experience)
         return F.cross_entropy(out.logits, y) + out.aux_loss, out.logits
 
@@ -282,7 +282,7 @@ class MoEClassifier(ContinualModule):
         J, E, M = len(self.eval_metrics), max(len(self.expert_owner), 1), max(len(self.encoders), 1)
         self._route_mass = torch.zeros(J, M, E, device=self.device)  # (J, M, E)
         self._route_hits = torch.zeros(J, 2, device=self.device)  # (J, [correct, total])
-        self._report: Dict[str, Any] = {}
+        self._report: dict[str, Any] = {}
 
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         x, y, t = batch
@@ -316,11 +316,11 @@ class MoEClassifier(ContinualModule):
             "experience_group": {int(k): v for k, v in self.experience_group.items()},
         }
 
-    def evaluation_report(self) -> Dict[str, Any]:
+    def evaluation_report(self) -> dict[str, Any]:
         return dict(getattr(self, "_report", {}))
 
     # ---- accounting -----------------------------------------------------------------------------
-    def parameter_counts(self) -> Dict[str, int]:
+    def parameter_counts(self) -> dict[str, int]:
         counts = super().parameter_counts()
         n = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
         k_eff = min(self.p.k, self.p.experts_per_growth) if self.p.key_routing == "hard" else self.p.k
@@ -332,7 +332,7 @@ class MoEClassifier(ContinualModule):
         counts["routed_experts_per_layer"] = len(self.expert_owner)
         return counts
 
-    def structure_state(self) -> Dict[str, Any]:
+    def structure_state(self) -> dict[str, Any]:
         names = {id(p): n for n, p in self.named_parameters()}
         return {
             **super().structure_state(),
@@ -346,9 +346,9 @@ class MoEClassifier(ContinualModule):
             "old_reused": sorted(names[i] for i in self._old_reused if i in names),
         }
 
-    def restore_structure(self, state: Dict[str, Any]) -> None:
+    def restore_structure(self, state: dict[str, Any]) -> None:
         super().restore_structure(state)
-        groups_seen: List[int] = []
+        groups_seen: list[int] = []
         for g in state["expert_owner"]:
             if g not in groups_seen:
                 groups_seen.append(g)
@@ -365,7 +365,7 @@ class MoEClassifier(ContinualModule):
         self._trained = {id(params[n]) for n in state["trained"]}
         self._old_reused = {id(params[n]) for n in state["old_reused"]}
 
-    def structure_summary(self) -> Dict[str, Any]:
+    def structure_summary(self) -> dict[str, Any]:
         e = self.experience
         return {"group": self.experience_group.get(e), "growth": self.growth_log.get(e), "n_groups": self.n_groups}
 

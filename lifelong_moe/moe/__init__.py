@@ -10,7 +10,18 @@ from lifelong_moe.moe.router import Routing, TopKRouter
 from lifelong_moe.moe.task_keys import PrototypeKeys
 
 __all__ = [
-    "ExpertPool", "GROWTH_POLICIES", "GrowthDecision", "MLPExpert", "MoELayer", "MoEOutput", "PrototypeKeys",
-    "Routing", "TopKRouter", "decide_growth", "dense_reference", "load_balancing_loss", "router_z_loss",
+    "GROWTH_POLICIES",
+    "ExpertPool",
+    "GrowthDecision",
+    "MLPExpert",
+    "MoELayer",
+    "MoEOutput",
+    "PrototypeKeys",
+    "Routing",
+    "TopKRouter",
+    "decide_growth",
+    "dense_reference",
+    "load_balancing_loss",
+    "router_z_loss",
     "sparse_dispatch",
 ]

@@ -7,7 +7,7 @@ Shape key: n tokens, d width, k slots, e experts."""
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -18,8 +18,8 @@ from lifelong_moe.moe.expert_pool import MLPExpert
 
 def sparse_dispatch(
     x: torch.Tensor, topk_idx: torch.Tensor, topk_weight: torch.Tensor, experts: Sequence[nn.Module],
-    path: Optional[str] = None,
-) -> Tuple[torch.Tensor, torch.Tensor]:
+    path: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """y[t] = sum_s topk_weight[t, s] * experts[topk_idx[t, s]](x[t]).
 
     x: (n, d); topk_idx, topk_weight: (n, k). Returns y (n, d) and per-expert token counts (e,).

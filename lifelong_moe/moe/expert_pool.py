@@ -5,8 +5,6 @@ weight gradient; stacked weights were measured slower on CPU (see experiments/be
 
 from __future__ import annotations
 
-from typing import List
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -33,7 +31,7 @@ class ExpertPool(nn.Module):
         self.dim, self.hidden = dim, hidden
         self.experts = nn.ModuleList()
         self.shared = nn.ModuleList(MLPExpert(dim, hidden) for _ in range(n_shared))
-        self.owner: List[int] = []
+        self.owner: list[int] = []
 
     def __len__(self) -> int:
         return len(self.experts)
@@ -42,7 +40,7 @@ class ExpertPool(nn.Module):
     def params_per_expert(self) -> int:
         return 2 * self.dim * self.hidden + self.hidden + self.dim
 
-    def add(self, n: int, group: int, device: torch.device | None = None) -> List[int]:
+    def add(self, n: int, group: int, device: torch.device | None = None) -> list[int]:
         """Append `n` experts owned by `group` on `device`; returns their indices."""
         start = len(self.experts)
         for _ in range(n):
@@ -50,7 +48,7 @@ class ExpertPool(nn.Module):
             self.owner.append(group)
         return list(range(start, start + n))
 
-    def experts_of(self, group: int) -> List[nn.Module]:
+    def experts_of(self, group: int) -> list[nn.Module]:
         return [e for e, g in zip(self.experts, self.owner) if g == group]
 
     def shared_forward(self, x: torch.Tensor) -> torch.Tensor:

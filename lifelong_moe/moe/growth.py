@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 GROWTH_POLICIES = ("experience", "modality", "novelty")
 
@@ -11,7 +10,7 @@ GROWTH_POLICIES = ("experience", "modality", "novelty")
 @dataclass
 class GrowthDecision:
     grow: bool  # add a new group of experts
-    reuse_group: Optional[int]  # otherwise, the existing group this experience joins
+    reuse_group: int | None  # otherwise, the existing group this experience joins
     reason: str
 
 
@@ -23,8 +22,8 @@ def decide_growth(
     experts_per_growth: int,
     max_experts: int,
     new_modality: bool,
-    closest_group: Optional[int],
-    novelty_z: Optional[float],
+    closest_group: int | None,
+    novelty_z: float | None,
     novelty_threshold: float,
 ) -> GrowthDecision:
     """`closest_group`/`novelty_z` come from the task keys (None before any keys exist).

@@ -4,7 +4,6 @@ residual. Returns an explicit result carrying the auxiliary losses and the routi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import nn
@@ -41,7 +40,7 @@ class MoELayer(nn.Module):
         self.router.add_columns(n, device)
         return self.pool.add(n, group, device)
 
-    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None, allowed: Optional[torch.Tensor] = None) -> MoEOutput:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> MoEOutput:
         """x: (n, d); bias, allowed: (n, e) router log-prior and mask."""
         h = self.norm(x)
         routing = self.router(h, bias=bias, allowed=allowed)

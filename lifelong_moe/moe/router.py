@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import nn
@@ -36,7 +35,7 @@ class TopKRouter(nn.Module):
         for _ in range(n):
             self.columns.append(nn.Parameter(torch.randn(self.dim, device=device) * self.dim**-0.5))
 
-    def forward(self, x: torch.Tensor, bias: Optional[torch.Tensor] = None, allowed: Optional[torch.Tensor] = None) -> Routing:
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> Routing:
         """x: (n, d). bias: (n, e) added to the logits (e.g. log-priors from task keys); allowed: (n, e) bool."""
         weight = torch.stack(list(self.columns), dim=1)  # (d, e)
         logits = x @ weight.to(x.dtype)  # (n, e)

@@ -5,7 +5,6 @@ classes. Each sample is scored on its own, never per batch. No old data is store
 from __future__ import annotations
 
 import math
-from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -17,18 +16,18 @@ class PrototypeKeys(nn.Module):
     def __init__(self, var_floor: float = 1e-2) -> None:
         super().__init__()
         self.var_floor = var_floor
-        self._cache: Dict[tuple, tuple] = {}
+        self._cache: dict[tuple, tuple] = {}
 
     @staticmethod
     def _name(exp: int, cls: int | str, modality: str, what: str) -> str:
         return f"e{exp}__c{cls}__{modality}__{what}"
 
     @property
-    def experiences(self) -> List[int]:
+    def experiences(self) -> list[int]:
         """Experiences with keys, read off the buffers (a loaded state dict is all there is to restore)."""
         return sorted({int(n[1:].split("__")[0]) for n, _ in self.named_buffers(recurse=False) if n.endswith("__mean")})
 
-    def _classes(self, exp: int) -> List[int]:
+    def _classes(self, exp: int) -> list[int]:
         prefix = f"e{exp}__c"
         found = {int(n[len(prefix):].split("__")[0]) for n, _ in self.named_buffers(recurse=False)
                  if n.startswith(prefix) and n.endswith("__mean")}
@@ -45,7 +44,7 @@ class PrototypeKeys(nn.Module):
     def has(self, exp: int, modality: str) -> bool:
         return any(hasattr(self, self._name(exp, c, modality, "mean")) for c in self._classes(exp))
 
-    def fit(self, exp: int, tokens: Dict[str, torch.Tensor], present: Dict[str, torch.Tensor], labels: torch.Tensor) -> None:
+    def fit(self, exp: int, tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor], labels: torch.Tensor) -> None:
         """tokens[m]: (N, d) features of experience `exp`'s training samples; present[m]: (N,) bool; labels: (N,)."""
         self._cache.clear()
         for c in labels.unique().tolist():
@@ -61,7 +60,7 @@ class PrototypeKeys(nn.Module):
         if len(own) > 1:
             self.register_buffer(self._name(exp, "all", "all", "self"), torch.stack([own.mean(), own.std().clamp_min(1e-6)]))
 
-    def _stacked(self, modalities: List[str], device: torch.device) -> tuple:
+    def _stacked(self, modalities: list[str], device: torch.device) -> tuple:
         """All (experience, class) keys as rows: experience of each row (R,), and per modality the stacked
         means and variances (R, d) with a mask of rows that have that modality. Cached until the next fit."""
         key = (tuple(modalities), str(device))
@@ -80,8 +79,8 @@ class PrototypeKeys(nn.Module):
             self._cache[key] = (row_exp, per_modality)
         return self._cache[key]
 
-    def score(self, tokens: Dict[str, torch.Tensor], present: Optional[Dict[str, torch.Tensor]] = None,
-              experiences: Optional[List[int]] = None) -> torch.Tensor:
+    def score(self, tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor] | None = None,
+              experiences: list[int] | None = None) -> torch.Tensor:
         """Log-score of each sample under each experience's class mixture: (B, n_exp); -inf where the
         experience has no keys for any of the sample's present modalities. A class's log-likelihood is the
         mean over the sample's present modalities of the per-dimension diagonal-Gaussian log-density."""
@@ -117,7 +116,7 @@ class PrototypeKeys(nn.Module):
         n_rows = torch.zeros(len(experiences), device=device).scatter_add_(0, row_col, torch.ones_like(row_col, dtype=torch.float))
         return torch.where(summed > 0, summed.log() + safe - n_rows.clamp_min(1).log(), out)
 
-    def novelty(self, scores: torch.Tensor, experiences: Optional[List[int]] = None) -> tuple[int, float]:
+    def novelty(self, scores: torch.Tensor, experiences: list[int] | None = None) -> tuple[int, float]:
         """(closest experience, z): how many of its own standard deviations the new data's mean score lies
         below the experience's own training data. scores: (n, n_exp) from `score`."""
         experiences = self.experiences if experiences is None else experiences

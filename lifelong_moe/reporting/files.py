@@ -8,8 +8,9 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any
 
 from scenarios.errors import ConfigError
 
@@ -46,7 +47,7 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
     atomic_write_text(path, buf.getvalue())
 
 
-def new_run_dir(root: str | Path, experiment: str, version: Optional[str]) -> tuple[Path, str]:
+def new_run_dir(root: str | Path, experiment: str, version: str | None) -> tuple[Path, str]:
     """Create `root/experiment/version` (the next free `version_N` by default); never reuse a non-empty one."""
     base = Path(root) / experiment
     try:

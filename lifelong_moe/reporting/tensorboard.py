@@ -3,7 +3,8 @@ hparams with the final metrics. Lightning logs the per-experience training curve
 
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -33,7 +34,7 @@ class StreamBoard:
             }
         )
 
-    def log_step(self, step: int, R: np.ndarray, b: Optional[Sequence[float]], names: Sequence[str]) -> None:
+    def log_step(self, step: int, R: np.ndarray, b: Sequence[float] | None, names: Sequence[str]) -> None:
         for j in range(self.T):
             self.writer.add_scalar(f"accuracy/exp{j:02d}", R[step, j], step)
         for key, value in prefix_metrics(R, step, b).items():
@@ -45,7 +46,7 @@ class StreamBoard:
         plt.close(fig)
         self.writer.flush()
 
-    def log_report(self, step: int, report: Dict[str, Any], names: Sequence[str]) -> None:
+    def log_report(self, step: int, report: dict[str, Any], names: Sequence[str]) -> None:
         """Routing accuracy per test experience (scalars) and routing mass heatmaps (images), if the model routes."""
         if "routing_accuracy" not in report:
             return
@@ -56,7 +57,7 @@ class StreamBoard:
         plt.close(fig)
         self.writer.flush()
 
-    def log_final(self, hparams: Dict[str, Any], metrics: Dict[str, Any]) -> None:
+    def log_final(self, hparams: dict[str, Any], metrics: dict[str, Any]) -> None:
         final = {f"hparams/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
         self.logger.log_hyperparams(hparams, final)
         self.writer.flush()

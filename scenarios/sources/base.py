@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List
+from typing import Any
 
 import numpy as np
 
@@ -15,13 +16,13 @@ from scenarios.registry import Registry
 class Split:
     """One split of a source: `inputs[modality]` is an array [N, ...]; `labels` is int64 [N]."""
 
-    inputs: Dict[str, np.ndarray]
+    inputs: dict[str, np.ndarray]
     labels: np.ndarray
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
-    def subset(self, index: np.ndarray) -> "Split":
+    def subset(self, index: np.ndarray) -> Split:
         return Split({m: a[index] for m, a in self.inputs.items()}, self.labels[index])
 
 
@@ -31,8 +32,8 @@ class SourceData:
 
     train: Split
     test: Split
-    modalities: Dict[str, ModalitySpec]
-    classes: List[int] = field(default_factory=list)
+    modalities: dict[str, ModalitySpec]
+    classes: list[int] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -43,7 +44,7 @@ SourceFn = Callable[[Any, int], SourceData]
 SOURCES: Registry[SourceFn] = Registry("data source")
 """Registered sources: `fn(params, seed) -> SourceData`. Add one with `@SOURCES.register(name, params=Dataclass)`."""
 
-_CACHE: Dict[Any, SourceData] = {}
+_CACHE: dict[Any, SourceData] = {}
 
 
 def load_source(kind: str, params: Any, seed: int, key: str = "") -> SourceData:

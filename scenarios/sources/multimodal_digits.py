@@ -5,22 +5,21 @@ another class, so that no single modality suffices and fusing them pays."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List
 
 import numpy as np
 
+from scenarios.modality import ModalitySpec
 from scenarios.sources.base import SOURCES, SourceData, Split, stratified_split
 from scenarios.sources.digits import DigitsParams, digit_images
 from scenarios.sources.mnist1d import Mnist1dParams, mnist1d_arrays
 from scenarios.sources.text import TextParams, class_sentences, text_spec
-from scenarios.modality import ModalitySpec
 
 ALL = ("image", "signal", "text")
 
 
 @dataclass
 class MultimodalDigitsParams:
-    modalities: List[str] = field(default_factory=lambda: list(ALL))
+    modalities: list[str] = field(default_factory=lambda: list(ALL))
     n_train_per_class: int = 100
     n_test_per_class: int = 40
     corrupt_prob: float = 0.3
@@ -29,7 +28,7 @@ class MultimodalDigitsParams:
     text_signal_rate: float = 0.35
 
 
-def _pools(params: MultimodalDigitsParams, seed: int) -> Dict[str, Dict[str, tuple[np.ndarray, np.ndarray]]]:
+def _pools(params: MultimodalDigitsParams, seed: int) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:
     """Per modality, disjoint train and test pools of (arrays, labels)."""
     images, labels = digit_images(DigitsParams(noise_std=params.image_noise), seed)
     tr, te = stratified_split(labels, 0.3, seed)
@@ -44,7 +43,7 @@ def _pools(params: MultimodalDigitsParams, seed: int) -> Dict[str, Dict[str, tup
 
 
 def _pair(
-    pools: Dict[str, Dict[str, tuple[np.ndarray, np.ndarray]]],
+    pools: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]],
     split: str,
     n_per_class: int,
     params: MultimodalDigitsParams,
@@ -53,7 +52,7 @@ def _pair(
 ) -> Split:
     labels = np.repeat(np.arange(10), n_per_class)
     n = len(labels)
-    inputs: Dict[str, np.ndarray] = {}
+    inputs: dict[str, np.ndarray] = {}
     for modality in params.modalities:
         # the class whose content each sample shows: its own, or (corrupted) another one
         shown = labels.copy()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from scenarios.sources.base import SOURCES, SourceData, Split
 class NpzParams:
     train: str = "???"
     test: str = "???"
-    kinds: Dict[str, str] = field(default_factory=dict)  # optional modality -> kind
+    kinds: dict[str, str] = field(default_factory=dict)  # optional modality -> kind
 
 
 def _read(path_str: str, role: str) -> Split:
