@@ -29,7 +29,7 @@ def runner_path(cfg, stream, logdir: str) -> float:
     exp = stream.train_stream[0]
     t0 = time.perf_counter()
     model.on_experience_start(exp)
-    fit_experience(model, train_loader(exp.dataset, cfg.train, seed=0), cfg.trainer, cfg.train.epochs, logger)
+    fit_experience(model, exp.dataset, cfg.train, cfg.trainer, seed=0, logger=logger)
     evaluate(model, loaders, cfg.trainer)
     return time.perf_counter() - t0
 

@@ -4,12 +4,14 @@ every test experience, and record R[i][j] with its metrics, figures and TensorBo
 from __future__ import annotations
 
 import copy
+import json
+import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any
 
-import json
 import lightning as L
 import numpy as np
 import torch
@@ -17,13 +19,20 @@ from lightning.pytorch.loggers import TensorBoardLogger
 
 from lifelong_moe.checkpointing import first_difference, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from lifelong_moe.config import ExperimentConfig, to_container, to_yaml
+from lifelong_moe.distributed import RUN_DIR_ENV, is_writer
 from lifelong_moe.metrics import summarize
 from lifelong_moe.models.continual_module import ContinualModule
 from lifelong_moe.registry import MODELS, STRATEGIES, load_builtins
 from lifelong_moe.reporting.files import atomic_write_text, new_run_dir, write_csv, write_json
-from lifelong_moe.reporting.plots import accuracy_matrix_figure, forgetting_curves_figure, routing_mass_figure, save_figure
+from lifelong_moe.reporting.plots import (
+    accuracy_matrix_figure,
+    forgetting_curves_figure,
+    routing_mass_figure,
+    save_figure,
+)
 from lifelong_moe.reporting.tensorboard import StreamBoard
-from lifelong_moe.training import eval_loaders, evaluate, fit_experience, train_loader
+from lifelong_moe.strategies.base import FitContext, Strategy
+from lifelong_moe.training import eval_loaders, evaluate
 from scenarios import Stream, build_stream
 from scenarios.errors import ConfigError
 from scenarios.registry import resolve_params
@@ -33,9 +42,9 @@ from scenarios.registry import resolve_params
 class RunResult:
     run_dir: Path
     accuracy_matrix: np.ndarray
-    untrained_accuracy: Optional[List[float]]
-    metrics: Dict[str, Any]
-    results: Dict[str, Any]
+    untrained_accuracy: list[float] | None
+    metrics: dict[str, Any]
+    results: dict[str, Any]
 
 
 def build_model(cfg: ExperimentConfig, stream: Stream) -> ContinualModule:
@@ -45,13 +54,13 @@ def build_model(cfg: ExperimentConfig, stream: Stream) -> ContinualModule:
     return factory(params, n_classes=stream.n_classes, scenario=stream.scenario.value, train=cfg.train)
 
 
-def build_strategy(cfg: ExperimentConfig) -> Any:
+def build_strategy(cfg: ExperimentConfig) -> Strategy:
     load_builtins()
     params = resolve_params(STRATEGIES, cfg.strategy.name, cfg.strategy.params, "strategy.params")
     return STRATEGIES.get(cfg.strategy.name, "strategy.name")(params)
 
 
-def untrained_accuracy(model: ContinualModule, stream: Stream, loaders: List[Any], cfg: ExperimentConfig) -> List[float]:
+def untrained_accuracy(model: ContinualModule, stream: Stream, loaders: list[Any], cfg: ExperimentConfig) -> list[float]:
     """b[j]: a copy of the untrained model, grown for every experience, evaluated on each (for FWT).
     The global RNG is forked so the real model's later growth is unaffected."""
     with torch.random.fork_rng(devices=[]):
@@ -61,7 +70,7 @@ def untrained_accuracy(model: ContinualModule, stream: Stream, loaders: List[Any
         return evaluate(reference, loaders, cfg.trainer)
 
 
-def _reference_diagonal(path: Optional[str], T: int) -> Optional[List[float]]:
+def _reference_diagonal(path: str | None, T: int) -> list[float] | None:
     if path is None:
         return None
     try:
@@ -74,8 +83,8 @@ def _reference_diagonal(path: Optional[str], T: int) -> Optional[List[float]]:
     return [float(R[k, k]) for k in range(T)]
 
 
-def _flat(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
         if isinstance(v, dict):
@@ -85,33 +94,56 @@ def _flat(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
-def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print, resume: Optional[str] = None) -> RunResult:
+def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print, resume: str | None = None) -> RunResult:
     """Run one lifelong experiment and write its outputs under `cfg.output.root/cfg.name/<version>`.
-    With `resume`, continue the run in that directory from its last completed experience."""
+    With `resume`, continue the run in that directory from its last completed experience.
+
+    Under DDP every process runs this loop (Lightning starts the others with the same command line);
+    only the writer (global rank 0) creates files, and the others learn its run directory from
+    the environment they inherit."""
+    writer = is_writer()
+    inherited = os.environ.get(RUN_DIR_ENV)
+    try:
+        return _run(cfg, progress if writer else (lambda _: None), resume, writer)
+    finally:
+        if writer:  # the next run in this process must not inherit this one's directory
+            if inherited is None:
+                os.environ.pop(RUN_DIR_ENV, None)
+            else:
+                os.environ[RUN_DIR_ENV] = inherited
+
+
+def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | None, writer: bool) -> RunResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     stream = build_stream(cfg.stream, cfg.seed)
     T = len(stream.experiences)
     reference_diag = _reference_diagonal(cfg.reference_results, T)
+    strategy = build_strategy(cfg)
+    strategy.check(cfg.trainer, resume is not None)
     checkpoint = _resumable(resume, cfg, T) if resume else None
-    if checkpoint is None:
-        run_dir, version = new_run_dir(cfg.output.root, cfg.name, cfg.output.version)
+    if checkpoint is not None:
+        run_dir = Path(resume)
+    elif writer:
+        run_dir, _version = new_run_dir(cfg.output.root, cfg.name, cfg.output.version)
         atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
     else:
-        run_dir = Path(resume)
-    logger = TensorBoardLogger(save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name, default_hp_metric=False)
-    board = StreamBoard(logger, T)
+        run_dir = Path(os.environ.get(RUN_DIR_ENV, ""))
+    if writer:
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        logger = TensorBoardLogger(save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name,
+                                   default_hp_metric=False)
+        board = StreamBoard(logger, T)
     names = [e.name for e in stream.experiences]
     test_sizes = [e.n_test for e in stream.experiences]
 
     model = build_model(cfg, stream)
-    strategy = build_strategy(cfg)
     loaders = eval_loaders(stream.test_stream, cfg.train)
     if checkpoint is None:
         b = untrained_accuracy(model, stream, loaders, cfg) if cfg.evaluate_untrained else None
         R = np.full((T, T), np.nan)
-        timing: List[Dict[str, float]] = []
-        params: List[Dict[str, Any]] = []
-        reports: List[Dict[str, Any]] = []
+        timing: list[dict[str, float]] = []
+        params: list[dict[str, Any]] = []
+        reports: list[dict[str, Any]] = []
         first, elapsed_before = 0, 0.0
     else:
         model.restore_structure(checkpoint["structure"])  # grow first, then load the weights
@@ -123,32 +155,29 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print, resume: 
         set_rng_state(checkpoint["rng"])
         progress(f"[lifelong-moe] resuming {run_dir} after experience {first}/{T}")
 
-    results: Dict[str, Any] = {}
+    results: dict[str, Any] = {}
     start = time.perf_counter() - elapsed_before
     for i in range(first, T):
         exp = stream.train_stream[i]
         t0 = time.perf_counter()
         model.on_experience_start(exp)
         params.append({**model.parameter_counts(), **model.structure_summary()})
-        data = strategy.train_data(stream.train_stream, i)
-        fit_experience(model, train_loader(data, cfg.train, seed=cfg.seed * 1000 + i), cfg.trainer, cfg.train.epochs, logger)
+        strategy.fit(model, stream.train_stream, i,
+                     FitContext(cfg.train, cfg.trainer, seed=cfg.seed * 1000 + i, logger=logger if writer else False))
         model.on_experience_end(exp)
         t1 = time.perf_counter()
         R[i] = evaluate(model, loaders, cfg.trainer)
         reports.append(model.evaluation_report())
         t2 = time.perf_counter()
         timing.append({"train_s": t1 - t0, "eval_s": t2 - t1, "total_s": t2 - t0})
-        board.log_step(i, R, b, names)
-        board.log_report(i, reports[-1], names)
-        # the checkpoint first: it is what a resumed run trusts, results.json only reports
-        save_checkpoint(run_dir, {
-            "config": _comparable(cfg), "completed": i + 1, "structure": model.structure_state(),
-            "model": model.state_dict(), "R": R.tolist(), "b": b, "timing": timing, "params": params,
-            "reports": reports, "elapsed_s": time.perf_counter() - start, "rng": rng_state(),
-        })
         metrics = summarize(R[: i + 1, : i + 1], b[: i + 1] if b else None, test_sizes[: i + 1])
         results = _results(cfg, stream, R, b, metrics, timing, params, reports, status="complete" if i == T - 1 else "running")
-        write_json(run_dir / "results.json", results)
+        if writer:
+            _write_experience(run_dir, board, i, R, b, names, reports, results, {
+                "config": _comparable(cfg), "completed": i + 1, "structure": model.structure_state(),
+                "model": model.state_dict(), "R": R.tolist(), "b": b, "timing": timing, "params": params,
+                "reports": reports, "elapsed_s": time.perf_counter() - start, "rng": rng_state(),
+            })
         progress(
             f"[lifelong-moe] experience {i + 1}/{T} ({names[i]}) | {time.perf_counter() - start:6.1f}s elapsed | "
             f"ACC {metrics['acc']:.3f} | acc on {names[i]} {R[i, i]:.3f}"
@@ -157,8 +186,10 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print, resume: 
     metrics = summarize(R, b, test_sizes, reference_diag)
     results = _results(cfg, stream, R, b, metrics, timing, params, reports, status="complete")
     results["wall_time_s"] = time.perf_counter() - start
+    if not writer:
+        return RunResult(run_dir, R, b, metrics, results)
     write_json(run_dir / "results.json", results)
-    write_csv(run_dir / "accuracy_matrix.csv", ["after_experience"] + names, [[names[i], *map(float, R[i])] for i in range(T)])
+    write_csv(run_dir / "accuracy_matrix.csv", ["after_experience", *names], [[names[i], *map(float, R[i])] for i in range(T)])
     if cfg.output.plots:
         save_figure(accuracy_matrix_figure(R, names), run_dir / "accuracy_matrix.png")
         save_figure(forgetting_curves_figure(R, metrics["seen_acc"], names), run_dir / "forgetting_curves.png")
@@ -170,14 +201,23 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print, resume: 
     return RunResult(run_dir, R, b, metrics, results)
 
 
-def _comparable(cfg: ExperimentConfig) -> Dict[str, Any]:
+def _write_experience(run_dir: Path, board: StreamBoard, i: int, R: np.ndarray, b: list[float] | None, names: list[str],
+                      reports: list[dict[str, Any]], results: dict[str, Any], checkpoint: dict[str, Any]) -> None:
+    board.log_step(i, R, b, names)
+    board.log_report(i, reports[-1], names)
+    # the checkpoint first: it is what a resumed run trusts, results.json only reports
+    save_checkpoint(run_dir, checkpoint)
+    write_json(run_dir / "results.json", results)
+
+
+def _comparable(cfg: ExperimentConfig) -> dict[str, Any]:
     """The config as a resumed run must match it: where outputs go may change, nothing else."""
     container = to_container(cfg)
     container.pop("output", None)
     return container
 
 
-def _resumable(resume: str, cfg: ExperimentConfig, T: int) -> Dict[str, Any]:
+def _resumable(resume: str, cfg: ExperimentConfig, T: int) -> dict[str, Any]:
     checkpoint = load_checkpoint(resume)
     where = first_difference(checkpoint["config"], _comparable(cfg))
     if where is not None:
@@ -187,9 +227,9 @@ def _resumable(resume: str, cfg: ExperimentConfig, T: int) -> Dict[str, Any]:
     return checkpoint
 
 
-def _results(cfg: ExperimentConfig, stream: Stream, R: np.ndarray, b: Optional[List[float]], metrics: Dict[str, Any],
-             timing: List[Dict[str, float]], params: List[Dict[str, Any]], reports: List[Dict[str, Any]],
-             status: str) -> Dict[str, Any]:
+def _results(cfg: ExperimentConfig, stream: Stream, R: np.ndarray, b: list[float] | None, metrics: dict[str, Any],
+             timing: list[dict[str, float]], params: list[dict[str, Any]], reports: list[dict[str, Any]],
+             status: str) -> dict[str, Any]:
     return {
         "experiment": cfg.name,
         "seed": cfg.seed,
@@ -197,6 +237,7 @@ def _results(cfg: ExperimentConfig, stream: Stream, R: np.ndarray, b: Optional[L
         "scenario": stream.scenario.value,
         "model": cfg.model.name,
         "strategy": cfg.strategy.name,
+        "memory": build_strategy(cfg).memory,  # what the strategy keeps of past experiences
         "completed_experiences": len(timing),
         "experiences": [
             {"name": e.name, "source": e.source, "classes": e.classes, "modalities": e.modalities,

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any, List, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -12,7 +13,9 @@ import yaml
 from torch.utils.data import DataLoader
 
 from lifelong_moe.config.schema import TrainConfig, TrainerConfig
+from lifelong_moe.distributed import RankShardSampler
 from lifelong_moe.models.continual_module import ContinualModule
+from scenarios.errors import ConfigError
 
 # Lightning's start-up banners and the few-workers hint repeat for every experience; keep the output readable.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -27,12 +30,25 @@ def _devices(value: str) -> Any:
     return parsed if isinstance(parsed, (int, list)) else value
 
 
-def make_trainer(cfg: TrainerConfig, *, max_epochs: int = 1, logger: Any = False, progress: Optional[bool] = None) -> L.Trainer:
+def _strategy(name: str, conditional_parameters: bool) -> Any:
+    """`ddp` with unused-parameter detection where the model has parameters a batch may not reach
+    (experts no token was routed to); any other name goes to Lightning unchanged."""
+    if name == "ddp" and conditional_parameters:
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(find_unused_parameters=True)
+    return name
+
+
+def make_trainer(cfg: TrainerConfig, *, max_epochs: int = 1, logger: Any = False, progress: bool | None = None,
+                 conditional_parameters: bool = False, evaluation: bool = False) -> L.Trainer:
     """A fresh Trainer: Lightning cannot fit a second experience with a Trainer that finished one."""
     return L.Trainer(
         accelerator=cfg.accelerator,
         devices=_devices(cfg.devices),
-        strategy=cfg.strategy,
+        strategy=_strategy(cfg.strategy, conditional_parameters),
+        # evaluation loaders shard themselves without repeats (RankShardSampler)
+        use_distributed_sampler=not evaluation,
         num_nodes=cfg.num_nodes,
         precision=cfg.precision,
         # warn-only: deterministic kernels wherever they exist, without failing on the GPU where one is missing
@@ -47,11 +63,14 @@ def make_trainer(cfg: TrainerConfig, *, max_epochs: int = 1, logger: Any = False
     )
 
 
-def train_loader(dataset: Any, cfg: TrainConfig, seed: int) -> DataLoader:
-    """Shuffled loader whose order depends only on `seed`."""
+def train_loader(dataset: Any, cfg: TrainConfig, seed: int, world_size: int = 1) -> DataLoader:
+    """Shuffled loader whose order depends only on `seed`. `train.batch_size` is the global batch:
+    each of `world_size` processes loads its share, so one step sees as many samples as with one process."""
+    if cfg.batch_size % world_size:
+        raise ConfigError(f"train.batch_size: {cfg.batch_size} does not split evenly over {world_size} processes")
     return DataLoader(
         dataset,
-        batch_size=cfg.batch_size,
+        batch_size=cfg.batch_size // world_size,
         shuffle=True,
         generator=torch.Generator().manual_seed(seed),
         collate_fn=getattr(dataset, "collate_fn", None),
@@ -59,23 +78,26 @@ def train_loader(dataset: Any, cfg: TrainConfig, seed: int) -> DataLoader:
     )
 
 
-def eval_loaders(test_stream: Any, cfg: TrainConfig) -> List[DataLoader]:
+def eval_loaders(test_stream: Any, cfg: TrainConfig) -> list[DataLoader]:
     return [
-        DataLoader(exp.dataset, batch_size=cfg.eval_batch_size, shuffle=False,
+        DataLoader(exp.dataset, batch_size=cfg.eval_batch_size, sampler=RankShardSampler(len(exp.dataset)),
                    collate_fn=getattr(exp.dataset, "collate_fn", None), num_workers=cfg.num_workers)
         for exp in test_stream
     ]
 
 
-def fit_experience(model: ContinualModule, loader: DataLoader, trainer_cfg: TrainerConfig, epochs: int, logger: Any) -> L.Trainer:
-    trainer = make_trainer(trainer_cfg, max_epochs=epochs, logger=logger)
-    trainer.fit(model, train_dataloaders=loader)
+def fit_experience(model: ContinualModule, dataset: Any, train_cfg: TrainConfig, trainer_cfg: TrainerConfig,
+                   seed: int, logger: Any) -> L.Trainer:
+    """Fit one experience's data; under DDP each process trains on its share of every global batch."""
+    trainer = make_trainer(trainer_cfg, max_epochs=train_cfg.epochs, logger=logger,
+                           conditional_parameters=model.conditional_parameters)
+    trainer.fit(model, train_dataloaders=train_loader(dataset, train_cfg, seed, trainer.world_size))
     return trainer
 
 
-def evaluate(model: ContinualModule, loaders: Sequence[DataLoader], trainer_cfg: TrainerConfig) -> List[float]:
+def evaluate(model: ContinualModule, loaders: Sequence[DataLoader], trainer_cfg: TrainerConfig) -> list[float]:
     """Accuracy on each test experience (torchmetrics, synchronised across processes)."""
     model.start_evaluation(len(loaders))
-    trainer = make_trainer(trainer_cfg, logger=False, progress=False)
+    trainer = make_trainer(trainer_cfg, logger=False, progress=False, evaluation=True)
     trainer.test(model, dataloaders=list(loaders), verbose=False)
     return model.finish_evaluation()

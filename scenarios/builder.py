@@ -4,13 +4,13 @@ and task labels. Knows data and streams, never models."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import numpy as np
 from avalanche.benchmarks.scenarios.dataset_scenario import benchmark_from_datasets
 from avalanche.benchmarks.scenarios.supervised import with_classes_timeline
 from avalanche.benchmarks.scenarios.task_aware import with_task_labels
-from avalanche.benchmarks.utils import make_avalanche_dataset
+from avalanche.benchmarks.utils.classification_dataset import TaskAwareClassificationDataset
 from avalanche.benchmarks.utils.data_attribute import DataAttribute
 
 from scenarios.config import ExperienceConfig, ScenarioKind, StreamConfig
@@ -28,12 +28,12 @@ class ExperienceSpec:
     index: int
     name: str
     source: str
-    classes: List[int]
-    modalities: List[str]
+    classes: list[int]
+    modalities: list[str]
     task_label: int
     n_train: int
     n_test: int
-    test_missing_rate: Dict[str, float] = field(default_factory=dict)
+    test_missing_rate: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -41,8 +41,8 @@ class Stream:
     """A built stream: the Avalanche benchmark plus the resolved description of every experience."""
 
     benchmark: Any
-    experiences: List[ExperienceSpec]
-    modalities: Dict[str, ModalitySpec]
+    experiences: list[ExperienceSpec]
+    modalities: dict[str, ModalitySpec]
     n_classes: int
     scenario: ScenarioKind
 
@@ -103,7 +103,7 @@ def build_stream(cfg: StreamConfig, seed: int = 0) -> Stream:
     return Stream(benchmark, resolved, specs, n_classes, cfg.scenario)
 
 
-def _load_sources(cfg: StreamConfig, seed: int) -> Dict[str, SourceData]:
+def _load_sources(cfg: StreamConfig, seed: int) -> dict[str, SourceData]:
     if not cfg.sources:
         raise ConfigError("stream.sources: no data sources defined")
     loaded = {}
@@ -124,7 +124,7 @@ def _load_sources(cfg: StreamConfig, seed: int) -> Dict[str, SourceData]:
     return loaded
 
 
-def _expand_experiences(cfg: StreamConfig, sources: Dict[str, SourceData]) -> List[tuple[str, ExperienceConfig]]:
+def _expand_experiences(cfg: StreamConfig, sources: dict[str, SourceData]) -> list[tuple[str, ExperienceConfig]]:
     """(config key, experience) pairs, from the explicit list or the split rule; checked against sources."""
     if cfg.experiences and cfg.split is not None:
         raise ConfigError("stream: give either `experiences` or `split`, not both")
@@ -164,15 +164,15 @@ def _expand_experiences(cfg: StreamConfig, sources: Dict[str, SourceData]) -> Li
     return list(zip(keys, exps))
 
 
-def _source(sources: Dict[str, SourceData], name: str, key: str) -> SourceData:
+def _source(sources: dict[str, SourceData], name: str, key: str) -> SourceData:
     if name not in sources:
         raise ConfigError(f"{key}: unknown source '{name}'; defined in stream.sources: {', '.join(sorted(sources))}")
     return sources[name]
 
 
-def _stream_modalities(exps: List[tuple[str, ExperienceConfig]], sources: Dict[str, SourceData]) -> Dict[str, ModalitySpec]:
+def _stream_modalities(exps: list[tuple[str, ExperienceConfig]], sources: dict[str, SourceData]) -> dict[str, ModalitySpec]:
     """The union of modalities over the stream; one name must mean one shape and kind everywhere."""
-    specs: Dict[str, ModalitySpec] = {}
+    specs: dict[str, ModalitySpec] = {}
     for key, exp in exps:
         src = sources[exp.source]
         for m in exp.modalities or sorted(src.modalities):
@@ -183,7 +183,7 @@ def _stream_modalities(exps: List[tuple[str, ExperienceConfig]], sources: Dict[s
     return specs
 
 
-def _check_scenario(kind: ScenarioKind, exps: List[tuple[str, ExperienceConfig]]) -> None:
+def _check_scenario(kind: ScenarioKind, exps: list[tuple[str, ExperienceConfig]]) -> None:
     if kind != ScenarioKind.task_incremental:
         for key, exp in exps:
             if exp.task_label is not None:
@@ -193,12 +193,11 @@ def _check_scenario(kind: ScenarioKind, exps: List[tuple[str, ExperienceConfig]]
         for key, exp in exps[1:]:
             if sorted(exp.classes) != first:
                 raise ConfigError(f"{key}.classes: domain_incremental experiences share their classes ({first}), got {sorted(exp.classes)}")
-    if kind == ScenarioKind.modality_incremental and len(exps) > 1:
-        if len({tuple(sorted(e.modalities)) for _, e in exps}) == 1:
-            raise ConfigError("stream.experiences: modality_incremental needs experiences with different `modalities`")
+    if kind == ScenarioKind.modality_incremental and len(exps) > 1 and len({tuple(sorted(e.modalities)) for _, e in exps}) == 1:
+        raise ConfigError("stream.experiences: modality_incremental needs experiences with different `modalities`")
 
 
-def _select(split: Split, classes: List[int], size: Optional[int], rng: np.random.Generator, key: str) -> Split:
+def _select(split: Split, classes: list[int], size: int | None, rng: np.random.Generator, key: str) -> Split:
     """The samples of `classes`, class-stratified down to `size` if given."""
     idx = np.flatnonzero(np.isin(split.labels, classes))
     if size is not None:
@@ -215,9 +214,9 @@ def _select(split: Split, classes: List[int], size: Optional[int], rng: np.rando
 
 def _dataset(
     split: Split,
-    modalities: List[str],
-    missing_rate: Dict[str, float],
-    specs: Dict[str, ModalitySpec],
+    modalities: list[str],
+    missing_rate: dict[str, float],
+    specs: dict[str, ModalitySpec],
     task: int,
     rng: np.random.Generator,
     key: str,
@@ -236,8 +235,9 @@ def _dataset(
         for k, m in enumerate(modalities):
             present[m] |= none_left & (restore == k)
     ds = MultimodalDataset({m: split.inputs[m] for m in modalities}, present, split.labels, specs)
-    return make_avalanche_dataset(
-        ds,
+    # task-aware, so Avalanche code that splits data by task (LwF, task_set) works on it
+    return TaskAwareClassificationDataset(
+        [ds],
         data_attributes=[
             DataAttribute(ds.targets, "targets"),
             DataAttribute([task] * n, "targets_task_labels", use_in_getitem=True),

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
-
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from scenarios.batch import ModalityBatch, collate_modalities
 from scenarios.modality import MASK_KEY, ModalitySpec
 
 
@@ -17,15 +16,15 @@ class MultimodalDataset(Dataset):
 
     def __init__(
         self,
-        inputs: Dict[str, np.ndarray],
-        present: Dict[str, np.ndarray],
+        inputs: dict[str, np.ndarray],
+        present: dict[str, np.ndarray],
         labels: np.ndarray,
-        specs: Dict[str, ModalitySpec],
+        specs: dict[str, ModalitySpec],
     ) -> None:
         n = len(labels)
         self.labels = torch.as_tensor(labels, dtype=torch.long)
-        self.tensors: Dict[str, torch.Tensor] = {}
-        self.present: Dict[str, torch.Tensor] = {}
+        self.tensors: dict[str, torch.Tensor] = {}
+        self.present: dict[str, torch.Tensor] = {}
         for name, spec in specs.items():
             dtype = getattr(torch, spec.dtype)
             if name in inputs:
@@ -37,14 +36,19 @@ class MultimodalDataset(Dataset):
                 self.tensors[name] = torch.zeros((n, *spec.shape), dtype=dtype)
                 self.present[name] = torch.zeros(n, dtype=torch.bool)
 
+    # batches collate into ModalityBatch, which generic continual-learning code can move, slice and join
+    collate_fn = staticmethod(collate_modalities)
+
     @property
-    def targets(self) -> List[int]:
+    def targets(self) -> list[int]:
         return self.labels.tolist()
 
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, i: int) -> Tuple[dict, int]:
-        sample = {m: t[i] for m, t in self.tensors.items()}
-        sample[MASK_KEY] = {m: p[i] for m, p in self.present.items()}
+    def __getitem__(self, i: int) -> tuple[ModalityBatch, int]:
+        # ModalityBatch survives torch's default_collate (it copies mapping types), so batches made by
+        # loaders that ignore `collate_fn` (Avalanche's buffers, DER's logit pass) are ModalityBatch too
+        sample = ModalityBatch({m: t[i] for m, t in self.tensors.items()})
+        sample[MASK_KEY] = ModalityBatch({m: p[i] for m, p in self.present.items()})
         return sample, int(self.labels[i])

@@ -64,6 +64,15 @@ def test_tensorboard_has_forgetting_curves_and_stream_metrics(first_run):
     assert [e.value for e in curve] == pytest.approx(first_run.accuracy_matrix[:, 0].tolist())
     assert "accuracy_matrix" in tags["images"]
     assert (first_run.run_dir / "hparams.yaml").is_file()
+    # every stream curve lives in one event file: TensorBoard reads files in name order, and curves split
+    # over files named ...9 and ...10 would go backwards in step and lose events
+    holding = []
+    for path in first_run.run_dir.glob("events.out.tfevents.*"):
+        single = EventAccumulator(str(path), size_guidance={"scalars": 0})
+        single.Reload()
+        if "accuracy/exp00" in single.Tags()["scalars"]:
+            holding.append(path.name)
+    assert len(holding) == 1, holding
 
 
 def test_same_config_and_seed_give_same_matrix(first_run, tmp_path):

@@ -3,7 +3,8 @@ each experience is trained, and evaluates with one accuracy metric per test expe
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+import json
+from typing import Any
 
 import lightning as L
 import torch
@@ -15,7 +16,7 @@ from lifelong_moe.config.schema import TrainConfig
 from lifelong_moe.models.encoders import build_encoder
 from scenarios.modality import MASK_KEY
 
-Batch = tuple[Dict[str, Any], torch.Tensor, torch.Tensor]
+Batch = tuple[dict[str, Any], torch.Tensor, torch.Tensor]
 
 
 class ContinualModule(L.LightningModule):
@@ -24,6 +25,10 @@ class ContinualModule(L.LightningModule):
     Logits of classes not yet seen are masked out (class-incremental); with task labels (task-incremental)
     only the task's classes compete. Subclasses define `trunk(fused) -> features` and the head."""
 
+    # Whether a batch can leave trainable parameters unused (an encoder of a modality no sample in the
+    # batch has, an expert no token was routed to); DDP must then look for them at every step.
+    conditional_parameters: bool = True
+
     def __init__(self, *, n_classes: int, scenario: str, train: TrainConfig, embed_dim: int) -> None:
         super().__init__()
         self.n_classes = n_classes
@@ -31,13 +36,13 @@ class ContinualModule(L.LightningModule):
         self.train_cfg = train
         self.embed_dim = embed_dim
         self.encoders = nn.ModuleDict()
-        self.modality_specs: Dict[str, Any] = {}
+        self.modality_specs: dict[str, Any] = {}
         self.modality_embed = nn.ParameterDict()
         self.register_buffer("seen_classes", torch.zeros(n_classes, dtype=torch.bool))
         self.register_buffer("task_classes", torch.zeros(0, n_classes, dtype=torch.bool))
         self.experience = -1
         self.eval_metrics = nn.ModuleList()
-        self._epoch_sums: Optional[torch.Tensor] = None
+        self._epoch_sums: torch.Tensor | None = None
 
     # ---- lifelong hooks -------------------------------------------------------------------------
     def on_experience_start(self, exp: Any) -> None:
@@ -64,7 +69,7 @@ class ContinualModule(L.LightningModule):
         self.modality_embed[name] = nn.Parameter(torch.zeros(self.embed_dim, device=self.device))
 
     # ---- forward --------------------------------------------------------------------------------
-    def modality_tokens(self, inputs: Dict[str, Any]) -> tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
+    def modality_tokens(self, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """One (B, D) token per modality the model knows and the batch carries, and its (B,) presence mask."""
         mask = inputs.get(MASK_KEY, {})
         tokens, present = {}, {}
@@ -79,7 +84,7 @@ class ContinualModule(L.LightningModule):
             raise ValueError(f"the batch holds none of the model's modalities ({sorted(self.encoders)}); got {sorted(inputs)}")
         return tokens, present
 
-    def fuse(self, inputs: Dict[str, Any]) -> torch.Tensor:
+    def fuse(self, inputs: dict[str, Any]) -> torch.Tensor:
         """Masked mean of the present modalities' tokens: (B, D). Absent modalities contribute nothing."""
         tokens, present = self.modality_tokens(inputs)
         z = torch.stack(list(tokens.values()), 1)  # (B, M, D)
@@ -92,19 +97,19 @@ class ContinualModule(L.LightningModule):
     def head(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def class_mask(self, task_labels: Optional[torch.Tensor], batch: int) -> torch.Tensor:
+    def class_mask(self, task_labels: torch.Tensor | None, batch: int) -> torch.Tensor:
         """(B, C) bool: the classes each sample may be assigned to."""
         if self.task_incremental and task_labels is not None and len(self.task_classes):
             return self.task_classes[task_labels.clamp_max(len(self.task_classes) - 1)]
         return self.seen_classes.unsqueeze(0).expand(batch, -1)
 
-    def forward(self, inputs: Dict[str, Any], task_labels: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.head(self.trunk(self.fuse(inputs)))  # (B, C)
         mask = self.class_mask(task_labels, logits.shape[0])
         return logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
 
     # ---- training -------------------------------------------------------------------------------
-    def training_loss(self, x: Dict[str, Any], y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_loss(self, x: dict[str, Any], y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, logits) of one batch; models with auxiliary losses extend this."""
         logits = self(x, t)
         return F.cross_entropy(logits, y), logits
@@ -142,7 +147,7 @@ class ContinualModule(L.LightningModule):
             return batch
         return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
-    def optimizer_param_groups(self) -> List[Dict[str, Any]]:
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
         """Parameter groups to optimize; only trainable ones, so frozen parameters get no optimizer state."""
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
@@ -166,17 +171,29 @@ class ContinualModule(L.LightningModule):
         preds = self(x, t).argmax(1)
         self.eval_metrics[dataloader_idx].update(preds, y)
 
-    def finish_evaluation(self) -> List[float]:
+    def finish_evaluation(self) -> list[float]:
         values = [float(m.compute()) for m in self.eval_metrics]
         self.eval_metrics = nn.ModuleList()
         return values
 
-    def evaluation_report(self) -> Dict[str, Any]:
+    def evaluation_report(self) -> dict[str, Any]:
         """Model-specific records of the last evaluation (e.g. routing statistics) for results and TensorBoard."""
         return {}
 
+    def setup(self, stage: str) -> None:
+        """Under DDP, stop before wrapping if the processes grew different structures: each grows on its own,
+        so a difference would mean a nondeterministic growth decision, and DDP would then mix unrelated weights."""
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return
+        mine = json.dumps(self.structure_state(), sort_keys=True, default=str)
+        everyone: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(everyone, mine)
+        differing = [rank for rank, other in enumerate(everyone) if other != everyone[0]]
+        if differing:
+            raise RuntimeError(f"ranks {differing} grew a structure different from rank 0's before experience {self.experience}")
+
     # ---- checkpoints: the grown structure is rebuilt before the weights load ----------------------
-    def structure_state(self) -> Dict[str, Any]:
+    def structure_state(self) -> dict[str, Any]:
         """Everything needed to rebuild this module's shape (not its weights) in a fresh instance."""
         return {
             "experience": self.experience,
@@ -185,7 +202,7 @@ class ContinualModule(L.LightningModule):
             "trainable": sorted(n for n, p in self.named_parameters() if p.requires_grad),
         }
 
-    def restore_structure(self, state: Dict[str, Any]) -> None:
+    def restore_structure(self, state: dict[str, Any]) -> None:
         """Grow a freshly built module to the saved shape; `load_state_dict` then fills in the values."""
         from scenarios.modality import ModalitySpec
 
@@ -196,18 +213,18 @@ class ContinualModule(L.LightningModule):
                 self.add_modality(m, ModalitySpec(d["kind"], tuple(d["shape"]), d["dtype"], d["vocab_size"]))
         self.task_classes = torch.zeros(state["n_tasks"], self.n_classes, dtype=torch.bool, device=self.task_classes.device)
 
-    def apply_trainable(self, names: List[str]) -> None:
+    def apply_trainable(self, names: list[str]) -> None:
         """Set requires_grad from a saved list of trainable parameter names (the freeze state)."""
         keep = set(names)
         for n, p in self.named_parameters():
             p.requires_grad_(n in keep)
 
     # ---- accounting -----------------------------------------------------------------------------
-    def structure_summary(self) -> Dict[str, Any]:
+    def structure_summary(self) -> dict[str, Any]:
         """How the model grew at the current experience (experts, groups), for results.json."""
         return {}
 
-    def parameter_counts(self) -> Dict[str, int]:
+    def parameter_counts(self) -> dict[str, int]:
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
         return {"total": total, "trainable": trainable}

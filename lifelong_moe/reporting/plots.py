@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Optional, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from lifelong_moe.reporting.files import atomic_write_bytes  # noqa: E402
+from lifelong_moe.reporting.files import atomic_write_bytes
 
 
-def accuracy_matrix_figure(R: np.ndarray, names: Optional[Sequence[str]] = None) -> plt.Figure:
+def accuracy_matrix_figure(R: np.ndarray, names: Sequence[str] | None = None) -> plt.Figure:
     """Heatmap of R[i][j] (rows: after training i; columns: test experience j); unfilled rows stay blank."""
     T = R.shape[0]
     names = list(names) if names else [str(j) for j in range(T)]
@@ -34,7 +34,7 @@ def accuracy_matrix_figure(R: np.ndarray, names: Optional[Sequence[str]] = None)
     return fig
 
 
-def forgetting_curves_figure(R: np.ndarray, seen_acc: Sequence[float], names: Optional[Sequence[str]] = None) -> plt.Figure:
+def forgetting_curves_figure(R: np.ndarray, seen_acc: Sequence[float], names: Sequence[str] | None = None) -> plt.Figure:
     """Accuracy on each experience j against the training step i, plus the accuracy on all seen data."""
     T = R.shape[0]
     names = list(names) if names else [str(j) for j in range(T)]
@@ -51,6 +51,40 @@ def forgetting_curves_figure(R: np.ndarray, seen_acc: Sequence[float], names: Op
     ax.set_title("forgetting curves")
     fig.tight_layout()
     return fig
+
+
+def comparison_figure(final: dict[str, np.ndarray], seen: dict[str, np.ndarray]) -> tuple[plt.Figure, plt.Figure]:
+    """Two figures over contenders (arrays are seeds x experiences): final accuracy on each experience
+    as grouped bars, and accuracy on everything seen after each experience, with one std as a band."""
+    names = list(final)
+    T = next(iter(final.values())).shape[1]
+    fig_a, ax = plt.subplots(figsize=(1.5 + 0.9 * T, 4))
+    width = 0.8 / len(names)
+    for k, name in enumerate(names):
+        ax.bar(np.arange(T) + (k - (len(names) - 1) / 2) * width, final[name].mean(0), width,
+               yerr=final[name].std(0), label=name, capsize=2)
+    ax.set_xticks(np.arange(T))
+    ax.set_xlabel("test experience")
+    ax.set_ylabel("accuracy after the last experience")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("final accuracy per experience")
+    fig_a.tight_layout()
+
+    fig_b, ax = plt.subplots(figsize=(6, 4))
+    steps = np.arange(T)
+    for name in names:
+        mean, std = seen[name].mean(0), seen[name].std(0)
+        ax.plot(steps, mean, marker="o", ms=3, label=name)
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    ax.set_xticks(steps)
+    ax.set_xlabel("after training experience i")
+    ax.set_ylabel("accuracy on experiences seen so far")
+    ax.set_ylim(0, 1.02)
+    ax.legend(fontsize=7, ncol=2)
+    ax.set_title("ACC over the stream")
+    fig_b.tight_layout()
+    return fig_a, fig_b
 
 
 def routing_mass_figure(report: dict, names: Sequence[str]) -> plt.Figure:

@@ -9,6 +9,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 from lightning.pytorch.loggers import TensorBoardLogger
+from torch.utils.tensorboard import SummaryWriter
 
 from lifelong_moe.metrics import prefix_metrics, seen_accuracy
 from lifelong_moe.reporting.plots import accuracy_matrix_figure, routing_mass_figure
@@ -21,7 +22,10 @@ class StreamBoard:
 
     def __init__(self, logger: TensorBoardLogger, n_experiences: int) -> None:
         self.logger = logger
-        self.writer = logger.experiment
+        # its own writer: Lightning closes the logger's writer after every fit, and the next write would open
+        # another event file; files are read in name order, whose counter suffix sorts ".10" before ".9",
+        # so TensorBoard would see steps go backwards and drop events
+        self.writer = SummaryWriter(log_dir=logger.log_dir)
         self.T = n_experiences
         self.writer.add_custom_scalars(
             {
@@ -52,6 +56,15 @@ class StreamBoard:
             return
         for j, acc in enumerate(report["routing_accuracy"]):
             self.writer.add_scalar(f"routing_accuracy/exp{j:02d}", acc, step)
+        comm = report.get("communication", {})
+        for layer, gates in enumerate(comm.get("lateral_gates", [])):
+            for group, value in gates.items():
+                self.writer.add_scalar(f"communication/lateral_gate/layer{layer}_group{group}", value, step)
+        for layer, per_exp in enumerate(comm.get("attention", [])):
+            for j, attn in enumerate(per_exp):  # attention mass on the older groups' summary
+                self.writer.add_scalar(f"communication/attention_to_older/layer{layer}_exp{j:02d}", float(np.mean([row[-1] for row in attn])), step)
+        for j, share in enumerate(comm.get("shared_share", [])):
+            self.writer.add_scalar(f"communication/shared_share/exp{j:02d}", share, step)
         fig = routing_mass_figure(report, names)
         self.writer.add_figure("routing_mass", fig, step)
         plt.close(fig)
@@ -60,4 +73,4 @@ class StreamBoard:
     def log_final(self, hparams: dict[str, Any], metrics: dict[str, Any]) -> None:
         final = {f"hparams/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
         self.logger.log_hyperparams(hparams, final)
-        self.writer.flush()
+        self.writer.close()

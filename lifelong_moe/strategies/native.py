@@ -1,19 +1,31 @@
-"""Native strategies: what the model trains on at each experience of the runner's loop."""
+"""Native strategies: which data the model trains on at each experience, fitted with Lightning."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
+from lifelong_moe.config.schema import TrainerConfig
+from lifelong_moe.models.continual_module import ContinualModule
 from lifelong_moe.registry import STRATEGIES
+from lifelong_moe.strategies.base import FitContext
+from lifelong_moe.training import fit_experience
 
 
-class Strategy(Protocol):
+class _LightningFit:
+    memory = "none"
+
     def train_data(self, train_stream: Any, index: int) -> Any:
-        """The dataset trained on at experience `index`."""
+        raise NotImplementedError
+
+    def fit(self, model: ContinualModule, train_stream: Any, index: int, ctx: FitContext) -> None:
+        fit_experience(model, self.train_data(train_stream, index), ctx.train, ctx.trainer, seed=ctx.seed, logger=ctx.logger)
+
+    def check(self, trainer: TrainerConfig, resume: bool) -> None:
+        pass
 
 
 @STRATEGIES.register("naive")
-class Naive:
+class Naive(_LightningFit):
     """Fine-tune on each experience's data alone (what the model itself does against forgetting decides)."""
 
     def __init__(self, params: None = None) -> None:
@@ -24,8 +36,10 @@ class Naive:
 
 
 @STRATEGIES.register("cumulative")
-class Cumulative:
+class Cumulative(_LightningFit):
     """Train on every experience seen so far: the joint upper bound and the reference for intransigence."""
+
+    memory = "all past samples"
 
     def __init__(self, params: None = None) -> None:
         pass
@@ -35,3 +49,4 @@ class Cumulative:
         for j in range(1, index + 1):
             data = data.concat(train_stream[j].dataset)
         return data
+

@@ -1,0 +1,149 @@
+"""Compare methods on one stream: every contender runs the same benchmark and seeds through the same
+runner and evaluator, and the comparison is written as markdown, CSV and PNG beside the runs, whose
+TensorBoard curves overlay under one root."""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lifelong_moe.config import ComponentConfig, ExperimentConfig
+from lifelong_moe.registry import STRATEGIES, load_builtins
+from lifelong_moe.reporting.files import atomic_write_text, new_run_dir, write_csv
+from lifelong_moe.reporting.plots import comparison_figure, save_figure
+from lifelong_moe.runner import run
+from scenarios.errors import ConfigError
+
+ALIASES = {"joint": "cumulative"}
+COLUMNS = ("acc", "avg_incremental_acc", "bwt", "fwt", "forgetting")
+
+
+@dataclass
+class Contender:
+    name: str
+    model: ComponentConfig
+    strategy: str
+
+
+def contenders(cfg: ExperimentConfig, names: Sequence[str], backbone: ComponentConfig) -> list[Contender]:
+    """`moe` is the config's MoE model fine-tuned; every other name is a strategy on the dense backbone."""
+    load_builtins()
+    out = []
+    for name in names:
+        if name == "moe":
+            model = cfg.model if cfg.model.name == "moe" else ComponentConfig(name="moe")
+            out.append(Contender(name, copy.deepcopy(model), "naive"))
+            continue
+        strategy = ALIASES.get(name, name)
+        if strategy not in STRATEGIES:
+            raise ConfigError(f"--strategies: unknown '{name}'; choose from moe, joint, {', '.join(STRATEGIES)}")
+        out.append(Contender(name, copy.deepcopy(backbone), strategy))
+    if len({c.name for c in out}) != len(out):
+        raise ConfigError(f"--strategies: a name appears twice in {list(names)}")
+    return out
+
+
+def default_backbone(cfg: ExperimentConfig) -> ComponentConfig:
+    """The dense model the baselines share: the config's own if it is dense, else `multimodal_mlp`."""
+    return copy.deepcopy(cfg.model) if cfg.model.name != "moe" else ComponentConfig(name="multimodal_mlp")
+
+
+def compare(cfg: ExperimentConfig, names: Sequence[str], seeds: int, backbone: ComponentConfig | None = None,
+            progress: Callable[[str], None] = print) -> Path:
+    """Run every contender for `seeds` seeds (cfg.seed, cfg.seed+1, ...) and write the comparison.
+    Returns its directory: `cfg.output.root/<name>-compare/<version>/`."""
+    if seeds < 1:
+        raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
+    entrants = contenders(cfg, names, backbone or default_backbone(cfg))
+    out_dir, _ = new_run_dir(cfg.output.root, f"{cfg.name}-compare", cfg.output.version)
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for c in entrants:
+        for k in range(seeds):
+            run_cfg = copy.deepcopy(cfg)
+            run_cfg.name, run_cfg.seed, run_cfg.model = c.name, cfg.seed + k, c.model
+            run_cfg.strategy = ComponentConfig(name=c.strategy, params=dict(cfg.strategy.params) if c.strategy == cfg.strategy.name else {})
+            run_cfg.output.root, run_cfg.output.version = str(out_dir), f"seed{cfg.seed + k}"
+            run_cfg.trainer.enable_progress_bar = False  # one line per run instead
+            result = run(run_cfg, progress=lambda _: None)
+            rows.setdefault(c.name, []).append(comparison_row(result.results, result.metrics))
+            progress(f"[compare] {c.name} seed {cfg.seed + k}: ACC {result.metrics['acc']:.3f}")
+    write_comparison(out_dir, rows)
+    progress(f"[compare] done | {out_dir / 'comparison.md'}")
+    return out_dir
+
+
+def comparison_row(results: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """One run's line of a comparison, from its results.json content."""
+    params = results["parameters_per_experience"][-1]
+    R = np.asarray(results["accuracy_matrix"], dtype=float)
+    return {
+        **{k: float(metrics[k]) for k in COLUMNS if metrics.get(k) is not None},
+        "final_per_experience": R[-1].tolist(),
+        "seen_acc": list(metrics["seen_acc"]),
+        "model": results["model"],
+        "parameters": int(params["total"]),
+        "trainable": int(params["trainable"]),
+        "memory": results["memory"],
+        "wall_time_s": float(results["wall_time_s"]),
+    }
+
+
+def tabulate(out_dir: Path, label: str = "strategy") -> dict[str, list[dict[str, Any]]]:
+    """Rebuild a comparison's rows from the runs saved under `out_dir/<contender>/<seed>/results.json`
+    (e.g. after changing how it is tabulated), and rewrite its tables and plots."""
+    rows: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(Path(out_dir).glob("*/*/results.json")):
+        results = json.loads(path.read_text())
+        if results.get("status") == "complete":
+            rows.setdefault(path.parent.parent.name, []).append(comparison_row(results, results["metrics"]))
+    if not rows:
+        raise ConfigError(f"{out_dir}: no completed runs to tabulate")
+    write_comparison(Path(out_dir), rows, label)
+    return rows
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def write_comparison(out_dir: Path, rows: dict[str, list[dict[str, Any]]], label: str = "strategy",
+                     timing: tuple[str, str] = ("wall_time_s", "wall time (s)")) -> None:
+    """comparison.md, comparison.csv, final_accuracy.png and acc_over_stream.png from per-seed rows.
+    `timing`: the row key reported as mean ± std in the last column, and its title."""
+    key, title = timing
+    header = [label, "model", "seeds", *[f"{k}_{s}" for k in COLUMNS for s in ("mean", "std")],
+              "parameters", "trainable", "memory", f"{key}_mean", f"{key}_std"]
+    table = []
+    for name, runs in rows.items():
+        line: list[Any] = [name, runs[0]["model"], len(runs)]
+        for k in COLUMNS:
+            vals = [r[k] for r in runs if k in r]
+            line += list(_mean_std(vals)) if vals else [float("nan"), float("nan")]
+        line += [runs[0]["parameters"], runs[0]["trainable"], runs[0]["memory"], *_mean_std([r[key] for r in runs])]
+        table.append(line)
+    write_csv(out_dir / "comparison.csv", header, table)
+
+    titles = {"acc": "ACC", "avg_incremental_acc": "avg inc. acc", "bwt": "BWT", "fwt": "FWT", "forgetting": "forgetting"}
+    md = [f"| {label} | model | " + " | ".join(titles[k] for k in COLUMNS) + f" | parameters | trainable | memory | {title} |",
+          "|---|---|" + "---|" * len(COLUMNS) + "---|---|---|---|"]
+    for line in table:
+        cells = [f"{line[3 + 2 * i]:.3f} ± {line[4 + 2 * i]:.3f}" for i in range(len(COLUMNS))]
+        md.append(f"| {line[0]} | {line[1]} | " + " | ".join(cells)
+                  + f" | {line[-5]:,} | {line[-4]:,} | {line[-3]} | {line[-2]:.2f} ± {line[-1]:.2f} |")
+    n_seeds = max(len(r) for r in rows.values())
+    md.append("")
+    md.append(f"Mean ± standard deviation over {n_seeds} seed(s). Parameters after the last experience.")
+    atomic_write_text(out_dir / "comparison.md", "\n".join(md) + "\n")
+
+    final = {n: np.array([r["final_per_experience"] for r in runs]) for n, runs in rows.items()}
+    seen = {n: np.array([r["seen_acc"] for r in runs]) for n, runs in rows.items()}
+    fig_final, fig_seen = comparison_figure(final, seen)
+    save_figure(fig_final, out_dir / "final_accuracy.png")
+    save_figure(fig_seen, out_dir / "acc_over_stream.png")

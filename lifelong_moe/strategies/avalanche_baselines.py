@@ -1,0 +1,219 @@
+"""Avalanche's strategies as baselines, on the stream and model a config defines.
+
+Each baseline trains the config's model (normally the dense `multimodal_mlp`) with Avalanche's own
+template and plugins; the runner grows the model and evaluates it exactly as for native strategies.
+Multimodal mini-batches reach Avalanche as `scenarios.batch.ModalityBatch`, which supports the tensor
+operations its templates and plugins use (`.to`, slicing, `torch.cat`), so nothing is flattened.
+
+Not offered, because their assumptions do not hold for a shared multimodal backbone: iCaRL (needs
+`feature_extractor`/`classifier` submodules and stores exemplars as one input tensor of a fixed shape),
+Avalanche's PNN (its own column architecture over flat vectors, so not the same backbone) and Expert Gate
+(AlexNet autoencoders over 3-channel images)."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from lifelong_moe.config.schema import TrainerConfig
+from lifelong_moe.models.continual_module import ContinualModule
+from lifelong_moe.registry import STRATEGIES
+from lifelong_moe.strategies.base import FitContext
+from scenarios.errors import ConfigError
+
+# The runner evaluates and logs; Avalanche's own evaluator is given no loggers on purpose.
+warnings.filterwarnings("ignore", message="No loggers specified, metrics will not be logged")
+# Avalanche 0.6 calls its own deprecated storage-policy API from Replay, DER and ER-ACE
+warnings.filterwarnings("ignore", message="Call to deprecated function update", category=DeprecationWarning)
+
+
+class AvalancheBackbone(nn.Module):
+    """The model as Avalanche sees it: `forward(x)` gives logits over every stream class.
+
+    By default the logits of classes not seen yet are masked, exactly as when the native strategies train
+    the same model. Measured on the default stream (10 epochs, Avalanche's Naive): accuracy on the second
+    experience 0.90 masked, 0.57 unmasked. DER must see every logit (it regresses stored logits, and a
+    masked entry is -inf), so it trains the unmasked head."""
+
+    def __init__(self, module: ContinualModule, mask_unseen: bool = True) -> None:
+        super().__init__()
+        self.module = module
+        self.mask_unseen = mask_unseen
+
+    def forward(self, x: dict[str, Any]) -> torch.Tensor:
+        m = self.module
+        return m(x, None) if self.mask_unseen else m.head(m.trunk(m.fuse(x)))
+
+
+def _device(trainer: TrainerConfig) -> torch.device:
+    if trainer.accelerator in ("gpu", "cuda") or (trainer.accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class AvalancheBaseline:
+    """One Avalanche template per run, built at the first experience and kept: its plugins hold the
+    strategy's state (buffers, importances, old models) across experiences."""
+
+    template_name = ""
+    memory = "none"
+    mask_unseen = True
+
+    def __init__(self, params: Any = None) -> None:
+        self.params = params
+        self._template: Any = None
+
+    def template_kwargs(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self.params).items()} if self.params is not None else {}
+
+    def check(self, trainer: TrainerConfig, resume: bool) -> None:
+        if trainer.strategy.startswith("ddp") or trainer.strategy in ("fsdp", "deepspeed"):
+            raise ConfigError(f"trainer.strategy: Avalanche baselines train in one process; got {trainer.strategy!r}")
+        if resume:
+            raise ConfigError("--resume: Avalanche baselines keep their state in Avalanche plugins, which are not checkpointed")
+
+    def fit(self, model: ContinualModule, train_stream: Any, index: int, ctx: FitContext) -> None:
+        if self._template is None:
+            self._template = self._build(model, ctx)
+        # parameters added since the last experience (new modality encoders) join the optimizer in
+        # Avalanche's own make_optimizer, which runs at the start of every experience
+        torch.manual_seed(ctx.seed)  # Avalanche's loaders shuffle with the global generator
+        self._template.train(train_stream[index], num_workers=ctx.train.num_workers)
+
+    def _optimizer(self, model: ContinualModule, ctx: FitContext) -> torch.optim.Optimizer:
+        params = [p for p in model.parameters() if p.requires_grad]
+        if ctx.train.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=ctx.train.lr, momentum=0.9, weight_decay=ctx.train.weight_decay)
+        opt = torch.optim.AdamW if ctx.train.optimizer == "adamw" else torch.optim.Adam
+        return opt(params, lr=ctx.train.lr, weight_decay=ctx.train.weight_decay)
+
+    def _build(self, model: ContinualModule, ctx: FitContext) -> Any:
+        from avalanche.training import supervised
+        from avalanche.training.plugins import EvaluationPlugin
+
+        device = _device(ctx.trainer)
+        backbone = AvalancheBackbone(model.to(device), self.mask_unseen)
+        template, kwargs = self.template_and_kwargs(supervised)
+        return template(
+            model=backbone, optimizer=self._optimizer(model, ctx), criterion=nn.CrossEntropyLoss(),
+            train_mb_size=ctx.train.batch_size, train_epochs=ctx.train.epochs, eval_mb_size=ctx.train.eval_batch_size,
+            device=device, evaluator=EvaluationPlugin(loggers=[]), eval_every=-1, **kwargs,
+        )
+
+    def template_and_kwargs(self, supervised: Any) -> tuple[Any, dict[str, Any]]:
+        return getattr(supervised, self.template_name), self.template_kwargs()
+
+
+def _baseline(name: str, template: str, params: type | None, doc: str, memory: str | None = None,
+              per_experience: bool = False, mask_unseen: bool = True) -> type:
+    """Register an Avalanche template under `name`, with its hyperparameters as a typed params dataclass.
+    `memory` names the parameter that sizes its buffer of past samples."""
+
+    def memory_text(self: AvalancheBaseline) -> str:
+        if memory is None:
+            return "none"
+        return f"{getattr(self.params, memory)}{' per experience' if per_experience else ''}"
+
+    cls = type(f"Avalanche{template}", (AvalancheBaseline,), {
+        "__doc__": doc, "template_name": template, "memory": property(memory_text), "mask_unseen": mask_unseen,
+    })
+    return STRATEGIES.register(name, params=params)(cls)
+
+
+@dataclass
+class EWCParams:
+    ewc_lambda: float = 100.0
+    mode: str = "separate"
+
+
+@dataclass
+class SIParams:
+    si_lambda: float = 1.0
+
+
+@dataclass
+class LwFParams:
+    alpha: float = 1.0
+    temperature: float = 2.0
+
+
+@dataclass
+class ReplayParams:
+    mem_size: int = 200
+
+
+@dataclass
+class GEMParams:
+    patterns_per_exp: int = 40
+    memory_strength: float = 0.5
+
+
+@dataclass
+class AGEMParams:
+    patterns_per_exp: int = 40
+    sample_size: int = 64
+
+
+@dataclass
+class DERParams:
+    mem_size: int = 200
+    batch_size_mem: int = 32
+    alpha: float = 0.1
+    beta: float = 0.5
+
+
+@dataclass
+class ERACEParams:
+    mem_size: int = 200
+    batch_size_mem: int = 32
+
+
+_baseline("avl_naive", "Naive", None, "Avalanche's Naive fine-tuning: a check that its loop matches the native `naive`.")
+_baseline("ewc", "EWC", EWCParams, "Elastic Weight Consolidation (Kirkpatrick et al. 2017), Avalanche's implementation.")
+def _cpu_safe_si_plugin(si_lambda: float) -> Any:
+    """Avalanche 0.6's SynapticIntelligencePlugin stores parameter snapshots as `param.detach().cpu().flatten()`,
+    which on CPU is a view of the live parameter: old and new weights are then the same tensor, every path
+    integral is 0 and SI does nothing (measured: the same weights as Naive at si_lambda=1e9). This subclass
+    copies the snapshots after each of the plugin's own hooks, which is all the fix needs."""
+    from avalanche.training.plugins import SynapticIntelligencePlugin
+
+    class CPUSafeSIPlugin(SynapticIntelligencePlugin):
+        def _detach_copies(self, table: dict) -> None:
+            for entry in table.values():
+                entry.data = entry.data.clone()
+
+        def before_training_exp(self, strategy: Any, **kwargs: Any) -> None:
+            super().before_training_exp(strategy, **kwargs)
+            self._detach_copies(self.ewc_data[0])  # weights at the start of the experience
+
+        def before_training_iteration(self, strategy: Any, **kwargs: Any) -> None:
+            super().before_training_iteration(strategy, **kwargs)
+            self._detach_copies(self.syn_data["old_theta"])  # weights before this step
+
+    return CPUSafeSIPlugin(si_lambda=si_lambda)
+
+
+class _SI(AvalancheBaseline):
+    """Synaptic Intelligence (Zenke et al. 2017): Avalanche's plugin, with its CPU snapshot bug fixed."""
+
+    template_name = "Naive"
+
+    def template_and_kwargs(self, supervised: Any) -> tuple[Any, dict[str, Any]]:
+        return supervised.Naive, {"plugins": [_cpu_safe_si_plugin(self.params.si_lambda)]}
+
+
+STRATEGIES.register("si", params=SIParams)(_SI)
+_baseline("lwf", "LwF", LwFParams, "Learning without Forgetting (Li & Hoiem 2017), Avalanche's implementation.")
+_baseline("replay", "Replay", ReplayParams, "Experience replay with a fixed class-balanced buffer (Avalanche).", memory="mem_size")
+_baseline("gem", "GEM", GEMParams, "Gradient Episodic Memory (Lopez-Paz & Ranzato 2017), Avalanche's implementation.",
+          memory="patterns_per_exp", per_experience=True)
+_baseline("agem", "AGEM", AGEMParams, "Averaged GEM (Chaudhry et al. 2019), Avalanche's implementation.",
+          memory="patterns_per_exp", per_experience=True)
+_baseline("der", "DER", DERParams, "Dark Experience Replay++ (Buzzega et al. 2020), Avalanche's implementation.", memory="mem_size",
+          mask_unseen=False)
+_baseline("er_ace", "ER_ACE", ERACEParams, "ER with asymmetric cross-entropy (Caccia et al. 2022), Avalanche's implementation.",
+          memory="mem_size")
