@@ -45,3 +45,26 @@ def write_yaml(path: Path, data: Any) -> Path:
 @pytest.fixture
 def tiny(tmp_path: Path) -> dict[str, Any]:
     return tiny_config(tmp_path / "runs")
+
+
+def build_model_and_stream(cfg_dict: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """(config, stream, untrained model) for a config dict, seeded as the runner seeds."""
+    import lightning as L
+
+    from lifelong_moe import config_from_dict
+    from lifelong_moe.runner import build_model
+    from scenarios import build_stream
+
+    cfg = config_from_dict(cfg_dict)
+    L.seed_everything(0, verbose=False)
+    stream = build_stream(cfg.stream, cfg.seed)
+    return cfg, stream, build_model(cfg, stream)
+
+
+def train_experience(cfg: Any, model: Any, exp: Any, seed: int = 0) -> None:
+    """What the runner does for one experience: adapt, fit, settle."""
+    from lifelong_moe.training import fit_experience
+
+    model.on_experience_start(exp)
+    fit_experience(model, exp.dataset, cfg.train, cfg.trainer, seed=seed, logger=False)
+    model.on_experience_end(exp)

@@ -9,11 +9,9 @@ import pytest
 import torch
 from lightning.pytorch.strategies import DDPStrategy
 
-from conftest import tiny_config
+from conftest import build_model_and_stream, tiny_config, train_experience
 from lifelong_moe import config_from_dict, run
-from lifelong_moe.runner import build_model
 from lifelong_moe.training import fit_experience, train_loader
-from scenarios import build_stream
 
 SEPARABLE = {
     "kind": "synthetic",
@@ -26,19 +24,6 @@ def moe_config(root, stream=None, **params):
     if stream is not None:
         cfg["stream"] = stream
     return cfg
-
-
-def setup(cfg_dict):
-    cfg = config_from_dict(cfg_dict)
-    L.seed_everything(0, verbose=False)
-    stream = build_stream(cfg.stream, cfg.seed)
-    return cfg, stream, build_model(cfg, stream)
-
-
-def train_one(cfg, model, exp, seed=0):
-    model.on_experience_start(exp)
-    fit_experience(model, train_loader(exp.dataset, cfg.train, seed), cfg.trainer, cfg.train.epochs, logger=False)
-    model.on_experience_end(exp)
 
 
 def test_experts_grow_per_experience_and_active_parameters_stay_flat(tmp_path):
@@ -65,28 +50,28 @@ def test_modality_policy_grows_only_for_new_modalities_and_cap_reuses(tmp_path):
             {"source": "s", "classes": [4, 5], "modalities": ["m1"]},
         ],
     }
-    cfg, s, model = setup(moe_config(tmp_path, stream, growth="modality", experts_per_growth=2))
+    cfg, s, model = build_model_and_stream(moe_config(tmp_path, stream, growth="modality", experts_per_growth=2))
     for exp in s.train_stream:
-        train_one(cfg, model, exp)
+        train_experience(cfg, model, exp)
     assert model.experience_group == {0: 0, 1: 0, 2: 1}
     assert len(model.layers[0].pool) == 4
 
-    cfg, s, model = setup(moe_config(tmp_path, stream, growth="experience", experts_per_growth=2, max_experts=4))
+    cfg, s, model = build_model_and_stream(moe_config(tmp_path, stream, growth="experience", experts_per_growth=2, max_experts=4))
     for exp in s.train_stream:
-        train_one(cfg, model, exp)
+        train_experience(cfg, model, exp)
     assert len(model.layers[0].pool) == 4 and model.n_groups == 2
     assert "cap of 4 experts reached" in model.growth_log[2]
 
 
 def test_old_experts_are_bit_identical_after_a_new_experience(tmp_path):
     stream = {"scenario": "class_incremental", "sources": {"s": SEPARABLE}, "split": {"source": "s", "n_experiences": 2}}
-    cfg, s, model = setup(moe_config(tmp_path, stream, n_shared_experts=1))
-    train_one(cfg, model, s.train_stream[0])
+    cfg, s, model = build_model_and_stream(moe_config(tmp_path, stream, n_shared_experts=1))
+    train_experience(cfg, model, s.train_stream[0])
     before = {k: v.clone() for k, v in model.state_dict().items()}
 
     model.on_experience_start(s.train_stream[1])
     new_expert = model.layers[0].pool.experts[2].fc1.weight.detach().clone()
-    trainer = fit_experience(model, train_loader(s.train_stream[1].dataset, cfg.train, 1), cfg.trainer, cfg.train.epochs, logger=False)
+    trainer = fit_experience(model, s.train_stream[1].dataset, cfg.train, cfg.trainer, seed=1, logger=False)
     optimized = {id(p) for group in trainer.optimizers[0].param_groups for p in group["params"]}
     model.on_experience_end(s.train_stream[1])
     after = model.state_dict()
@@ -108,13 +93,13 @@ def test_old_experts_are_bit_identical_after_a_new_experience(tmp_path):
 def test_reused_group_trains_at_a_lower_rate_only_when_allowed(tmp_path, scale):
     stream = {"scenario": "class_incremental", "sources": {"s": SEPARABLE}, "split": {"source": "s", "n_experiences": 2}}
     # no new modality: the modality policy reuses group 0 for experience 1
-    cfg, s, model = setup(moe_config(tmp_path, stream, growth="modality", old_expert_lr_scale=scale))
-    train_one(cfg, model, s.train_stream[0])
+    cfg, s, model = build_model_and_stream(moe_config(tmp_path, stream, growth="modality", old_expert_lr_scale=scale))
+    train_experience(cfg, model, s.train_stream[0])
     w0 = model.layers[0].pool.experts[0].fc1.weight.detach().clone()
     model.on_experience_start(s.train_stream[1])
     assert model.experience_group[1] == 0
     groups = model.optimizer_param_groups()
-    fit_experience(model, train_loader(s.train_stream[1].dataset, cfg.train, 1), cfg.trainer, cfg.train.epochs, logger=False)
+    fit_experience(model, s.train_stream[1].dataset, cfg.train, cfg.trainer, seed=1, logger=False)
     moved = not torch.equal(w0, model.layers[0].pool.experts[0].fc1.weight.detach())
     if scale:
         assert len(groups) == 2 and groups[1]["lr"] == pytest.approx(cfg.train.lr * scale) and moved
@@ -134,15 +119,15 @@ def test_task_free_routing_is_accurate_per_sample_on_separable_stream(tmp_path):
 
 def test_mixed_batch_routes_each_sample_to_its_own_experience(tmp_path):
     stream = {"scenario": "class_incremental", "sources": {"s": SEPARABLE}, "split": {"source": "s", "n_experiences": 2}}
-    cfg, s, model = setup(moe_config(tmp_path, stream))
+    cfg, s, model = build_model_and_stream(moe_config(tmp_path, stream))
     for exp in s.train_stream:
-        train_one(cfg, model, exp)
+        train_experience(cfg, model, exp)
     model.eval()
     batch = torch.utils.data.default_collate([s.test_stream[0].dataset[i] for i in range(10)] + [s.test_stream[1].dataset[i] for i in range(10)])
-    x, y, t = batch
+    x, _y, _t = batch
     with torch.no_grad():
         tokens, present = model.modality_tokens(x)
-        exps, logp = model.experience_log_posterior(model.key_inputs(x, tokens), present, None, None)
+        _exps, logp = model.experience_log_posterior(model.key_inputs(x, tokens), present, None, None)
     chosen = logp.argmax(1)
     assert (chosen[:10] == 0).float().mean() >= 0.9 and (chosen[10:] == 1).float().mean() >= 0.9
 
@@ -155,8 +140,8 @@ def test_task_incremental_routes_to_the_task_experts(tmp_path):
 
 def test_training_step_under_ddp_with_unused_parameters(tmp_path):
     stream = {"scenario": "class_incremental", "sources": {"s": SEPARABLE}, "split": {"source": "s", "n_experiences": 2}}
-    cfg, s, model = setup(moe_config(tmp_path, stream, experts_per_growth=4, k=1))
-    train_one(cfg, model, s.train_stream[0])
+    cfg, s, model = build_model_and_stream(moe_config(tmp_path, stream, experts_per_growth=4, k=1))
+    train_experience(cfg, model, s.train_stream[0])
     model.on_experience_start(s.train_stream[1])
     frozen = copy.deepcopy(model.layers[0].pool.experts[0].state_dict())
     new_before = [model.layers[0].pool.experts[i].fc1.weight.detach().clone() for i in range(4, 8)]

@@ -10,7 +10,7 @@ Shape key: B samples, M modalities, n present tokens, D width, E routed experts,
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -22,6 +22,7 @@ from lifelong_moe.config.schema import TrainConfig
 from lifelong_moe.models.continual_module import Batch, ContinualModule
 from lifelong_moe.models.key_views import key_view
 from lifelong_moe.moe import GROWTH_POLICIES, MoELayer, PrototypeKeys, decide_growth
+from lifelong_moe.moe.communication import COMMUNICATION
 from lifelong_moe.registry import MODELS
 from scenarios.errors import ConfigError
 
@@ -52,6 +53,8 @@ class MoEParams:
     key_temperature: float = 1.0  # p(e | x) = softmax(key score / temperature)
     key_var_floor: float = 0.05  # compared 0.01, 0.05, 0.2 on the default stream; 0.05 routed best
     key_fit_samples: int = 4096  # training samples used to fit each experience's keys
+    communication: str = "none"  # none | lateral | attention | shared (lifelong_moe/moe/communication.py)
+    shared_anchor: float = 1.0  # shared: weight of the L2 pull of shared experts to their previous values
 
 
 class ExperienceHead(nn.Module):
@@ -73,6 +76,7 @@ class MoEForward:
     token_sample: torch.Tensor  # (n,) sample of each present token
     token_modality: torch.Tensor  # (n,) modality index (order of self.encoders)
     routings: list[Any]  # per layer: Routing
+    comm_stats: list[dict] = field(default_factory=list)  # per layer: what communication did
 
 
 class MoEClassifier(ContinualModule):
@@ -81,9 +85,17 @@ class MoEClassifier(ContinualModule):
         super().__init__(n_classes=n_classes, scenario=scenario, train=train, embed_dim=params.embed_dim)
         self.p = params
         self.layers = nn.ModuleList(
-            MoELayer(params.embed_dim, params.expert_hidden, params.k, params.gate_noise, params.n_shared_experts)
+            MoELayer(params.embed_dim, params.expert_hidden, params.k, params.gate_noise, params.n_shared_experts,
+                     params.communication)
             for _ in range(params.n_layers)
         )
+        # shared communication: the shared experts' values at the end of the last experience, as buffers
+        # (so checkpoints carry them), and whether they are set yet
+        self._anchored = [(f"anchor__{n.replace('.', '__')}", p) for n, p in self.layers.named_parameters() if ".shared." in n]
+        if params.communication == "shared":
+            for name, p in self._anchored:
+                self.register_buffer(name, p.detach().clone())
+            self.register_buffer("anchor_set", torch.tensor(False))
         self.final_norm = nn.LayerNorm(params.embed_dim)
         self.heads = nn.ModuleDict()
         self.keys = PrototypeKeys(params.key_var_floor)
@@ -132,10 +144,11 @@ class MoEClassifier(ContinualModule):
         encoder_params = {id(p) for p in self.encoders.parameters()} | {id(p) for p in self.modality_embed.parameters()}
         reused = {id(p) for layer in self.layers for expert in layer.pool.experts_of(group)
                   for p in expert.parameters()} if self.p.old_expert_lr_scale > 0 else set()
+        shared = {id(p) for _, p in self._anchored} if self.p.communication == "shared" else set()
         for p in old_params:
             if id(p) in encoder_params:
                 p.requires_grad_(self.p.encoder_training == "always")
-            elif id(p) in reused:
+            elif id(p) in reused or id(p) in shared:
                 p.requires_grad_(True)
             else:
                 p.requires_grad_(not self.p.freeze_old)
@@ -154,6 +167,16 @@ class MoEClassifier(ContinualModule):
         tokens, present, labels = self._encode_dataset(exp.dataset, self.p.key_fit_samples)
         self.keys.fit(exp.spec.index, tokens, present, labels)
         self._trained = {id(p) for p in self.parameters()}
+        if self.p.communication == "shared":
+            for name, p in self._anchored:
+                getattr(self, name).copy_(p.detach())
+            self.anchor_set.fill_(True)
+
+    def anchor_penalty(self) -> torch.Tensor:
+        """shared communication: squared distance of the shared experts from their last experience's values."""
+        if self.p.communication != "shared" or not bool(self.anchor_set):
+            return self.layers[0].norm.weight.new_zeros(())
+        return sum((p - getattr(self, name)).pow(2).sum() for name, p in self._anchored)
 
     @torch.no_grad()
     def _encode_dataset(self, dataset: Any, limit: int) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], torch.Tensor]:
@@ -250,12 +273,13 @@ class MoEClassifier(ContinualModule):
             allowed, bias = None, (self.p.key_weight * expert_logp.clamp_min(-1e4))[token_sample]
 
         aux = h.new_zeros(())
-        routings = []
+        routings, comm_stats = [], []
         for layer in self.layers:
             out = layer(h, bias=bias, allowed=allowed)
             h = out.hidden
             aux = aux + self.p.balance_loss_weight * out.balance_loss + self.p.z_loss_weight * out.z_loss
             routings.append(out.routing)
+            comm_stats.append(out.stats)
 
         pooled = h.new_zeros(B, h.shape[1]).index_add_(0, token_sample, h)
         pooled = self.final_norm(pooled / pres.sum(1, keepdim=True).clamp_min(1).to(h.dtype))  # (B, D)
@@ -264,8 +288,9 @@ class MoEClassifier(ContinualModule):
             if current is not None and e != current:
                 continue  # in training only the current head can win; skip the rest
             head = self.heads[str(e)]
-            logits[:, head.classes] = torch.log_softmax(head(pooled), dim=1) + logp[:, col : col + 1]
-        return MoEForward(logits, aux, token_sample, token_modality, routings)
+            # p(y|x) = sum_e p(e|x) p(y|x,e): heads that share classes (domain-incremental) add up
+            logits[:, head.classes] = torch.logaddexp(logits[:, head.classes], torch.log_softmax(head(pooled), dim=1) + logp[:, col : col + 1])
+        return MoEForward(logits, aux, token_sample, token_modality, routings, comm_stats)
 
     def forward(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.forward_outputs(inputs, task_labels).logits
@@ -274,7 +299,7 @@ class MoEClassifier(ContinualModule):
 
     def training_loss(self, x: dict[str, Any], y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.forward_outputs(x, t, current=self.experience)
-        return F.cross_entropy(out.logits, y) + out.aux_loss, out.logits
+        return F.cross_entropy(out.logits, y) + out.aux_loss + self.p.shared_anchor * self.anchor_penalty(), out.logits
 
     # ---- evaluation with routing statistics -----------------------------------------------------
     def on_test_epoch_start(self) -> None:
@@ -282,6 +307,10 @@ class MoEClassifier(ContinualModule):
         J, E, M = len(self.eval_metrics), max(len(self.expert_owner), 1), max(len(self.encoders), 1)
         self._route_mass = torch.zeros(J, M, E, device=self.device)  # (J, M, E)
         self._route_hits = torch.zeros(J, 2, device=self.device)  # (J, [correct, total])
+        k = self.p.k
+        self._attention = torch.zeros(len(self.layers), J, k, k + 1, device=self.device)  # attention sums
+        self._attention_n = torch.zeros(len(self.layers), J, device=self.device)
+        self._shared_norms = torch.zeros(J, 2, device=self.device)  # (J, [shared, routed]) output norms
         self._report: dict[str, Any] = {}
 
     def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -289,6 +318,12 @@ class MoEClassifier(ContinualModule):
         out = self.forward_outputs(x, t)
         mask = self.class_mask(t, len(y))
         self.eval_metrics[dataloader_idx].update(out.logits.masked_fill(~mask, NEG).argmax(1), y)
+        for layer, stats in enumerate(out.comm_stats):
+            if "attention_sum" in stats:
+                self._attention[layer, dataloader_idx] += stats["attention_sum"]
+                self._attention_n[layer, dataloader_idx] += stats["attention_count"]
+            if "shared_norm" in stats:
+                self._shared_norms[dataloader_idx] += torch.stack([stats["shared_norm"], stats["routed_norm"]])
         if not self.expert_owner:
             return
         E = len(self.expert_owner)
@@ -314,7 +349,24 @@ class MoEClassifier(ContinualModule):
             "modalities": list(self.encoders),
             "expert_owner": self.expert_owner,
             "experience_group": {int(k): v for k, v in self.experience_group.items()},
+            "communication": self._communication_report(),
         }
+
+    def _communication_report(self) -> dict[str, Any]:
+        """What communication did on this evaluation: lateral gates per layer and group, mean attention among
+        each test experience's chosen experts (last column: the older groups' summary), shared experts' share."""
+        mode = self.p.communication
+        report: dict[str, Any] = {"mode": mode}
+        if mode == "lateral":
+            report["lateral_gates"] = [layer.lateral_gates() for layer in self.layers]
+        if mode == "attention":
+            attention = self.trainer.strategy.reduce(self._attention, reduce_op="sum")
+            n = self.trainer.strategy.reduce(self._attention_n, reduce_op="sum").clamp_min(1)
+            report["attention"] = (attention / n[..., None, None]).tolist()  # [layer][test experience][slot][slot or summary]
+        if mode == "shared":
+            norms = self.trainer.strategy.reduce(self._shared_norms, reduce_op="sum")
+            report["shared_share"] = (norms[:, 0] / norms.sum(1).clamp_min(1e-12)).tolist()  # per test experience
+        return report
 
     def evaluation_report(self) -> dict[str, Any]:
         return dict(getattr(self, "_report", {}))
@@ -328,6 +380,9 @@ class MoEClassifier(ContinualModule):
         for layer in self.layers:
             per_expert = layer.pool.params_per_expert
             active += n(layer.norm) + n(layer.router) + n(layer.pool.shared) + min(k_eff, len(layer.pool)) * per_expert
+            if len(layer.comm):  # the newest group's module, reading every older group's experts
+                newest = max(int(g) for g in layer.comm)
+                active += n(layer.comm[str(newest)]) + sum(g < newest for g in layer.pool.owner) * per_expert
         counts["active_per_sample"] = active
         counts["routed_experts_per_layer"] = len(self.expert_owner)
         return counts
@@ -391,6 +446,10 @@ def _check(p: MoEParams) -> None:
         bad("encoder_training", f"use introduced, never or always, got '{p.encoder_training}'")
     if p.key_temperature <= 0:
         bad("key_temperature", "must be positive")
+    if p.communication not in COMMUNICATION:
+        bad("communication", f"unknown mode '{p.communication}'; use one of {', '.join(COMMUNICATION)}")
+    if p.communication == "shared" and p.n_shared_experts < 1:
+        bad("n_shared_experts", "communication=shared needs at least 1 shared expert")
 
 
 @MODELS.register("moe", params=MoEParams)

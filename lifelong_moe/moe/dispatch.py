@@ -18,14 +18,15 @@ from lifelong_moe.moe.expert_pool import MLPExpert
 
 def sparse_dispatch(
     x: torch.Tensor, topk_idx: torch.Tensor, topk_weight: torch.Tensor, experts: Sequence[nn.Module],
-    path: str | None = None,
+    path: str | None = None, return_slots: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """y[t] = sum_s topk_weight[t, s] * experts[topk_idx[t, s]](x[t]).
 
     x: (n, d); topk_idx, topk_weight: (n, k). Returns y (n, d) and per-expert token counts (e,).
     path: "loop" (one matmul pair per active expert: fastest on CPU) or "stacked" (all experts' weights
     stacked, tokens padded to the busiest expert, two batched matmuls: on a GPU the loop is bound by kernel
-    launches). Default: loop on CPU, stacked elsewhere (stacked needs MLPExpert-shaped experts)."""
+    launches). Default: loop on CPU, stacked elsewhere (stacked needs MLPExpert-shaped experts).
+    return_slots: instead of y, each slot's expert output before the gates, (n, k, d), for communication."""
     n, k = topk_idx.shape
     flat_expert = topk_idx.reshape(-1)  # (n*k,)
     order = torch.argsort(flat_expert, stable=True)  # pairs grouped by expert
@@ -42,6 +43,8 @@ def sparse_dispatch(
     else:
         chunks = torch.split(x_sorted, counts_host)
         y_sorted = torch.cat([experts[e](chunk) for e, chunk in enumerate(chunks) if chunk.shape[0]])
+    if return_slots:
+        return y_sorted.new_zeros(n * k, y_sorted.shape[1]).index_copy(0, order, y_sorted).view(n, k, -1), counts
     y_sorted = y_sorted * topk_weight.reshape(-1)[order].unsqueeze(1).to(x_sorted.dtype)  # (n*k, d)
     y = torch.zeros(n, y_sorted.shape[1], dtype=y_sorted.dtype, device=x.device)
     return y.index_add_(0, token_of_pair, y_sorted), counts

@@ -3,11 +3,12 @@ residual. Returns an explicit result carrying the auxiliary losses and the routi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from lifelong_moe.moe.communication import COMMUNICATION, older_summary
 from lifelong_moe.moe.dispatch import sparse_dispatch
 from lifelong_moe.moe.expert_pool import ExpertPool
 from lifelong_moe.moe.losses import load_balancing_loss, router_z_loss
@@ -21,14 +22,19 @@ class MoEOutput:
     z_loss: torch.Tensor  # scalar
     routing: Routing
     counts: torch.Tensor  # (e,) tokens per routed expert
+    stats: dict = field(default_factory=dict)  # what communication did: sums over tokens, for reports
 
 
 class MoELayer(nn.Module):
-    def __init__(self, dim: int, hidden: int, k: int, noise_std: float = 0.0, n_shared: int = 0) -> None:
+    def __init__(self, dim: int, hidden: int, k: int, noise_std: float = 0.0, n_shared: int = 0,
+                 communication: str = "none") -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.router = TopKRouter(dim, k, noise_std)
         self.pool = ExpertPool(dim, hidden, n_shared)
+        self.communication = communication
+        self._comm_factory = COMMUNICATION.get(communication, "model.params.communication")
+        self.comm = nn.ModuleDict()  # group -> its communication module (none for `none` and `shared`)
 
     @property
     def n_experts(self) -> int:
@@ -38,18 +44,57 @@ class MoELayer(nn.Module):
         """Add `n` routed experts owned by `group`, with their router columns, on the layer's device."""
         device = self.norm.weight.device
         self.router.add_columns(n, device)
+        module = self._comm_factory(self.pool.dim)
+        if module is not None and str(group) not in self.comm:
+            self.comm[str(group)] = module.to(device)
         return self.pool.add(n, group, device)
 
     def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> MoEOutput:
         """x: (n, d); bias, allowed: (n, e) router log-prior and mask."""
         h = self.norm(x)
         routing = self.router(h, bias=bias, allowed=allowed)
-        routed, counts = sparse_dispatch(h, routing.topk_idx, routing.topk_weight, self.pool.experts)
-        out = x + routed + self.pool.shared_forward(h)
+        stats: dict = {}
+        if len(self.comm):
+            routed, counts, stats = self._communicate(h, routing)
+        else:
+            routed, counts = sparse_dispatch(h, routing.topk_idx, routing.topk_weight, self.pool.experts)
+        shared = self.pool.shared_forward(h)
+        if len(self.pool.shared):
+            stats["shared_norm"] = shared.detach().norm(dim=1).sum()
+            stats["routed_norm"] = routed.detach().norm(dim=1).sum()
+        out = x + routed + shared
         return MoEOutput(
             out,
             load_balancing_loss(routing.probs, routing.topk_idx, self.n_experts if allowed is None else allowed.any(0).sum()),
             router_z_loss(routing.logits.masked_fill(routing.logits <= torch.finfo(routing.logits.dtype).min, -1e4)),
             routing,
             counts,
+            stats,
         )
+
+    def _communicate(self, h: torch.Tensor, routing: Routing) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Per-slot expert outputs, exchanged within each token's group by that group's module, then combined.
+        A token's group is its top-1 expert's owner (under hard routing every slot shares it)."""
+        slots, counts = sparse_dispatch(h, routing.topk_idx, routing.topk_weight, self.pool.experts, return_slots=True)
+        weights = routing.topk_weight.to(slots.dtype)
+        owner = torch.as_tensor(self.pool.owner, device=h.device)
+        token_group = owner[routing.topk_idx[:, 0]]  # (n,)
+        routed = torch.zeros_like(h)
+        stats: dict = {}
+        for g in token_group.unique().tolist():
+            rows = (token_group == g).nonzero(as_tuple=True)[0]
+            module = self.comm[str(g)]
+            older = older_summary(h[rows], self.pool.experts, self.pool.owner, g)
+            combined, extra = module(slots[rows], weights[rows], older)
+            routed = routed.index_put((rows,), combined)
+            if "attention" in extra:
+                attn = extra["attention"].detach()
+                if attn.shape[-1] == attn.shape[-2]:  # no older groups: report the summary column as 0
+                    attn = torch.cat([attn, attn.new_zeros(*attn.shape[:-1], 1)], -1)
+                stats["attention_sum"] = stats.get("attention_sum", 0) + attn.sum(0)  # (k, k+1)
+                stats["attention_count"] = stats.get("attention_count", 0) + len(rows)
+        return routed, counts, stats
+
+    def lateral_gates(self) -> dict[int, float]:
+        """tanh(gate) of each group's lateral adapter: how much it reads from the older groups."""
+        return {int(g): float(torch.tanh(m.gate)) for g, m in self.comm.items() if hasattr(m, "gate")}

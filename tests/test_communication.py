@@ -1,0 +1,122 @@
+"""The expert-communication layer: every mode trains under growth, old paths stay bit-identical,
+the lateral path's gradients reach only new parameters, and what communication does is reported."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import build_model_and_stream, tiny_config, train_experience
+from lifelong_moe import ConfigError, config_from_dict, run
+from lifelong_moe.moe import MoELayer
+
+STREAM = {
+    "scenario": "class_incremental",
+    "sources": {"s": {"kind": "synthetic", "params": {"n_classes": 6, "n_modalities": 2, "dim": 8, "n_train_per_class": 40,
+                                                     "n_test_per_class": 20, "separation": 3.0}}},
+    "split": {"source": "s", "n_experiences": 3},
+}
+MODES = ["none", "lateral", "attention", "shared"]
+
+
+def comm_config(root, mode, **params):
+    p = {"embed_dim": 16, "expert_hidden": 32, "communication": mode, "n_shared_experts": 1 if mode == "shared" else 0, **params}
+    cfg = tiny_config(root, model={"name": "moe", "params": p})
+    cfg["stream"] = STREAM
+    return cfg
+
+
+def old_batch(stream):
+    data = stream.test_stream[0].dataset
+    return data.collate_fn([data[i] for i in range(16)])[0]
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_old_paths_are_unchanged_by_a_new_experience(tmp_path, mode):
+    cfg, s, model = build_model_and_stream(comm_config(tmp_path, mode))
+    train_experience(cfg, model, s.train_stream[0])
+    train_experience(cfg, model, s.train_stream[1])
+    x = old_batch(s)
+    model.eval()
+    with torch.no_grad():
+        tokens = model.layers[0].norm(torch.randn(32, 16))
+        experts_before = [e(tokens) for e in model.layers[0].pool.experts]
+        paths_before = [model.forward_outputs(x, current=e).logits for e in (0, 1)]
+    train_experience(cfg, model, s.train_stream[2])
+    model.eval()
+    with torch.no_grad():
+        assert all(torch.equal(a, e(tokens)) for a, e in zip(experts_before, model.layers[0].pool.experts[:4], strict=True))
+        paths_after = [model.forward_outputs(x, current=e).logits for e in (0, 1)]
+    drift = max((a - b).abs().max().item() for a, b in zip(paths_before, paths_after, strict=True))
+    if mode == "shared":
+        # the setting that lets old paths move: shared experts keep training, pulled to their old values
+        assert drift > 1e-3
+    else:
+        # the old experiences' whole computation, communication included, is unchanged; not bit for bit only
+        # because the router's matmul over a wider weight (more experts) may sum in another order
+        assert drift < 1e-5
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_runs_forward_and_backward_under_growth(tmp_path, mode):
+    res = run(config_from_dict(comm_config(tmp_path, mode)), progress=lambda s: None)
+    assert res.accuracy_matrix[2, 2] > 0.8  # it still learns each experience
+    assert [p["routed_experts_per_layer"] for p in res.results["parameters_per_experience"]] == [2, 4, 6]
+    report = json.loads((res.run_dir / "results.json").read_text())["evaluations"][-1]["communication"]
+    assert report["mode"] == mode
+    if mode == "lateral":
+        assert [sorted(g) for g in report["lateral_gates"]] == [["0", "1", "2"]] * 2
+        assert all(-1 <= v <= 1 for g in report["lateral_gates"] for v in g.values())
+    if mode == "attention":
+        attn = torch.tensor(report["attention"])  # (layer, test experience, k, k+1)
+        assert attn.shape == (2, 3, 2, 3)
+        assert torch.allclose(attn.sum(-1), torch.ones(2, 3, 2), atol=1e-5)  # rows are distributions
+        assert attn[:, 0, :, 2].abs().max() == 0  # experience 0's group has no older group to read
+        assert attn[:, 2, :, 2].min() > 0  # experience 2's group attends to the older summary
+    if mode == "shared":
+        assert all(0 < v < 1 for v in report["shared_share"])
+
+
+def test_lateral_gradients_reach_only_new_parameters(tmp_path):
+    cfg, s, model = build_model_and_stream(comm_config(tmp_path, "lateral"))
+    train_experience(cfg, model, s.train_stream[0])
+    old = {id(p) for p in model.parameters()}
+    model.on_experience_start(s.train_stream[1])
+    data = s.train_stream[1].dataset
+    x, y, t = data.collate_fn([data[i] for i in range(32)])
+    model.train()
+    model.zero_grad(set_to_none=True)  # gradients left over from fitting experience 0
+    loss, _ = model.training_loss(x, y, t)
+    loss.backward()
+    with_grad = {name for name, p in model.named_parameters() if p.grad is not None}
+    assert with_grad and all(id(dict(model.named_parameters())[n]) not in old for n in with_grad)
+    adapter = model.layers[0].comm["1"].proj.weight
+    assert adapter.grad is not None and adapter.grad.abs().sum() > 0  # the lateral path is trained
+    assert model.layers[0].comm["0"].proj.weight.grad is None  # the old group's adapter is not
+
+
+def test_communication_starts_as_none(tmp_path):
+    """Adapters are zero-initialised: a freshly grown group computes what `none` would."""
+    torch.manual_seed(0)
+    plain, talk = MoELayer(8, 16, k=2), MoELayer(8, 16, k=2, communication="attention")
+    talk.load_state_dict(plain.state_dict(), strict=False)
+    for layer in (plain, talk):
+        torch.manual_seed(1)
+        layer.grow(2, 0)
+        torch.manual_seed(2)
+        layer.grow(2, 1)
+    talk.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(10, 8)
+    allowed = torch.tensor([[False, False, True, True]]).expand(10, -1)
+    assert torch.allclose(plain(x, allowed=allowed).hidden, talk(x, allowed=allowed).hidden, atol=1e-6)
+
+
+def test_bad_communication_settings_are_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"model\.params\.communication: unknown mode 'gossip'"):
+        run(config_from_dict(comm_config(tmp_path, "gossip")), progress=lambda s: None)
+    cfg = comm_config(tmp_path, "shared")
+    cfg["model"]["params"]["n_shared_experts"] = 0
+    with pytest.raises(ConfigError, match="needs at least 1 shared expert"):
+        run(config_from_dict(cfg), progress=lambda s: None)
