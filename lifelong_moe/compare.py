@@ -105,6 +105,10 @@ def tabulate(out_dir: Path, label: str = "strategy") -> dict[str, list[dict[str,
             rows.setdefault(path.parent.parent.name, []).append(comparison_row(results, results["metrics"]))
     if not rows:
         raise ConfigError(f"{out_dir}: no completed runs to tabulate")
+    previous = Path(out_dir) / "comparison.csv"
+    if previous.is_file():  # keep the order the comparison was run in
+        order = [line.split(",", 1)[0] for line in previous.read_text().splitlines()[1:]]
+        rows = {n: rows[n] for n in order if n in rows} | {n: r for n, r in rows.items() if n not in order}
     write_comparison(Path(out_dir), rows, label)
     return rows
 
