@@ -21,12 +21,20 @@ from lifelong_moe.checkpointing import first_difference, load_checkpoint, rng_st
 from lifelong_moe.config import ExperimentConfig, to_container, to_yaml
 from lifelong_moe.distributed import RUN_DIR_ENV, is_writer
 from lifelong_moe.metrics import summarize
+from lifelong_moe.modality_eval import (
+    missing_rate_accuracy,
+    single_modality_accuracy,
+    stream_modalities,
+    subset_accuracy,
+    token_share,
+)
 from lifelong_moe.models.continual_module import ContinualModule
 from lifelong_moe.registry import MODELS, STRATEGIES, load_builtins
 from lifelong_moe.reporting.files import atomic_write_text, new_run_dir, write_csv, write_json
 from lifelong_moe.reporting.plots import (
     accuracy_matrix_figure,
     forgetting_curves_figure,
+    modality_robustness_figure,
     routing_mass_figure,
     save_figure,
 )
@@ -135,6 +143,7 @@ def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | N
         board = StreamBoard(logger, T)
     names = [e.name for e in stream.experiences]
     test_sizes = [e.n_test for e in stream.experiences]
+    modalities = stream_modalities(stream)
 
     model = build_model(cfg, stream)
     loaders = eval_loaders(stream.test_stream, cfg.train)
@@ -144,6 +153,7 @@ def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | N
         timing: list[dict[str, float]] = []
         params: list[dict[str, Any]] = []
         reports: list[dict[str, Any]] = []
+        modality_records: list[dict[str, Any]] = []
         first, elapsed_before = 0, 0.0
     else:
         model.restore_structure(checkpoint["structure"])  # grow first, then load the weights
@@ -151,6 +161,7 @@ def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | N
         model.apply_trainable(checkpoint["structure"]["trainable"])
         b, R = checkpoint["b"], np.asarray(checkpoint["R"], dtype=float)
         timing, params, reports = checkpoint["timing"], checkpoint["params"], checkpoint["reports"]
+        modality_records = checkpoint.get("modality", [])
         first, elapsed_before = checkpoint["completed"], checkpoint["elapsed_s"]
         set_rng_state(checkpoint["rng"])
         progress(f"[lifelong-moe] resuming {run_dir} after experience {first}/{T}")
@@ -168,23 +179,30 @@ def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | N
         t1 = time.perf_counter()
         R[i] = evaluate(model, loaders, cfg.trainer)
         reports.append(model.evaluation_report())
+        modality_records.append(_modality_record(model, stream, i, modalities, cfg))
         t2 = time.perf_counter()
         timing.append({"train_s": t1 - t0, "eval_s": t2 - t1, "total_s": t2 - t0})
         metrics = summarize(R[: i + 1, : i + 1], b[: i + 1] if b else None, test_sizes[: i + 1])
         results = _results(cfg, stream, R, b, metrics, timing, params, reports, status="complete" if i == T - 1 else "running")
+        results["modality_per_experience"] = modality_records
         if writer:
+            board.log_modality(i, modality_records[-1])
             _write_experience(run_dir, board, i, R, b, names, reports, results, {
                 "config": _comparable(cfg), "completed": i + 1, "structure": model.structure_state(),
                 "model": model.state_dict(), "R": R.tolist(), "b": b, "timing": timing, "params": params,
-                "reports": reports, "elapsed_s": time.perf_counter() - start, "rng": rng_state(),
+                "reports": reports, "modality": modality_records, "elapsed_s": time.perf_counter() - start,
+                "rng": rng_state(),
             })
         progress(
             f"[lifelong-moe] experience {i + 1}/{T} ({names[i]}) | {time.perf_counter() - start:6.1f}s elapsed | "
             f"ACC {metrics['acc']:.3f} | acc on {names[i]} {R[i, i]:.3f}"
         )
 
+    robustness = _robustness(model, stream, modalities, cfg)
     metrics = summarize(R, b, test_sizes, reference_diag)
     results = _results(cfg, stream, R, b, metrics, timing, params, reports, status="complete")
+    results["modality_per_experience"] = modality_records
+    results["modality_evaluation"] = robustness
     results["wall_time_s"] = time.perf_counter() - start
     if not writer:
         return RunResult(run_dir, R, b, metrics, results)
@@ -195,10 +213,34 @@ def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | N
         save_figure(forgetting_curves_figure(R, metrics["seen_acc"], names), run_dir / "forgetting_curves.png")
         if "routing_mass" in reports[-1]:
             save_figure(routing_mass_figure(reports[-1], names), run_dir / "routing_mass.png")
+        if robustness:
+            save_figure(modality_robustness_figure(robustness), run_dir / "modality_robustness.png")
+    board.log_robustness(robustness, T - 1)
     board.log_final(_flat(to_container(cfg)), metrics)
     logger.finalize("success")
     progress(f"[lifelong-moe] done in {results['wall_time_s']:.1f}s | ACC {metrics['acc']:.3f} | results in {run_dir}")
     return RunResult(run_dir, R, b, metrics, results)
+
+
+def _modality_record(model: ContinualModule, stream: Stream, i: int, modalities: list[str], cfg: ExperimentConfig) -> dict[str, Any]:
+    """Imbalance statistics after experience i: each modality's share of its training tokens, and (if set)
+    the accuracy of each modality alone over every test experience."""
+    record: dict[str, Any] = {"token_share": token_share(stream.train_stream[i].dataset, modalities)}
+    if cfg.modality_eval.single_each_experience and len(modalities) > 1:
+        state = rng_state()  # extra evaluations must not change what the run trains next
+        record["single_modality"] = single_modality_accuracy(model, stream.test_stream, modalities, cfg)
+        set_rng_state(state)
+    return record
+
+
+def _robustness(model: ContinualModule, stream: Stream, modalities: list[str], cfg: ExperimentConfig) -> dict[str, Any]:
+    """After the last experience: accuracy per subset of modalities and against the missing rate."""
+    out: dict[str, Any] = {}
+    if cfg.modality_eval.subsets and len(modalities) > 1:
+        out["subsets"] = subset_accuracy(model, stream.test_stream, modalities, cfg)
+    if cfg.modality_eval.missing_rates:
+        out["missing_rate"] = missing_rate_accuracy(model, stream.test_stream, modalities, cfg)
+    return out
 
 
 def _write_experience(run_dir: Path, board: StreamBoard, i: int, R: np.ndarray, b: list[float] | None, names: list[str],

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
+from scenarios.errors import InputError
+
 _JOINS = {torch.cat, torch.concat, torch.concatenate, torch.stack}
 
 
@@ -71,9 +73,33 @@ def _join(func: Callable, batches: list[dict], *args: Any, **kwargs: Any) -> Mod
     return out
 
 
+def _describe(x: Any) -> dict[str, tuple]:
+    return {k: (tuple(v.shape), v.dtype) if isinstance(v, torch.Tensor) else _describe(v) if isinstance(v, dict) else type(v)
+            for k, v in x.items()}
+
+
+def check_samples(samples: list[Any]) -> None:
+    """Every sample must carry the same modalities with the same shapes and dtypes as the first; the first
+    that does not is named (its position in the batch and the modality)."""
+    if not samples or not isinstance(samples[0], (list, tuple)) or not isinstance(samples[0][0], dict):
+        return
+    ref = _describe(samples[0][0])
+    for i, sample in enumerate(samples[1:], start=1):
+        got = _describe(sample[0])
+        if got == ref:
+            continue
+        extra, absent = sorted(set(got) - set(ref)), sorted(set(ref) - set(got))
+        if extra or absent:
+            raise InputError(f"sample {i} of the batch: modalities {sorted(got)} differ from sample 0's {sorted(ref)}"
+                             + (f" (unknown: {extra})" if extra else "") + (f" (missing: {absent})" if absent else ""))
+        m = next(k for k in ref if got[k] != ref[k])
+        raise InputError(f"sample {i} of the batch, modality '{m}': {got[m]} where sample 0 has {ref[m]}")
+
+
 def collate_modalities(samples: list[Any]) -> Any:
     """`default_collate`, with each sample's modality dict collated into one ModalityBatch
-    (samples that are plain dicts included)."""
+    (samples that are plain dicts included). Mismatched samples get an error naming the first."""
+    check_samples(samples)
     batch = default_collate(samples)
     if isinstance(batch, (list, tuple)) and isinstance(batch[0], dict) and not isinstance(batch[0], ModalityBatch):
         return [ModalityBatch(batch[0]).map(lambda t: t), *batch[1:]]

@@ -13,3 +13,7 @@ class ConfigError(UserError):
 
 class DataError(UserError):
     """A data file or sample is missing, unreadable or malformed."""
+
+
+class InputError(UserError):
+    """A sample or batch that does not match the modalities it claims (name, shape, dtype)."""

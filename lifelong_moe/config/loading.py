@@ -75,6 +75,11 @@ def _check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"train.lr: must be positive, got {t.lr}")
     if t.optimizer not in ("adam", "adamw", "sgd"):
         raise ConfigError(f"train.optimizer: unknown optimizer '{t.optimizer}'; use adam, adamw or sgd")
+    if not 0.0 <= t.modality_dropout < 1.0:
+        raise ConfigError(f"train.modality_dropout: must lie in [0, 1), got {t.modality_dropout}")
+    for k, rate in enumerate(cfg.modality_eval.missing_rates):
+        if not 0.0 <= rate < 1.0:
+            raise ConfigError(f"modality_eval.missing_rates[{k}]: must lie in [0, 1), got {rate}")
     if cfg.reference_results is not None and not Path(cfg.reference_results).is_file():
         raise ConfigError(f"reference_results: file not found: {cfg.reference_results}")
 

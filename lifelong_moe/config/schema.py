@@ -25,6 +25,8 @@ class TrainConfig:
     weight_decay: float = 0.0
     optimizer: str = "adam"  # adam | adamw | sgd
     num_workers: int = 0
+    modality_dropout: float = 0.0  # remedy for modality imbalance: each present modality of a training
+    # sample is masked out with this probability (a sample keeps at least one)
 
 
 @dataclass
@@ -49,6 +51,15 @@ class OutputConfig:
 
 
 @dataclass
+class ModalityEvalConfig:
+    """Robustness to missing modalities, evaluated on every test experience with the evaluator of R."""
+
+    subsets: bool = True  # accuracy with only each non-empty subset of modalities, after the last experience
+    single_each_experience: bool = True  # accuracy of each modality alone after every experience (imbalance)
+    missing_rates: list[float] = field(default_factory=lambda: [0.0, 0.25, 0.5, 0.75])  # each modality dropped at this rate
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "default"
     seed: int = 0
@@ -58,5 +69,6 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+    modality_eval: ModalityEvalConfig = field(default_factory=ModalityEvalConfig)
     evaluate_untrained: bool = True  # accuracy of the untrained model, needed for FWT
     reference_results: str | None = None  # results.json of a joint (cumulative) run, for intransigence

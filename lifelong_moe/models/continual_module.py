@@ -14,9 +14,22 @@ from torch import nn
 
 from lifelong_moe.config.schema import TrainConfig
 from lifelong_moe.models.encoders import build_encoder
+from scenarios.errors import InputError
+from scenarios.masking import drop_modalities
 from scenarios.modality import MASK_KEY
 
 Batch = tuple[dict[str, Any], torch.Tensor, torch.Tensor]
+
+
+def _check_modality(name: str, x: torch.Tensor, spec: Any) -> None:
+    """A batch of modality `name` must match the shape and dtype kind the model built its encoder for."""
+    if not isinstance(x, torch.Tensor):
+        raise InputError(f"modality '{name}': expected a tensor, got {type(x).__name__}")
+    if tuple(x.shape[1:]) != tuple(spec.shape):
+        raise InputError(f"modality '{name}': samples of shape {tuple(x.shape[1:])}, but the model's encoder expects {tuple(spec.shape)}")
+    expects_tokens = spec.vocab_size is not None or not spec.dtype.startswith("float")
+    if expects_tokens == x.is_floating_point():
+        raise InputError(f"modality '{name}': dtype {x.dtype}, but the model expects {spec.dtype}")
 
 
 class ContinualModule(L.LightningModule):
@@ -77,6 +90,7 @@ class ContinualModule(L.LightningModule):
             if name not in inputs:
                 continue
             x = inputs[name]
+            _check_modality(name, x, self.modality_specs[name])
             tokens[name] = encoder(x) + self.modality_embed[name]
             flag = mask.get(name)
             present[name] = torch.ones(x.shape[0], dtype=torch.bool, device=x.device) if flag is None else flag.to(torch.bool)
@@ -116,6 +130,7 @@ class ContinualModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         x, y, t = batch
+        x = drop_modalities(x, self.train_cfg.modality_dropout, list(self.encoders))
         loss, logits = self.training_loss(x, y, t)
         detached = loss.detach()
         self._accumulate(detached, (logits.argmax(1) == y).sum(), len(y))

@@ -54,6 +54,7 @@ class MoEParams:
     key_var_floor: float = 0.05  # compared 0.01, 0.05, 0.2 on the default stream; 0.05 routed best
     key_fit_samples: int = 4096  # training samples used to fit each experience's keys
     communication: str = "none"  # none | lateral | attention | shared (lifelong_moe/moe/communication.py)
+    router: str = "shared"  # shared: one router for all tokens; per_modality: one per modality over the same experts
     shared_anchor: float = 1.0  # shared: weight of the L2 pull of shared experts to their previous values
 
 
@@ -86,7 +87,7 @@ class MoEClassifier(ContinualModule):
         self.p = params
         self.layers = nn.ModuleList(
             MoELayer(params.embed_dim, params.expert_hidden, params.k, params.gate_noise, params.n_shared_experts,
-                     params.communication)
+                     params.communication, router_per_modality=params.router == "per_modality")
             for _ in range(params.n_layers)
         )
         # shared communication: the shared experts' values at the end of the last experience, as buffers
@@ -216,6 +217,8 @@ class MoEClassifier(ContinualModule):
 
     def add_modality(self, name: str, spec: Any) -> None:
         super().add_modality(name, spec)
+        for layer in self.layers:
+            layer.add_modality_router(name)
         if self.p.encoder_training == "never":
             self.encoders[name].requires_grad_(False)
             self.modality_embed[name].requires_grad_(False)
@@ -275,7 +278,7 @@ class MoEClassifier(ContinualModule):
         aux = h.new_zeros(())
         routings, comm_stats = [], []
         for layer in self.layers:
-            out = layer(h, bias=bias, allowed=allowed)
+            out = layer(h, bias=bias, allowed=allowed, token_modality=token_modality, modality_names=list(tokens))
             h = out.hidden
             aux = aux + self.p.balance_loss_weight * out.balance_loss + self.p.z_loss_weight * out.z_loss
             routings.append(out.routing)
@@ -379,7 +382,8 @@ class MoEClassifier(ContinualModule):
         active = n(self.encoders) + n(self.modality_embed) + n(self.final_norm) + n(self.heads)
         for layer in self.layers:
             per_expert = layer.pool.params_per_expert
-            active += n(layer.norm) + n(layer.router) + n(layer.pool.shared) + min(k_eff, len(layer.pool)) * per_expert
+            router = n(layer.router) if not layer.router_per_modality else max((n(r) for r in layer.modality_routers.values()), default=0)
+            active += n(layer.norm) + router + n(layer.pool.shared) + min(k_eff, len(layer.pool)) * per_expert
             if len(layer.comm):  # the newest group's module, reading every older group's experts
                 newest = max(int(g) for g in layer.comm)
                 active += n(layer.comm[str(newest)]) + sum(g < newest for g in layer.pool.owner) * per_expert
@@ -446,6 +450,8 @@ def _check(p: MoEParams) -> None:
         bad("encoder_training", f"use introduced, never or always, got '{p.encoder_training}'")
     if p.key_temperature <= 0:
         bad("key_temperature", "must be positive")
+    if p.router not in ("shared", "per_modality"):
+        bad("router", f"use shared or per_modality, got '{p.router}'")
     if p.communication not in COMMUNICATION:
         bad("communication", f"unknown mode '{p.communication}'; use one of {', '.join(COMMUNICATION)}")
     if p.communication == "shared" and p.n_shared_experts < 1:

@@ -28,6 +28,9 @@ def sparse_dispatch(
     launches). Default: loop on CPU, stacked elsewhere (stacked needs MLPExpert-shaped experts).
     return_slots: instead of y, each slot's expert output before the gates, (n, k, d), for communication."""
     n, k = topk_idx.shape
+    if n == 0:  # e.g. a batch none of whose modalities the model knows yet
+        counts = torch.zeros(len(experts), dtype=torch.long, device=x.device)
+        return (x.new_zeros(0, k, x.shape[1]) if return_slots else x.new_zeros(0, x.shape[1])), counts
     flat_expert = topk_idx.reshape(-1)  # (n*k,)
     order = torch.argsort(flat_expert, stable=True)  # pairs grouped by expert
     counts = torch.bincount(flat_expert, minlength=len(experts))  # (e,)

@@ -27,10 +27,13 @@ class MoEOutput:
 
 class MoELayer(nn.Module):
     def __init__(self, dim: int, hidden: int, k: int, noise_std: float = 0.0, n_shared: int = 0,
-                 communication: str = "none") -> None:
+                 communication: str = "none", router_per_modality: bool = False) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.router = TopKRouter(dim, k, noise_std)
+        # FuseMoE-style: one router per modality over the shared pool (used instead of `router`)
+        self.router_per_modality = router_per_modality
+        self.modality_routers = nn.ModuleDict()
         self.pool = ExpertPool(dim, hidden, n_shared)
         self.communication = communication
         self._comm_factory = COMMUNICATION.get(communication, "model.params.communication")
@@ -43,16 +46,31 @@ class MoELayer(nn.Module):
     def grow(self, n: int, group: int) -> list[int]:
         """Add `n` routed experts owned by `group`, with their router columns, on the layer's device."""
         device = self.norm.weight.device
-        self.router.add_columns(n, device)
+        if not self.router_per_modality:
+            self.router.add_columns(n, device)
+        for router in self.modality_routers.values():
+            router.add_columns(n, device)
         module = self._comm_factory(self.pool.dim)
         if module is not None and str(group) not in self.comm:
             self.comm[str(group)] = module.to(device)
         return self.pool.add(n, group, device)
 
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> MoEOutput:
-        """x: (n, d); bias, allowed: (n, e) router log-prior and mask."""
+    def add_modality_router(self, name: str) -> None:
+        """A router for a new modality, with a column for every existing expert (per-modality routing only)."""
+        if self.router_per_modality and name not in self.modality_routers:
+            router = TopKRouter(self.router.dim, self.router.k, self.router.noise_std)
+            router.add_columns(len(self.pool), self.norm.weight.device)
+            self.modality_routers[name] = router
+
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, allowed: torch.Tensor | None = None,
+                token_modality: torch.Tensor | None = None, modality_names: list[str] | None = None) -> MoEOutput:
+        """x: (n, d); bias, allowed: (n, e) router log-prior and mask; token_modality (n,) indexes
+        modality_names (needed with per-modality routers)."""
         h = self.norm(x)
-        routing = self.router(h, bias=bias, allowed=allowed)
+        if self.router_per_modality:
+            routing = self._route_per_modality(h, bias, allowed, token_modality, modality_names)
+        else:
+            routing = self.router(h, bias=bias, allowed=allowed)
         stats: dict = {}
         if len(self.comm):
             routed, counts, stats = self._communicate(h, routing)
@@ -71,6 +89,25 @@ class MoELayer(nn.Module):
             counts,
             stats,
         )
+
+    def _route_per_modality(self, h: torch.Tensor, bias: torch.Tensor | None, allowed: torch.Tensor | None,
+                            token_modality: torch.Tensor | None, names: list[str] | None) -> Routing:
+        if token_modality is None or names is None:
+            raise ValueError("per-modality routing needs each token's modality")
+        n, e, k = h.shape[0], len(self.pool), min(self.router.k, len(self.pool))
+        logits = h.new_zeros(n, e)
+        probs = h.new_zeros(n, e, dtype=torch.float32)
+        topk_idx = torch.zeros(n, k, dtype=torch.long, device=h.device)
+        topk_weight = h.new_zeros(n, k)
+        for mi, name in enumerate(names):
+            rows = (token_modality == mi).nonzero(as_tuple=True)[0]
+            if len(rows) == 0:
+                continue
+            part = self.modality_routers[name](h[rows], bias=None if bias is None else bias[rows],
+                                               allowed=None if allowed is None else allowed[rows])
+            logits, probs = logits.index_put((rows,), part.logits), probs.index_put((rows,), part.probs)
+            topk_idx, topk_weight = topk_idx.index_put((rows,), part.topk_idx), topk_weight.index_put((rows,), part.topk_weight)
+        return Routing(logits, probs, topk_idx, topk_weight)
 
     def _communicate(self, h: torch.Tensor, routing: Routing) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Per-slot expert outputs, exchanged within each token's group by that group's module, then combined.

@@ -9,6 +9,10 @@ import math
 import torch
 from torch import nn
 
+# log-score cost of each modality an experience's keys and a sample do not share: larger than any
+# likelihood gap, so the set of modalities decides first
+MODALITY_MISMATCH = 1e3
+
 
 class PrototypeKeys(nn.Module):
     """Means and variances per (experience, class, modality) live in buffers, so they travel with checkpoints."""
@@ -103,6 +107,13 @@ class PrototypeKeys(nn.Module):
             total = total + ll * w
             count = count + w
         row_ll = torch.where(count > 0, total / count.clamp_min(1), torch.full_like(total, float("-inf")))  # (B, R)
+        # routing by which modalities are present: an experience whose keys cover another set of modalities
+        # than the sample carries (a modality it never saw, or one the sample lacks) ranks below one that
+        # matches; among equally matching experiences the likelihood decides
+        keyed = sum(has.float() for _, _, has in per_modality.values())  # (R,)
+        carried = sum((torch.ones(B, device=device) if present is None else present[m].float()) for m in tokens)  # (B,)
+        mismatch = (carried.unsqueeze(1) - count) + (keyed.unsqueeze(0) - count)  # (B, R)
+        row_ll = row_ll - MODALITY_MISMATCH * mismatch
         # logsumexp of each experience's rows at once: rows -> output column (rows of other experiences dropped)
         col_of = torch.full((int(row_exp.max()) + 1,), -1, dtype=torch.long, device=device)
         col_of[torch.as_tensor(experiences, dtype=torch.long, device=device)] = torch.arange(len(experiences), device=device)

@@ -87,6 +87,28 @@ def comparison_figure(final: dict[str, np.ndarray], seen: dict[str, np.ndarray])
     return fig_a, fig_b
 
 
+def modality_robustness_figure(robustness: dict) -> plt.Figure:
+    """Accuracy with each subset of modalities (bars) and against the missing rate (line)."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    subsets = {k: v["accuracy"] for k, v in robustness.get("subsets", {}).items() if v["accuracy"] is not None}
+    ax = axes[0]
+    ax.bar(range(len(subsets)), list(subsets.values()))
+    ax.set_xticks(range(len(subsets)))
+    ax.set_xticklabels(list(subsets), rotation=30, ha="right", fontsize=7)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel("test accuracy")
+    ax.set_title("modalities kept")
+    rates = sorted((float(r), v["accuracy"]) for r, v in robustness.get("missing_rate", {}).items() if v["accuracy"] is not None)
+    ax = axes[1]
+    if rates:
+        ax.plot([100 * r for r, _ in rates], [a for _, a in rates], marker="o")
+    ax.set_xlabel("missing rate per modality (%)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title("accuracy against missing rate")
+    fig.tight_layout()
+    return fig
+
+
 def routing_mass_figure(report: dict, names: Sequence[str]) -> plt.Figure:
     """Left: share of each test experience's gate mass per expert (rows sum to 1), with expert owners on the
     x axis. Right: the same per modality, over all test experiences."""

@@ -70,6 +70,24 @@ class StreamBoard:
         plt.close(fig)
         self.writer.flush()
 
+    def log_modality(self, step: int, record: dict[str, Any]) -> None:
+        """Imbalance after each experience: token share and single-modality accuracy per modality."""
+        for m, share in record.get("token_share", {}).items():
+            self.writer.add_scalar(f"modality/token_share/{m}", share, step)
+        for m, res in record.get("single_modality", {}).items():
+            if res["accuracy"] is not None:
+                self.writer.add_scalar(f"modality/alone_accuracy/{m}", res["accuracy"], step)
+
+    def log_robustness(self, robustness: dict[str, Any], step: int) -> None:
+        """Accuracy per subset of modalities (at the last step), and accuracy against the missing rate
+        (a curve whose x axis, the step, is the rate in percent)."""
+        for name, res in robustness.get("subsets", {}).items():
+            if res["accuracy"] is not None:
+                self.writer.add_scalar(f"modality/subset_accuracy/{name}", res["accuracy"], step)
+        for rate, res in robustness.get("missing_rate", {}).items():
+            if res["accuracy"] is not None:
+                self.writer.add_scalar("modality/accuracy_vs_missing_rate_percent", res["accuracy"], round(float(rate) * 100))
+
     def log_final(self, hparams: dict[str, Any], metrics: dict[str, Any]) -> None:
         final = {f"hparams/{k}": float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and v is not None}
         self.logger.log_hyperparams(hparams, final)

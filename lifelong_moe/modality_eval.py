@@ -1,0 +1,68 @@
+"""Robustness to missing modalities and modality imbalance: accuracy with each subset of modalities,
+accuracy when each modality goes missing at a given rate, and each modality's share of the training data.
+All accuracies come from the evaluator that fills R, over every test experience, weighted by size."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch.utils.data import DataLoader
+
+from lifelong_moe.config import ExperimentConfig
+from lifelong_moe.distributed import RankShardSampler
+from lifelong_moe.models.continual_module import ContinualModule
+from lifelong_moe.training import evaluate
+from scenarios.masking import MaskedView, keep_subset, modality_subsets, present_matrix, with_missing_rate
+
+
+def _accuracy(model: ContinualModule, views: list[MaskedView], cfg: ExperimentConfig) -> dict[str, Any]:
+    """Overall accuracy over the non-empty views (size-weighted), and each view's own (None if empty)."""
+    live = [k for k, v in enumerate(views) if len(v)]
+    per: list[float | None] = [None] * len(views)
+    if live:
+        loaders = [DataLoader(views[k], batch_size=cfg.train.eval_batch_size, sampler=RankShardSampler(len(views[k])),
+                              collate_fn=views[k].collate_fn) for k in live]
+        for k, acc in zip(live, evaluate(model, loaders, cfg.trainer), strict=True):
+            per[k] = acc
+    n = sum(len(views[k]) for k in live)
+    overall = sum(per[k] * len(views[k]) for k in live) / n if n else None
+    return {"accuracy": overall, "n": n, "per_experience": per}
+
+
+def single_modality_accuracy(model: ContinualModule, test_stream: Any, modalities: list[str],
+                             cfg: ExperimentConfig) -> dict[str, Any]:
+    """Accuracy of each modality alone, on the test samples that carry it."""
+    return {m: _accuracy(model, [keep_subset(e.dataset, modalities, [m]) for e in test_stream], cfg) for m in modalities}
+
+
+def subset_accuracy(model: ContinualModule, test_stream: Any, modalities: list[str], cfg: ExperimentConfig) -> dict[str, Any]:
+    """Accuracy with only each non-empty subset of modalities, on the samples that carry the whole subset."""
+    return {"+".join(s): _accuracy(model, [keep_subset(e.dataset, modalities, s) for e in test_stream], cfg)
+            for s in modality_subsets(modalities)}
+
+
+def missing_rate_accuracy(model: ContinualModule, test_stream: Any, modalities: list[str], cfg: ExperimentConfig) -> dict[str, Any]:
+    """Accuracy when each modality of each test sample is missing with probability r (fixed draws per r)."""
+    out = {}
+    for r in cfg.modality_eval.missing_rates:
+        views = [with_missing_rate(e.dataset, modalities, r, seed=cfg.seed * 1009 + j * 101 + round(r * 100))
+                 for j, e in enumerate(test_stream)]
+        out[f"{r:g}"] = _accuracy(model, views, cfg)
+    return out
+
+
+def token_share(dataset: Any, modalities: list[str]) -> dict[str, float]:
+    """Share of the present (sample, modality) tokens that each modality contributes to a training set."""
+    present = present_matrix(dataset, modalities)
+    total = max(int(present.sum()), 1)
+    return {m: float(present[:, k].sum() / total) for k, m in enumerate(modalities)}
+
+
+def stream_modalities(stream: Any) -> list[str]:
+    return sorted({m for e in stream.experiences for m in e.modalities})
+
+
+def summarize_missing(results: dict[str, Any]) -> list[tuple[float, float]]:
+    """(rate, accuracy) pairs, sorted by rate, for plots and TensorBoard."""
+    return sorted((float(r), v["accuracy"]) for r, v in results.items() if v["accuracy"] is not None)
+
