@@ -172,7 +172,7 @@ class ERACEParams:
     batch_size_mem: int = 32
 
 
-_baseline("avl_naive", "Naive", None, "Avalanche's Naive fine-tuning: a check that its loop matches the native `naive`.")
+_baseline("avl_naive", "Naive", None, "Avalanche's Naive fine-tuning loop on the same model, beside the native `naive`.")
 _baseline("ewc", "EWC", EWCParams, "Elastic Weight Consolidation (Kirkpatrick et al. 2017), Avalanche's implementation.")
 def _cpu_safe_si_plugin(si_lambda: float) -> Any:
     """Avalanche 0.6's SynapticIntelligencePlugin stores parameter snapshots as `param.detach().cpu().flatten()`,
