@@ -6,12 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch.utils.data import DataLoader
-
 from lifelong_moe.config import ExperimentConfig
-from lifelong_moe.distributed import RankShardSampler
 from lifelong_moe.models.continual_module import ContinualModule
-from lifelong_moe.training import evaluate
+from lifelong_moe.training import eval_loader, evaluate
 from scenarios.masking import MaskedView, keep_subset, modality_subsets, present_matrix, with_missing_rate
 
 
@@ -20,8 +17,7 @@ def _accuracy(model: ContinualModule, views: list[MaskedView], cfg: ExperimentCo
     live = [k for k, v in enumerate(views) if len(v)]
     per: list[float | None] = [None] * len(views)
     if live:
-        loaders = [DataLoader(views[k], batch_size=cfg.train.eval_batch_size, sampler=RankShardSampler(len(views[k])),
-                              collate_fn=views[k].collate_fn) for k in live]
+        loaders = [eval_loader(views[k], cfg.train) for k in live]
         for k, acc in zip(live, evaluate(model, loaders, cfg.trainer), strict=True):
             per[k] = acc
     n = sum(len(views[k]) for k in live)
@@ -29,16 +25,21 @@ def _accuracy(model: ContinualModule, views: list[MaskedView], cfg: ExperimentCo
     return {"accuracy": overall, "n": n, "per_experience": per}
 
 
+def _kept(model: ContinualModule, test_stream: Any, modalities: list[str], subsets: list[tuple[str, ...]],
+          cfg: ExperimentConfig) -> dict[str, Any]:
+    """Accuracy with only each given subset of modalities, on the samples that carry the whole subset."""
+    return {"+".join(s): _accuracy(model, [keep_subset(e.dataset, modalities, s) for e in test_stream], cfg) for s in subsets}
+
+
 def single_modality_accuracy(model: ContinualModule, test_stream: Any, modalities: list[str],
                              cfg: ExperimentConfig) -> dict[str, Any]:
     """Accuracy of each modality alone, on the test samples that carry it."""
-    return {m: _accuracy(model, [keep_subset(e.dataset, modalities, [m]) for e in test_stream], cfg) for m in modalities}
+    return _kept(model, test_stream, modalities, [(m,) for m in modalities], cfg)
 
 
 def subset_accuracy(model: ContinualModule, test_stream: Any, modalities: list[str], cfg: ExperimentConfig) -> dict[str, Any]:
     """Accuracy with only each non-empty subset of modalities, on the samples that carry the whole subset."""
-    return {"+".join(s): _accuracy(model, [keep_subset(e.dataset, modalities, s) for e in test_stream], cfg)
-            for s in modality_subsets(modalities)}
+    return _kept(model, test_stream, modalities, modality_subsets(modalities), cfg)
 
 
 def missing_rate_accuracy(model: ContinualModule, test_stream: Any, modalities: list[str], cfg: ExperimentConfig) -> dict[str, Any]:
@@ -60,9 +61,4 @@ def token_share(dataset: Any, modalities: list[str]) -> dict[str, float]:
 
 def stream_modalities(stream: Any) -> list[str]:
     return sorted({m for e in stream.experiences for m in e.modalities})
-
-
-def summarize_missing(results: dict[str, Any]) -> list[tuple[float, float]]:
-    """(rate, accuracy) pairs, sorted by rate, for plots and TensorBoard."""
-    return sorted((float(r), v["accuracy"]) for r, v in results.items() if v["accuracy"] is not None)
 

@@ -183,7 +183,8 @@ def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | N
         t2 = time.perf_counter()
         timing.append({"train_s": t1 - t0, "eval_s": t2 - t1, "total_s": t2 - t0})
         metrics = summarize(R[: i + 1, : i + 1], b[: i + 1] if b else None, test_sizes[: i + 1])
-        results = _results(cfg, stream, R, b, metrics, timing, params, reports, status="complete" if i == T - 1 else "running")
+        results = _results(cfg, stream, R, b, metrics, timing, params, reports, strategy.memory,
+                           status="complete" if i == T - 1 else "running")
         results["modality_per_experience"] = modality_records
         if writer:
             board.log_modality(i, modality_records[-1])
@@ -200,7 +201,7 @@ def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | N
 
     robustness = _robustness(model, stream, modalities, cfg)
     metrics = summarize(R, b, test_sizes, reference_diag)
-    results = _results(cfg, stream, R, b, metrics, timing, params, reports, status="complete")
+    results = _results(cfg, stream, R, b, metrics, timing, params, reports, strategy.memory, status="complete")
     results["modality_per_experience"] = modality_records
     results["modality_evaluation"] = robustness
     results["wall_time_s"] = time.perf_counter() - start
@@ -271,7 +272,7 @@ def _resumable(resume: str, cfg: ExperimentConfig, T: int) -> dict[str, Any]:
 
 def _results(cfg: ExperimentConfig, stream: Stream, R: np.ndarray, b: list[float] | None, metrics: dict[str, Any],
              timing: list[dict[str, float]], params: list[dict[str, Any]], reports: list[dict[str, Any]],
-             status: str) -> dict[str, Any]:
+             memory: str, status: str) -> dict[str, Any]:
     return {
         "experiment": cfg.name,
         "seed": cfg.seed,
@@ -279,7 +280,7 @@ def _results(cfg: ExperimentConfig, stream: Stream, R: np.ndarray, b: list[float
         "scenario": stream.scenario.value,
         "model": cfg.model.name,
         "strategy": cfg.strategy.name,
-        "memory": build_strategy(cfg).memory,  # what the strategy keeps of past experiences
+        "memory": memory,  # what the strategy keeps of past experiences
         "completed_experiences": len(timing),
         "experiences": [
             {"name": e.name, "source": e.source, "classes": e.classes, "modalities": e.modalities,

@@ -78,12 +78,14 @@ def train_loader(dataset: Any, cfg: TrainConfig, seed: int, world_size: int = 1)
     )
 
 
+def eval_loader(dataset: Any, cfg: TrainConfig) -> DataLoader:
+    """In order, each process taking its share of the samples without repeats."""
+    return DataLoader(dataset, batch_size=cfg.eval_batch_size, sampler=RankShardSampler(len(dataset)),
+                      collate_fn=getattr(dataset, "collate_fn", None), num_workers=cfg.num_workers)
+
+
 def eval_loaders(test_stream: Any, cfg: TrainConfig) -> list[DataLoader]:
-    return [
-        DataLoader(exp.dataset, batch_size=cfg.eval_batch_size, sampler=RankShardSampler(len(exp.dataset)),
-                   collate_fn=getattr(exp.dataset, "collate_fn", None), num_workers=cfg.num_workers)
-        for exp in test_stream
-    ]
+    return [eval_loader(exp.dataset, cfg) for exp in test_stream]
 
 
 def fit_experience(model: ContinualModule, dataset: Any, train_cfg: TrainConfig, trainer_cfg: TrainerConfig,

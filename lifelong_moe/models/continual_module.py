@@ -21,6 +21,14 @@ from scenarios.modality import MASK_KEY
 Batch = tuple[dict[str, Any], torch.Tensor, torch.Tensor]
 
 
+def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """`train.optimizer` over parameters or parameter groups (the one place optimizers are chosen)."""
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
 def _check_modality(name: str, x: torch.Tensor, spec: Any) -> None:
     """A batch of modality `name` must match the shape and dtype kind the model built its encoder for."""
     if not isinstance(x, torch.Tensor):
@@ -167,12 +175,7 @@ class ContinualModule(L.LightningModule):
         return [{"params": [p for p in self.parameters() if p.requires_grad]}]
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        params = self.optimizer_param_groups()
-        cfg = self.train_cfg
-        if cfg.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
-        opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-        return opt(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return make_optimizer(self.optimizer_param_groups(), self.train_cfg)
 
     # ---- evaluation: one accuracy per test experience --------------------------------------------
     def start_evaluation(self, n_experiences: int) -> None:

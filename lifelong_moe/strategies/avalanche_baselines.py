@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lifelong_moe.config.schema import TrainerConfig
-from lifelong_moe.models.continual_module import ContinualModule
+from lifelong_moe.models.continual_module import ContinualModule, make_optimizer
 from lifelong_moe.registry import STRATEGIES
 from lifelong_moe.strategies.base import FitContext
 from scenarios.errors import ConfigError
@@ -68,7 +68,7 @@ class AvalancheBaseline:
         self._template: Any = None
 
     def template_kwargs(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self.params).items()} if self.params is not None else {}
+        return dict(vars(self.params)) if self.params is not None else {}
 
     def check(self, trainer: TrainerConfig, resume: bool) -> None:
         if trainer.strategy.startswith("ddp") or trainer.strategy in ("fsdp", "deepspeed"):
@@ -84,13 +84,6 @@ class AvalancheBaseline:
         torch.manual_seed(ctx.seed)  # Avalanche's loaders shuffle with the global generator
         self._template.train(train_stream[index], num_workers=ctx.train.num_workers)
 
-    def _optimizer(self, model: ContinualModule, ctx: FitContext) -> torch.optim.Optimizer:
-        params = [p for p in model.parameters() if p.requires_grad]
-        if ctx.train.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=ctx.train.lr, momentum=0.9, weight_decay=ctx.train.weight_decay)
-        opt = torch.optim.AdamW if ctx.train.optimizer == "adamw" else torch.optim.Adam
-        return opt(params, lr=ctx.train.lr, weight_decay=ctx.train.weight_decay)
-
     def _build(self, model: ContinualModule, ctx: FitContext) -> Any:
         from avalanche.training import supervised
         from avalanche.training.plugins import EvaluationPlugin
@@ -98,8 +91,9 @@ class AvalancheBaseline:
         device = _device(ctx.trainer)
         backbone = AvalancheBackbone(model.to(device), self.mask_unseen)
         template, kwargs = self.template_and_kwargs(supervised)
+        optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], ctx.train)
         return template(
-            model=backbone, optimizer=self._optimizer(model, ctx), criterion=nn.CrossEntropyLoss(),
+            model=backbone, optimizer=optimizer, criterion=nn.CrossEntropyLoss(),
             train_mb_size=ctx.train.batch_size, train_epochs=ctx.train.epochs, eval_mb_size=ctx.train.eval_batch_size,
             device=device, evaluator=EvaluationPlugin(loggers=[]), eval_every=-1, **kwargs,
         )
@@ -172,8 +166,6 @@ class ERACEParams:
     batch_size_mem: int = 32
 
 
-_baseline("avl_naive", "Naive", None, "Avalanche's Naive fine-tuning loop on the same model, beside the native `naive`.")
-_baseline("ewc", "EWC", EWCParams, "Elastic Weight Consolidation (Kirkpatrick et al. 2017), Avalanche's implementation.")
 def _cpu_safe_si_plugin(si_lambda: float) -> Any:
     """Avalanche 0.6's SynapticIntelligencePlugin stores parameter snapshots as `param.detach().cpu().flatten()`,
     which on CPU is a view of the live parameter: old and new weights are then the same tensor, every path
@@ -206,6 +198,8 @@ class _SI(AvalancheBaseline):
         return supervised.Naive, {"plugins": [_cpu_safe_si_plugin(self.params.si_lambda)]}
 
 
+_baseline("avl_naive", "Naive", None, "Avalanche's Naive fine-tuning loop on the same model, beside the native `naive`.")
+_baseline("ewc", "EWC", EWCParams, "Elastic Weight Consolidation (Kirkpatrick et al. 2017), Avalanche's implementation.")
 STRATEGIES.register("si", params=SIParams)(_SI)
 _baseline("lwf", "LwF", LwFParams, "Learning without Forgetting (Li & Hoiem 2017), Avalanche's implementation.")
 _baseline("replay", "Replay", ReplayParams, "Experience replay with a fixed class-balanced buffer (Avalanche).", memory="mem_size")
