@@ -10,9 +10,9 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "ConfigError": "scenarios.errors",
-    "DataError": "scenarios.errors",
-    "UserError": "scenarios.errors",
+    "ConfigError": "lifelong_moe.errors",
+    "DataError": "lifelong_moe.errors",
+    "UserError": "lifelong_moe.errors",
     "SOURCES": "scenarios.sources",
     "build_stream": "scenarios.builder",
     "ExperimentConfig": "lifelong_moe.config",
@@ -32,7 +32,6 @@ _EXPORTS = {
 def __getattr__(name: str) -> Any:
     if name not in _EXPORTS:
         raise AttributeError(f"module 'lifelong_moe' has no attribute {name!r}")
-    importlib.import_module("lifelong_moe.registry").load_builtins()
     value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value
     return value
@@ -40,10 +39,8 @@ def __getattr__(name: str) -> Any:
 
 def registered_components() -> dict[str, dict[str, str]]:
     """Every registry's names and one-line descriptions."""
-    from lifelong_moe.registry import MODELS, STRATEGIES, load_builtins
-
-    load_builtins()
-    from lifelong_moe.models import ENCODERS
+    from lifelong_moe.models.encoders import ENCODERS
+    from lifelong_moe.registry import MODELS, STRATEGIES
     from scenarios.sources import SOURCES
 
     return {

@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from lifelong_moe.errors import ConfigError
 from lifelong_moe.reporting.files import atomic_write_bytes
-from scenarios.errors import ConfigError
 
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1

@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from scenarios.errors import UserError  # imported after parsing: `--help` need not load torch and Avalanche
+    from lifelong_moe.errors import UserError  # imported after parsing: `--help` need not load torch and Avalanche
 
     try:
         return _dispatch(args)

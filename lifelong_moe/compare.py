@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 
 from lifelong_moe.config import ComponentConfig, ExperimentConfig
-from lifelong_moe.registry import STRATEGIES, load_builtins
+from lifelong_moe.errors import ConfigError
+from lifelong_moe.registry import STRATEGIES
 from lifelong_moe.reporting.files import atomic_write_text, new_run_dir, write_csv
 from lifelong_moe.reporting.plots import comparison_figure, save_figure
 from lifelong_moe.runner import run
-from scenarios.errors import ConfigError
 
 ALIASES = {"joint": "cumulative"}
 COLUMNS = ("acc", "avg_incremental_acc", "bwt", "fwt", "forgetting")
@@ -34,7 +34,6 @@ class Contender:
 
 def contenders(cfg: ExperimentConfig, names: Sequence[str], backbone: ComponentConfig) -> list[Contender]:
     """`moe` is the config's MoE model fine-tuned; every other name is a strategy on the dense backbone."""
-    load_builtins()
     out = []
     for name in names:
         if name == "moe":

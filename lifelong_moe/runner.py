@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lifelong_moe.checkpointing import first_difference, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from lifelong_moe.config import ExperimentConfig, to_container, to_yaml
 from lifelong_moe.distributed import RUN_DIR_ENV, is_writer
+from lifelong_moe.errors import ConfigError
 from lifelong_moe.metrics import summarize
 from lifelong_moe.modality_eval import (
     missing_rate_accuracy,
@@ -29,7 +30,7 @@ from lifelong_moe.modality_eval import (
     token_share,
 )
 from lifelong_moe.models.continual_module import ContinualModule
-from lifelong_moe.registry import MODELS, STRATEGIES, load_builtins
+from lifelong_moe.registry import MODELS, STRATEGIES, resolve_params
 from lifelong_moe.reporting.files import atomic_write_text, new_run_dir, write_csv, write_json
 from lifelong_moe.reporting.plots import (
     accuracy_matrix_figure,
@@ -42,8 +43,6 @@ from lifelong_moe.reporting.tensorboard import StreamBoard
 from lifelong_moe.strategies.base import FitContext, Strategy
 from lifelong_moe.training import eval_loaders, evaluate
 from scenarios import Stream, build_stream
-from scenarios.errors import ConfigError
-from scenarios.registry import resolve_params
 
 
 @dataclass
@@ -56,14 +55,12 @@ class RunResult:
 
 
 def build_model(cfg: ExperimentConfig, stream: Stream) -> ContinualModule:
-    load_builtins()
     params = resolve_params(MODELS, cfg.model.name, cfg.model.params, "model.params")
     factory = MODELS.get(cfg.model.name, "model.name")
     return factory(params, n_classes=stream.n_classes, scenario=stream.scenario.value, train=cfg.train)
 
 
 def build_strategy(cfg: ExperimentConfig) -> Strategy:
-    load_builtins()
     params = resolve_params(STRATEGIES, cfg.strategy.name, cfg.strategy.params, "strategy.params")
     return STRATEGIES.get(cfg.strategy.name, "strategy.name")(params)
 

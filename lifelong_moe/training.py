@@ -14,8 +14,8 @@ from torch.utils.data import DataLoader
 
 from lifelong_moe.config.schema import TrainConfig, TrainerConfig
 from lifelong_moe.distributed import RankShardSampler
+from lifelong_moe.errors import ConfigError
 from lifelong_moe.models.continual_module import ContinualModule
-from scenarios.errors import ConfigError
 
 # Lightning's start-up banners and the few-workers hint repeat for every experience; keep the output readable.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)

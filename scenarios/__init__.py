@@ -1,11 +1,10 @@
 """Task streams: data sources and the builder that turns a stream config into an Avalanche benchmark."""
 
+from lifelong_moe.errors import ConfigError, DataError, UserError
 from scenarios.builder import ExperienceSpec, Stream, build_stream
 from scenarios.config import ExperienceConfig, ScenarioKind, SourceConfig, SplitRuleConfig, StreamConfig
 from scenarios.dataset import MultimodalDataset
-from scenarios.errors import ConfigError, DataError, UserError
 from scenarios.modality import MASK_KEY, ModalitySpec
-from scenarios.registry import Registry
 from scenarios.sources import SOURCES, SourceData, Split
 
 __all__ = [
@@ -17,7 +16,6 @@ __all__ = [
     "ExperienceSpec",
     "ModalitySpec",
     "MultimodalDataset",
-    "Registry",
     "ScenarioKind",
     "SourceConfig",
     "SourceData",

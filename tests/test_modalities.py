@@ -12,9 +12,9 @@ from torch.utils.data import default_collate
 
 from conftest import build_model_and_stream, tiny_config, train_experience
 from lifelong_moe import ConfigError, config_from_dict, run
+from lifelong_moe.errors import InputError
 from scenarios import MASK_KEY
 from scenarios.batch import collate_modalities
-from scenarios.errors import InputError
 from scenarios.masking import drop_modalities, keep_subset, modality_subsets, present_matrix, with_missing_rate
 
 SYN = {"kind": "synthetic", "params": {"n_classes": 4, "n_modalities": 2, "dim": 8, "n_train_per_class": 40,

@@ -11,9 +11,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lifelong_moe.config.schema import ExperimentConfig
-from lifelong_moe.registry import MODELS, STRATEGIES, load_builtins
-from scenarios.errors import ConfigError
-from scenarios.registry import resolve_params
+from lifelong_moe.errors import ConfigError
+from lifelong_moe.registry import MODELS, STRATEGIES, resolve_params
 
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
@@ -36,7 +35,6 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
 
 def config_from_dict(raw: Any, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Merge `raw` and the overrides onto the schema; check registered names and their params."""
-    load_builtins()
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), raw)
         for item in overrides:

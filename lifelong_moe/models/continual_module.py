@@ -13,8 +13,8 @@ import torchmetrics
 from torch import nn
 
 from lifelong_moe.config.schema import TrainConfig
+from lifelong_moe.errors import InputError
 from lifelong_moe.models.encoders import build_encoder
-from scenarios.errors import InputError
 from scenarios.masking import drop_modalities
 from scenarios.modality import MASK_KEY
 

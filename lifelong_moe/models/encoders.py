@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lifelong_moe.registry import Registry
 from scenarios.modality import ModalitySpec
-from scenarios.registry import Registry
 
 ENCODERS: Registry = Registry("modality encoder")
 """`factory(spec, dim) -> nn.Module`, keyed by `ModalitySpec.kind`."""

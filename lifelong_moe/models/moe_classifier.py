@@ -19,12 +19,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from lifelong_moe.config.schema import TrainConfig
+from lifelong_moe.errors import ConfigError
 from lifelong_moe.models.continual_module import Batch, ContinualModule
 from lifelong_moe.models.key_views import key_view
 from lifelong_moe.moe import GROWTH_POLICIES, MoELayer, PrototypeKeys, decide_growth
 from lifelong_moe.moe.communication import COMMUNICATION
 from lifelong_moe.registry import MODELS
-from scenarios.errors import ConfigError
 
 NEG = -1e9  # log-probability of the impossible; finite, so no NaN appears in softmax or CE
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from scenarios.registry import Registry
+from lifelong_moe.registry import Registry
 
 COMMUNICATION: Registry[Callable[[int], nn.Module | None]] = Registry("communication")
 """`factory(dim) -> module or None`: the per-group module a mode adds at each growth step."""

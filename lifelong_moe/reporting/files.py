@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from scenarios.errors import ConfigError
+from lifelong_moe.errors import ConfigError
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

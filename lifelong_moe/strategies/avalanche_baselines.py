@@ -20,10 +20,10 @@ import torch
 from torch import nn
 
 from lifelong_moe.config.schema import TrainerConfig
+from lifelong_moe.errors import ConfigError
 from lifelong_moe.models.continual_module import ContinualModule, make_optimizer
 from lifelong_moe.registry import STRATEGIES
 from lifelong_moe.strategies.base import FitContext
-from scenarios.errors import ConfigError
 
 # The runner evaluates and logs; Avalanche's own evaluator is given no loggers on purpose.
 warnings.filterwarnings("ignore", message="No loggers specified, metrics will not be logged")

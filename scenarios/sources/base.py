@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from lifelong_moe.registry import Registry
 from scenarios.modality import ModalitySpec
-from scenarios.registry import Registry
 
 
 @dataclass
@@ -41,7 +41,7 @@ class SourceData:
 
 
 SourceFn = Callable[[Any, int], SourceData]
-SOURCES: Registry[SourceFn] = Registry("data source")
+SOURCES: Registry[SourceFn] = Registry("data source", builtins=("scenarios.sources",))
 """Registered sources: `fn(params, seed) -> SourceData`. Add one with `@SOURCES.register(name, params=Dataclass)`."""
 
 _CACHE: dict[Any, SourceData] = {}

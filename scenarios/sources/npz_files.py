@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from scenarios.errors import DataError
+from lifelong_moe.errors import DataError
 from scenarios.modality import MASK_KEY, MODALITY_KINDS, ModalitySpec
 from scenarios.sources.base import SOURCES, SourceData, Split
 
