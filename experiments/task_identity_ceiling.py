@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from lifelong_moe.models.key_views import key_view
+from lifelong_moe.models.encoders import key_view
 from lifelong_moe.moe import PrototypeKeys
 from scenarios.sources import load_source
 from scenarios.sources.multimodal_digits import MultimodalDigitsParams

@@ -16,7 +16,7 @@ import numpy as np
 
 from lifelong_moe.config import ComponentConfig, ExperimentConfig
 from lifelong_moe.errors import ConfigError
-from lifelong_moe.registry import STRATEGIES
+from lifelong_moe.registry import MODELS, STRATEGIES
 from lifelong_moe.reporting.files import atomic_write_text, new_run_dir, write_csv
 from lifelong_moe.reporting.plots import comparison_figure, save_figure
 from lifelong_moe.runner import run
@@ -33,25 +33,32 @@ class Contender:
 
 
 def contenders(cfg: ExperimentConfig, names: Sequence[str], backbone: ComponentConfig) -> list[Contender]:
-    """`moe` is the config's MoE model fine-tuned; every other name is a strategy on the dense backbone."""
+    """A registered model's name (e.g. `moe`) runs that model with `naive` (the config's own params if it is
+    the config's model); a strategy's name (or `joint`) runs that strategy on the dense backbone."""
     out = []
     for name in names:
-        if name == "moe":
-            model = cfg.model if cfg.model.name == "moe" else ComponentConfig(name="moe")
-            out.append(Contender(name, copy.deepcopy(model), "naive"))
-            continue
         strategy = ALIASES.get(name, name)
-        if strategy not in STRATEGIES:
-            raise ConfigError(f"--strategies: unknown '{name}'; choose from moe, joint, {', '.join(STRATEGIES)}")
-        out.append(Contender(name, copy.deepcopy(backbone), strategy))
+        if name in MODELS and strategy not in STRATEGIES:
+            model = cfg.model if cfg.model.name == name else ComponentConfig(name=name)
+            out.append(Contender(name, copy.deepcopy(model), "naive"))
+        elif strategy in STRATEGIES:
+            out.append(Contender(name, copy.deepcopy(backbone), strategy))
+        else:
+            raise ConfigError(f"--strategies: unknown '{name}'; choose from models {', '.join(MODELS)}, joint, "
+                              f"or strategies {', '.join(STRATEGIES)}")
+    if not out:
+        raise ConfigError("--strategies: the list is empty")
     if len({c.name for c in out}) != len(out):
         raise ConfigError(f"--strategies: a name appears twice in {list(names)}")
     return out
 
 
 def default_backbone(cfg: ExperimentConfig) -> ComponentConfig:
-    """The dense model the baselines share: the config's own if it is dense, else `multimodal_mlp`."""
-    return copy.deepcopy(cfg.model) if cfg.model.name != "moe" else ComponentConfig(name="multimodal_mlp")
+    """The dense model the baselines share: the config's own if it is registered as a backbone, else the
+    first registered backbone (`multimodal_mlp`)."""
+    if MODELS.meta(cfg.model.name).get("backbone"):
+        return copy.deepcopy(cfg.model)
+    return ComponentConfig(name=next(n for n in MODELS if MODELS.meta(n).get("backbone")))
 
 
 def compare(cfg: ExperimentConfig, names: Sequence[str], seeds: int, backbone: ComponentConfig | None = None,

@@ -42,7 +42,8 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} '{name}' is already registered")
             self._entries[name] = obj
             self._params[name] = params
-            self._docs[name] = ((getattr(obj, "__doc__", None) or "").strip().splitlines() or [""])[0]
+            doc = getattr(obj, "doc", None) if isinstance(getattr(obj, "doc", None), str) else None
+            self._docs[name] = ((doc or getattr(obj, "__doc__", None) or "").strip().splitlines() or [""])[0]
             self._meta[name] = dict(meta)
             return obj
 

@@ -1,4 +1,4 @@
-"""Lightning plumbing for one experience: a fresh Trainer to fit, another to evaluate every test experience."""
+"""Lightning plumbing: a fresh Trainer per fit or evaluation, and the data loaders they read."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
+from lightning.pytorch.callbacks import Callback
 from torch.utils.data import DataLoader
 
 from lifelong_moe.config.schema import TrainConfig, TrainerConfig
 from lifelong_moe.distributed import RankShardSampler
 from lifelong_moe.errors import ConfigError
-from lifelong_moe.models.continual_module import ContinualModule
+from lifelong_moe.models.continual_module import ContinualModule, LossTerm
 
 # Lightning's start-up banners and the few-workers hint repeat for every experience; keep the output readable.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
@@ -41,7 +42,8 @@ def _strategy(name: str, conditional_parameters: bool) -> Any:
 
 
 def make_trainer(cfg: TrainerConfig, *, max_epochs: int = 1, logger: Any = False, progress: bool | None = None,
-                 conditional_parameters: bool = False, evaluation: bool = False) -> L.Trainer:
+                 conditional_parameters: bool = False, evaluation: bool = False,
+                 callbacks: Sequence[Callback] = ()) -> L.Trainer:
     """A fresh Trainer: Lightning cannot fit a second experience with a Trainer that finished one."""
     return L.Trainer(
         accelerator=cfg.accelerator,
@@ -60,6 +62,7 @@ def make_trainer(cfg: TrainerConfig, *, max_epochs: int = 1, logger: Any = False
         enable_progress_bar=cfg.enable_progress_bar if progress is None else progress,
         log_every_n_steps=cfg.log_every_n_steps,
         num_sanity_val_steps=0,
+        callbacks=list(callbacks),
     )
 
 
@@ -84,22 +87,15 @@ def eval_loader(dataset: Any, cfg: TrainConfig) -> DataLoader:
                       collate_fn=getattr(dataset, "collate_fn", None), num_workers=cfg.num_workers)
 
 
-def eval_loaders(test_stream: Any, cfg: TrainConfig) -> list[DataLoader]:
-    return [eval_loader(exp.dataset, cfg) for exp in test_stream]
-
-
 def fit_experience(model: ContinualModule, dataset: Any, train_cfg: TrainConfig, trainer_cfg: TrainerConfig,
-                   seed: int, logger: Any) -> L.Trainer:
-    """Fit one experience's data; under DDP each process trains on its share of every global batch."""
+                   seed: int, logger: Any, callbacks: Sequence[Callback] = (), loss_terms: Sequence[LossTerm] = ()) -> L.Trainer:
+    """Fit one experience's data; under DDP each process trains on its share of every global batch.
+    `callbacks` join this fit's Trainer; `loss_terms` are added to the model's loss for this fit only."""
     trainer = make_trainer(trainer_cfg, max_epochs=train_cfg.epochs, logger=logger,
-                           conditional_parameters=model.conditional_parameters)
-    trainer.fit(model, train_dataloaders=train_loader(dataset, train_cfg, seed, trainer.world_size))
+                           conditional_parameters=model.conditional_parameters, callbacks=callbacks)
+    model.loss_terms = list(loss_terms)
+    try:
+        trainer.fit(model, train_dataloaders=train_loader(dataset, train_cfg, seed, trainer.world_size))
+    finally:
+        model.loss_terms = []
     return trainer
-
-
-def evaluate(model: ContinualModule, loaders: Sequence[DataLoader], trainer_cfg: TrainerConfig) -> list[float]:
-    """Accuracy on each test experience (torchmetrics, synchronised across processes)."""
-    model.start_evaluation(len(loaders))
-    trainer = make_trainer(trainer_cfg, logger=False, progress=False, evaluation=True)
-    trainer.test(model, dataloaders=list(loaders), verbose=False)
-    return model.finish_evaluation()

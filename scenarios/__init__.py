@@ -1,7 +1,7 @@
 """Task streams: data sources and the builder that turns a stream config into an Avalanche benchmark."""
 
 from lifelong_moe.errors import ConfigError, DataError, UserError
-from scenarios.builder import ExperienceSpec, Stream, build_stream
+from scenarios.builder import Experience, ExperienceSpec, Stream, build_stream
 from scenarios.config import ExperienceConfig, ScenarioKind, SourceConfig, SplitRuleConfig, StreamConfig
 from scenarios.dataset import MultimodalDataset
 from scenarios.modality import MASK_KEY, ModalitySpec
@@ -12,6 +12,7 @@ __all__ = [
     "SOURCES",
     "ConfigError",
     "DataError",
+    "Experience",
     "ExperienceConfig",
     "ExperienceSpec",
     "ModalitySpec",

@@ -17,6 +17,7 @@ from lifelong_moe.errors import ConfigError, DataError
 from lifelong_moe.registry import resolve_params
 from scenarios.config import ExperienceConfig, ScenarioKind, StreamConfig
 from scenarios.dataset import MultimodalDataset
+from scenarios.masking import keep_one
 from scenarios.modality import MASK_KEY, ModalitySpec
 from scenarios.sources import SOURCES, SourceData, Split, load_source
 
@@ -36,23 +37,56 @@ class ExperienceSpec:
     test_missing_rate: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Experience:
+    """One experience as models and strategies receive it: what it holds (`spec`), its samples (an
+    Avalanche classification dataset of `(inputs, label, task)`), and the shape of each modality it
+    carries. `avalanche` is the same experience in the Avalanche benchmark, for Avalanche's strategies."""
+
+    spec: ExperienceSpec
+    dataset: Any
+    modality_specs: dict[str, ModalitySpec]
+    avalanche: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def index(self) -> int:
+        return self.spec.index
+
+    @property
+    def classes(self) -> list[int]:
+        """The classes this experience's samples belong to, sorted."""
+        return self.spec.classes
+
+    @property
+    def modalities(self) -> list[str]:
+        return self.spec.modalities
+
+    @property
+    def task_label(self) -> int:
+        return self.spec.task_label
+
+
 @dataclass
 class Stream:
-    """A built stream: the Avalanche benchmark plus the resolved description of every experience."""
+    """A built stream: the Avalanche benchmark, the resolved description of every experience, and the
+    typed train and test experiences the runner hands to models, strategies and the evaluator."""
 
     benchmark: Any
     experiences: list[ExperienceSpec]
     modalities: dict[str, ModalitySpec]
     n_classes: int
     scenario: ScenarioKind
+    train_stream: list[Experience] = field(default_factory=list)
+    test_stream: list[Experience] = field(default_factory=list)
 
-    @property
-    def train_stream(self) -> Any:
-        return self.benchmark.train_stream
+    def __post_init__(self) -> None:
+        if not self.train_stream:
+            self.train_stream = self._typed(self.benchmark.train_stream)
+            self.test_stream = self._typed(self.benchmark.test_stream)
 
-    @property
-    def test_stream(self) -> Any:
-        return self.benchmark.test_stream
+    def _typed(self, avalanche_stream: Any) -> list[Experience]:
+        return [Experience(spec, exp.dataset, {m: self.modalities[m] for m in spec.modalities}, exp)
+                for spec, exp in zip(self.experiences, avalanche_stream, strict=True)]
 
     def describe(self) -> str:
         """A table of the experiences, for `lifelong-moe validate`."""
@@ -94,11 +128,6 @@ def build_stream(cfg: StreamConfig, seed: int = 0) -> Stream:
         )
 
     benchmark = with_task_labels(with_classes_timeline(benchmark_from_datasets(train=train_sets, test=test_sets)))
-    for stream in (benchmark.train_stream, benchmark.test_stream):
-        for exp, spec in zip(stream, resolved):
-            exp.modalities = list(spec.modalities)
-            exp.modality_specs = {m: specs[m] for m in spec.modalities}
-            exp.spec = spec
     n_classes = 1 + max(c for e in resolved for c in e.classes)
     return Stream(benchmark, resolved, specs, n_classes, cfg.scenario)
 
@@ -227,13 +256,9 @@ def _dataset(
             raise ConfigError(f"{key}.{m}: modality '{m}' is not in this experience ({modalities})")
         if not 0.0 <= rate < 1.0:
             raise ConfigError(f"{key}.{m}: missing rate must lie in [0, 1), got {rate}")
-    present = {m: rng.random(n) >= missing_rate.get(m, 0.0) for m in modalities}
-    # a sample keeps at least one modality: where all were dropped, restore one at random
-    none_left = ~np.any(np.stack([present[m] for m in modalities]), axis=0)
-    if none_left.any():
-        restore = rng.integers(0, len(modalities), n)
-        for k, m in enumerate(modalities):
-            present[m] |= none_left & (restore == k)
+    drop = np.stack([rng.random(n) < missing_rate.get(m, 0.0) for m in modalities], 1)  # (n, M)
+    drop = keep_one(np.ones_like(drop), drop, rng.random)  # a sample keeps at least one modality
+    present = {m: ~drop[:, k] for k, m in enumerate(modalities)}
     ds = MultimodalDataset({m: split.inputs[m] for m in modalities}, present, split.labels, specs)
     # task-aware, so Avalanche code that splits data by task (LwF, task_set) works on it
     return TaskAwareClassificationDataset(

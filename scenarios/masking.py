@@ -4,7 +4,7 @@ modality missing at a given rate. Removed means masked as absent and zeroed, nev
 from __future__ import annotations
 
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from itertools import combinations
 from typing import Any
 
@@ -66,15 +66,27 @@ def keep_subset(dataset: Any, modalities: Sequence[str], keep: Sequence[str]) ->
     return MaskedView(dataset, {m: np.ones(len(rows), dtype=bool) for m in modalities if m not in keep}, rows)
 
 
+def keep_one(present: Any, drop: Any, draw: Callable[[tuple[int, ...]], Any]) -> Any:
+    """`drop` (n, M), except that a sample it would strip of every modality it had keeps one of them: the
+    present one with the highest score from `draw(shape)`, which is called only if some sample needs it.
+    The one rule for "drop modalities but keep at least one", on numpy arrays or torch tensors alike."""
+    emptied = ~(present & ~drop).any(1) & present.any(1)
+    if not emptied.any():
+        return drop
+    scores = draw(tuple(present.shape))
+    scores[~present] = -1.0
+    kept = drop.copy() if isinstance(drop, np.ndarray) else drop.clone()
+    rows = emptied.nonzero()[0] if isinstance(emptied, np.ndarray) else emptied.nonzero(as_tuple=True)[0]
+    kept[rows, scores[rows].argmax(1)] = False
+    return kept
+
+
 def with_missing_rate(dataset: Any, modalities: Sequence[str], rate: float, seed: int) -> MaskedView:
     """Each present modality of each sample removed with probability `rate`, independently; a sample keeps
     at least one of the modalities it had (one of them, at random, is restored if all were drawn)."""
     present = present_matrix(dataset, modalities)
     rng = np.random.default_rng(seed)
-    drop = (rng.random(present.shape) < rate) & present
-    emptied = ~(present & ~drop).any(1) & present.any(1)
-    for i in np.flatnonzero(emptied):
-        drop[i, rng.choice(np.flatnonzero(present[i]))] = False
+    drop = keep_one(present, (rng.random(present.shape) < rate) & present, rng.random)
     return MaskedView(dataset, {m: drop[:, k] for k, m in enumerate(modalities)})
 
 
@@ -92,11 +104,7 @@ def drop_modalities(x: dict[str, Any], rate: float, modalities: Sequence[str]) -
         return x
     present = torch.stack([x[MASK_KEY][m].bool() for m in names], 1)  # (B, M)
     drop = (torch.rand(present.shape, device=present.device) < rate) & present
-    emptied = ~(present & ~drop).any(1) & present.any(1)
-    if emptied.any():  # restore one random originally-present modality
-        scores = torch.rand(present.shape, device=present.device).masked_fill(~present, -1.0)
-        restore = torch.zeros_like(drop).scatter_(1, scores.argmax(1, keepdim=True), True) & emptied.unsqueeze(1)
-        drop &= ~restore
+    drop = keep_one(present, drop, lambda shape: torch.rand(shape, device=present.device))
     out = type(x)(x)
     out[MASK_KEY] = type(x[MASK_KEY])(x[MASK_KEY])
     for k, m in enumerate(names):

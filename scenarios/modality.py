@@ -1,10 +1,10 @@
-"""What a modality looks like: its kind (which encoder reads it), per-sample shape and dtype."""
+"""What a modality looks like: its kind (which encoder reads it; the kinds are the names registered in
+`lifelong_moe.models.ENCODERS`), per-sample shape and dtype."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-MODALITY_KINDS = ("image", "signal", "text", "tabular")
 MASK_KEY = "mask"  # reserved input key: {modality: bool} presence flags, never a modality name
 
 

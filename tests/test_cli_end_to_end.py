@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import tiny_config, write_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -19,6 +21,7 @@ def _cli() -> list[str]:
     return [exe] if exe else [sys.executable, "-m", "lifelong_moe.cli"]
 
 
+@pytest.mark.slow
 def test_run_validate_list_end_to_end(tmp_path):
     cfg = write_yaml(tmp_path / "tiny.yaml", tiny_config(tmp_path / "runs"))
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

@@ -47,6 +47,7 @@ def _cli(cfg_path: Path, *overrides: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=300, check=False)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_only_rank_zero_writes(tmp_path):
     cfg_path = write_yaml(tmp_path / "moe.yaml", _moe_config(tmp_path / "runs"))
     one = _cli(cfg_path, "output.version=one")
@@ -108,6 +109,7 @@ def test_global_batch_is_split_over_processes(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_ranks_with_different_structures_are_stopped(tmp_path):
     cfg = config_from_dict(_moe_config(tmp_path))
     s = build_stream(cfg.stream, 0)

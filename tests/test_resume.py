@@ -64,6 +64,7 @@ def test_resume_after_an_interruption_gives_the_same_results(tmp_path, uninterru
     assert totals == [p["total"] for p in uninterrupted.results["parameters_per_experience"]]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_stream_then_resume_from_the_cli(tmp_path, uninterrupted):
     cfg_path = write_yaml(tmp_path / "c.yaml", moe_cfg(tmp_path / "runs", train={"epochs": 12, "batch_size": 16, "lr": 0.01}))
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

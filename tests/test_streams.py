@@ -24,9 +24,10 @@ def labels_of(ds):
 
 def test_class_incremental_split():
     s = stream(sources={"syn": SYN}, split={"source": "syn", "n_experiences": 3})
-    assert [sorted(e.classes_in_this_experience) for e in s.train_stream] == [[0, 1], [2, 3], [4, 5]]
+    assert [sorted(e.avalanche.classes_in_this_experience) for e in s.train_stream] == [[0, 1], [2, 3], [4, 5]]
+    assert [e.classes for e in s.train_stream] == [[0, 1], [2, 3], [4, 5]]
     assert [labels_of(e.dataset) for e in s.test_stream] == [[0, 1], [2, 3], [4, 5]]
-    assert sorted(s.train_stream[2].previous_classes) == [0, 1, 2, 3]
+    assert sorted(s.train_stream[2].avalanche.previous_classes) == [0, 1, 2, 3]
     assert all(e.task_label == 0 for e in s.train_stream)
     assert [len(e.dataset) for e in s.train_stream] == [20, 20, 20]
     assert s.n_classes == 6

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lifelong_moe.config.schema import ExperimentConfig
-from lifelong_moe.errors import ConfigError
+from lifelong_moe.errors import ConfigError, first_line
 from lifelong_moe.registry import MODELS, STRATEGIES, resolve_params
 
 
@@ -46,14 +47,27 @@ def config_from_dict(raw: Any, overrides: Sequence[str] = ()) -> ExperimentConfi
         obj: ExperimentConfig = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:
         key = err.full_key or "config"
-        raise ConfigError(f"{key}: {_message(err)}") from None
+        raise ConfigError(f"{key}: {first_line(err)}") from None
     except (TypeError, ValueError) as err:  # e.g. a mapping assigned onto a list
         raise ConfigError(f"config: {err}") from None
     for key, registry, component in (("model", MODELS, obj.model), ("strategy", STRATEGIES, obj.strategy)):
         registry.get(component.name, f"{key}.name")
-        resolve_params(registry, component.name, component.params, f"{key}.params")
+        # resolved once, here: the complete params (defaults filled in) are what config.yaml records
+        resolved = resolve_params(registry, component.name, component.params, f"{key}.params")
+        component.params = dataclasses.asdict(resolved) if resolved is not None else {}
+    _check_compatible(obj)
     _check_values(obj)
     return obj
+
+
+def _check_compatible(cfg: ExperimentConfig) -> None:
+    """A model that routes each training batch to the current experience's experts trains only with
+    strategies that feed it that experience's data alone, through the native loop."""
+    if MODELS.meta(cfg.model.name).get("routes_by_experience") and not STRATEGIES.meta(cfg.strategy.name).get("current_experience_only"):
+        raise ConfigError(
+            f"strategy.name: '{cfg.strategy.name}' trains on more than the current experience's data (or through "
+            f"Avalanche's loop), but model '{cfg.model.name}' routes each training batch to the current experience's "
+            f"experts; use strategy 'naive' with it, or a dense model such as multimodal_mlp")
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
@@ -80,11 +94,6 @@ def _check_values(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"modality_eval.missing_rates[{k}]: must lie in [0, 1), got {rate}")
     if cfg.reference_results is not None and not Path(cfg.reference_results).is_file():
         raise ConfigError(f"reference_results: file not found: {cfg.reference_results}")
-
-
-def _message(err: OmegaConfBaseException) -> str:
-    msg = (getattr(err, "msg", None) or str(err)).strip().splitlines()[0]
-    return msg
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:

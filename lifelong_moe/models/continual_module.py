@@ -1,24 +1,41 @@
-"""The LightningModule contract of a continual model: the runner calls `on_experience_start(exp)` before
-each experience is trained, and evaluates with one accuracy metric per test experience."""
+"""The LightningModule contract of a continual model.
+
+The runner calls `on_experience_start(exp)` before each experience is trained (grow, freeze, add a
+modality) and `on_experience_end(exp)` after. Every model implements `logits(inputs, task_labels)`: scores
+over every class of the stream, before classes the model may not predict are masked; `forward` masks them.
+Evaluation belongs to `lifelong_moe.evaluation`: `test_step` returns a `Prediction`, and measurements
+specific to a model (e.g. routing statistics) are `evaluation_probes()` the evaluator runs."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-import torchmetrics
 from torch import nn
 
 from lifelong_moe.config.schema import TrainConfig
 from lifelong_moe.errors import InputError
 from lifelong_moe.models.encoders import build_encoder
+from scenarios import Experience
 from scenarios.masking import drop_modalities
-from scenarios.modality import MASK_KEY
+from scenarios.modality import MASK_KEY, ModalitySpec
 
 Batch = tuple[dict[str, Any], torch.Tensor, torch.Tensor]
+LossTerm = Callable[["ContinualModule", dict[str, Any], torch.Tensor, torch.Tensor], torch.Tensor]
+"""`term(model, inputs, labels, logits) -> scalar`: added to the model's own training loss."""
+
+
+@dataclass
+class Prediction:
+    """What `test_step` gives the evaluator: masked logits (B, C), and model-specific details for probes."""
+
+    logits: torch.Tensor
+    details: Any = None
 
 
 def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -41,10 +58,10 @@ def _check_modality(name: str, x: torch.Tensor, spec: Any) -> None:
 
 
 class ContinualModule(L.LightningModule):
-    """Per-modality encoders grown as modalities arrive, masked-mean fusion, a head over all stream classes.
+    """Per-modality encoders grown as modalities arrive, masked-mean fusion, scores over all stream classes.
 
     Logits of classes not yet seen are masked out (class-incremental); with task labels (task-incremental)
-    only the task's classes compete. Subclasses define `trunk(fused) -> features` and the head."""
+    only the task's classes compete. Subclasses define `logits(inputs, task_labels)`."""
 
     # Whether a batch can leave trainable parameters unused (an encoder of a modality no sample in the
     # batch has, an expert no token was routed to); DDP must then look for them at every step.
@@ -62,31 +79,31 @@ class ContinualModule(L.LightningModule):
         self.register_buffer("seen_classes", torch.zeros(n_classes, dtype=torch.bool))
         self.register_buffer("task_classes", torch.zeros(0, n_classes, dtype=torch.bool))
         self.experience = -1
-        self.eval_metrics = nn.ModuleList()
+        self.loss_terms: list[LossTerm] = []  # set by a strategy for the length of a fit
         self._epoch_sums: torch.Tensor | None = None
 
     # ---- lifelong hooks -------------------------------------------------------------------------
-    def on_experience_start(self, exp: Any) -> None:
+    def on_experience_start(self, exp: Experience) -> None:
         """Adapt to a new experience before it is trained: new modalities get encoders, classes get enabled."""
-        self.experience = exp.spec.index
+        self.experience = exp.index
         for name, spec in exp.modality_specs.items():
             if name not in self.encoders:
                 self.add_modality(name, spec)
-        classes = torch.as_tensor(sorted(exp.classes_in_this_experience), device=self.seen_classes.device)
+        classes = torch.as_tensor(exp.classes, device=self.seen_classes.device)
         self.seen_classes[classes] = True
-        task = int(exp.spec.task_label)
+        task = int(exp.task_label)
         if task >= len(self.task_classes):
             grown = torch.zeros(task + 1, self.n_classes, dtype=torch.bool, device=self.task_classes.device)
             grown[: len(self.task_classes)] = self.task_classes
             self.task_classes = grown
         self.task_classes[task, classes] = True
 
-    def on_experience_end(self, exp: Any) -> None:
+    def on_experience_end(self, exp: Experience) -> None:
         """Called after an experience is trained, before evaluation."""
 
-    def add_modality(self, name: str, spec: Any) -> None:
+    def add_modality(self, name: str, spec: ModalitySpec) -> None:
         self.modality_specs[name] = spec
-        self.encoders[name] = build_encoder(spec, self.embed_dim).to(self.device)
+        self.encoders[name] = build_encoder(spec, self.embed_dim, name).to(self.device)
         self.modality_embed[name] = nn.Parameter(torch.zeros(self.embed_dim, device=self.device))
 
     # ---- forward --------------------------------------------------------------------------------
@@ -113,10 +130,8 @@ class ContinualModule(L.LightningModule):
         w = torch.stack(list(present.values()), 1).to(z.dtype).unsqueeze(-1)  # (B, M, 1)
         return (z * w).sum(1) / w.sum(1).clamp_min(1.0)
 
-    def trunk(self, fused: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def head(self, features: torch.Tensor) -> torch.Tensor:
+    def logits(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C) scores over every class of the stream, unmasked (what DER regresses, for example)."""
         raise NotImplementedError
 
     def class_mask(self, task_labels: torch.Tensor | None, batch: int) -> torch.Tensor:
@@ -126,7 +141,7 @@ class ContinualModule(L.LightningModule):
         return self.seen_classes.unsqueeze(0).expand(batch, -1)
 
     def forward(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self.head(self.trunk(self.fuse(inputs)))  # (B, C)
+        logits = self.logits(inputs, task_labels)  # (B, C)
         mask = self.class_mask(task_labels, logits.shape[0])
         return logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
 
@@ -140,6 +155,8 @@ class ContinualModule(L.LightningModule):
         x, y, t = batch
         x = drop_modalities(x, self.train_cfg.modality_dropout, list(self.encoders))
         loss, logits = self.training_loss(x, y, t)
+        for term in self.loss_terms:
+            loss = loss + term(self, x, y, logits)
         detached = loss.detach()
         self._accumulate(detached, (logits.argmax(1) == y).sum(), len(y))
         if self.logger is not None and self.trainer.global_step % self.trainer.log_every_n_steps == 0:
@@ -177,26 +194,18 @@ class ContinualModule(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return make_optimizer(self.optimizer_param_groups(), self.train_cfg)
 
-    # ---- evaluation: one accuracy per test experience --------------------------------------------
-    def start_evaluation(self, n_experiences: int) -> None:
-        self.eval_metrics = nn.ModuleList(
-            torchmetrics.classification.MulticlassAccuracy(num_classes=self.n_classes, average="micro")
-            for _ in range(n_experiences)
-        ).to(self.device)
+    # ---- evaluation: predictions for the evaluator, and the probes it should run -------------------
+    def evaluation_step(self, inputs: dict[str, Any], task_labels: torch.Tensor | None) -> Prediction:
+        return Prediction(self(inputs, task_labels))
 
-    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        x, y, t = batch
-        preds = self(x, t).argmax(1)
-        self.eval_metrics[dataloader_idx].update(preds, y)
+    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> Prediction:
+        x, _, t = batch
+        return self.evaluation_step(x, t)
 
-    def finish_evaluation(self) -> list[float]:
-        values = [float(m.compute()) for m in self.eval_metrics]
-        self.eval_metrics = nn.ModuleList()
-        return values
-
-    def evaluation_report(self) -> dict[str, Any]:
-        """Model-specific records of the last evaluation (e.g. routing statistics) for results and TensorBoard."""
-        return {}
+    def evaluation_probes(self) -> list[Any]:
+        """Measurements specific to this model, run by the evaluator alongside accuracy
+        (objects with `start`, `update` and `compute`; see `lifelong_moe.evaluation.Probe`)."""
+        return []
 
     def setup(self, stage: str) -> None:
         """Under DDP, stop before wrapping if the processes grew different structures: each grows on its own,
@@ -222,8 +231,6 @@ class ContinualModule(L.LightningModule):
 
     def restore_structure(self, state: dict[str, Any]) -> None:
         """Grow a freshly built module to the saved shape; `load_state_dict` then fills in the values."""
-        from scenarios.modality import ModalitySpec
-
         self.experience = state["experience"]
         for m, spec in state["modalities"].items():
             if m not in self.encoders:

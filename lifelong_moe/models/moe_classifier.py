@@ -20,13 +20,13 @@ from torch.utils.data import DataLoader
 
 from lifelong_moe.config.schema import TrainConfig
 from lifelong_moe.errors import ConfigError
-from lifelong_moe.models.continual_module import Batch, ContinualModule
-from lifelong_moe.models.key_views import key_view
-from lifelong_moe.moe import GROWTH_POLICIES, MoELayer, PrototypeKeys, decide_growth
-from lifelong_moe.moe.communication import COMMUNICATION
+from lifelong_moe.models.continual_module import ContinualModule, Prediction
+from lifelong_moe.models.encoders import key_view
+from lifelong_moe.models.moe_probes import NEG, CommunicationProbe, RoutingProbe
+from lifelong_moe.moe import COMMUNICATION, GROWTH, MoELayer, PrototypeKeys, decide_growth
 from lifelong_moe.registry import MODELS
-
-NEG = -1e9  # log-probability of the impossible; finite, so no NaN appears in softmax or CE
+from scenarios import Experience
+from scenarios.modality import ModalitySpec
 
 
 @dataclass
@@ -84,7 +84,7 @@ class MoEClassifier(ContinualModule):
     def __init__(self, params: MoEParams, *, n_classes: int, scenario: str, train: TrainConfig) -> None:
         _check(params)
         super().__init__(n_classes=n_classes, scenario=scenario, train=train, embed_dim=params.embed_dim)
-        self.p = params
+        self.settings = params
         self.layers = nn.ModuleList(
             MoELayer(params.embed_dim, params.expert_hidden, params.k, params.gate_noise, params.n_shared_experts,
                      params.communication, router_per_modality=params.router == "per_modality")
@@ -93,7 +93,8 @@ class MoEClassifier(ContinualModule):
         # shared communication: the shared experts' values at the end of the last experience, as buffers
         # (so checkpoints carry them), and whether they are set yet
         self._anchored = [(f"anchor__{n.replace('.', '__')}", p) for n, p in self.layers.named_parameters() if ".shared." in n]
-        if params.communication == "shared":
+        self._anchors_shared = COMMUNICATION.get(params.communication, "model.params.communication").anchors_shared_experts
+        if self._anchors_shared:
             for name, p in self._anchored:
                 self.register_buffer(name, p.detach().clone())
             self.register_buffer("anchor_set", torch.tensor(False))
@@ -115,28 +116,28 @@ class MoEClassifier(ContinualModule):
     def expert_owner(self) -> list[int]:
         return list(self.layers[0].pool.owner)
 
-    def on_experience_start(self, exp: Any) -> None:
-        e = exp.spec.index
+    def on_experience_start(self, exp: Experience) -> None:
+        e = exp.index
         old_params = [p for p in self.parameters() if id(p) in self._trained]
         new_modality = any(m not in self.encoders for m in exp.modality_specs)
         super().on_experience_start(exp)  # encoders for new modalities, class masks
-        self.experience_task[e] = int(exp.spec.task_label)
+        self.experience_task[e] = int(exp.task_label)
 
         closest, z = self._closest_known_group(exp.dataset)
         decision = decide_growth(
-            self.p.growth, n_groups=self.n_groups, n_experts=self.layers[0].n_experts,
-            experts_per_growth=self.p.experts_per_growth, max_experts=self.p.max_experts,
-            new_modality=new_modality, closest_group=closest, novelty_z=z, novelty_threshold=self.p.novelty_threshold,
+            self.settings.growth, n_groups=self.n_groups, n_experts=self.layers[0].n_experts,
+            experts_per_growth=self.settings.experts_per_growth, max_experts=self.settings.max_experts,
+            new_modality=new_modality, closest_group=closest, novelty_z=z, novelty_threshold=self.settings.novelty_threshold,
         )
         if decision.grow:
             group = self.n_groups
             for layer in self.layers:
-                layer.grow(self.p.experts_per_growth, group)
+                layer.grow(self.settings.experts_per_growth, group)
         else:
             group = int(decision.reuse_group)
         self.experience_group[e] = group
         self.growth_log[e] = decision.reason
-        self.heads[str(e)] = ExperienceHead(self.p.embed_dim, sorted(exp.classes_in_this_experience)).to(self.device)
+        self.heads[str(e)] = ExperienceHead(self.settings.embed_dim, exp.classes).to(self.device)
         self._freeze(old_params, group)
 
     def _freeze(self, old_params: list[nn.Parameter], group: int) -> None:
@@ -144,15 +145,15 @@ class MoEClassifier(ContinualModule):
         encoders under encoder_training=always, and the reused group's experts under old_expert_lr_scale."""
         encoder_params = {id(p) for p in self.encoders.parameters()} | {id(p) for p in self.modality_embed.parameters()}
         reused = {id(p) for layer in self.layers for expert in layer.pool.experts_of(group)
-                  for p in expert.parameters()} if self.p.old_expert_lr_scale > 0 else set()
-        shared = {id(p) for _, p in self._anchored} if self.p.communication == "shared" else set()
+                  for p in expert.parameters()} if self.settings.old_expert_lr_scale > 0 else set()
+        shared = {id(p) for _, p in self._anchored} if self._anchors_shared else set()
         for p in old_params:
             if id(p) in encoder_params:
-                p.requires_grad_(self.p.encoder_training == "always")
+                p.requires_grad_(self.settings.encoder_training == "always")
             elif id(p) in reused or id(p) in shared:
                 p.requires_grad_(True)
             else:
-                p.requires_grad_(not self.p.freeze_old)
+                p.requires_grad_(not self.settings.freeze_old)
         self._old_reused = {id(p) for p in old_params if id(p) in reused}
 
     def optimizer_param_groups(self) -> list[dict[str, Any]]:
@@ -160,22 +161,22 @@ class MoEClassifier(ContinualModule):
         rest = [p for p in self.parameters() if p.requires_grad and id(p) not in self._old_reused]
         groups = [{"params": rest}]
         if scaled:
-            groups.append({"params": scaled, "lr": self.train_cfg.lr * self.p.old_expert_lr_scale})
+            groups.append({"params": scaled, "lr": self.train_cfg.lr * self.settings.old_expert_lr_scale})
         return groups
 
-    def on_experience_end(self, exp: Any) -> None:
+    def on_experience_end(self, exp: Experience) -> None:
         """Fit this experience's keys on its training data, through the (now settled) encoders."""
-        tokens, present, labels = self._encode_dataset(exp.dataset, self.p.key_fit_samples)
-        self.keys.fit(exp.spec.index, tokens, present, labels)
+        tokens, present, labels = self._encode_dataset(exp.dataset, self.settings.key_fit_samples)
+        self.keys.fit(exp.index, tokens, present, labels)
         self._trained = {id(p) for p in self.parameters()}
-        if self.p.communication == "shared":
+        if self._anchors_shared:
             for name, p in self._anchored:
                 getattr(self, name).copy_(p.detach())
             self.anchor_set.fill_(True)
 
     def anchor_penalty(self) -> torch.Tensor:
         """shared communication: squared distance of the shared experts from their last experience's values."""
-        if self.p.communication != "shared" or not bool(self.anchor_set):
+        if not self._anchors_shared or not bool(self.anchor_set):
             return self.layers[0].norm.weight.new_zeros(())
         return sum((p - getattr(self, name)).pow(2).sum() for name, p in self._anchored)
 
@@ -205,7 +206,7 @@ class MoEClassifier(ContinualModule):
 
     def _closest_known_group(self, dataset: Any) -> tuple[int | None, float | None]:
         """The group whose experience keys best explain the new data, and its novelty z-score."""
-        needs = self.p.growth != "experience" or self.p.max_experts > 0
+        needs = GROWTH.meta(self.settings.growth).get("needs_novelty", False) or self.settings.max_experts > 0
         if not needs or not self.keys.experiences:
             return None, None
         tokens, present, _ = self._encode_dataset(dataset, 512)
@@ -215,17 +216,17 @@ class MoEClassifier(ContinualModule):
         closest_exp, z = self.keys.novelty(self.keys.score(known, {m: present[m] for m in known}))
         return self.experience_group[closest_exp], z
 
-    def add_modality(self, name: str, spec: Any) -> None:
+    def add_modality(self, name: str, spec: ModalitySpec) -> None:
         super().add_modality(name, spec)
         for layer in self.layers:
             layer.add_modality_router(name)
-        if self.p.encoder_training == "never":
+        if self.settings.encoder_training == "never":
             self.encoders[name].requires_grad_(False)
             self.modality_embed[name].requires_grad_(False)
 
     def key_inputs(self, inputs: dict[str, Any], tokens: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """What the keys see per modality: fixed raw-input views, or the encoder tokens (detached)."""
-        if self.p.key_space == "features":
+        if self.settings.key_space == "features":
             return {m: t.detach() for m, t in tokens.items()}
         return {m: key_view(self.modality_specs[m], inputs[m]) for m in tokens}
 
@@ -246,8 +247,8 @@ class MoEClassifier(ContinualModule):
         scores = self.keys.score(keyed, present, experiences=exps)  # (B, n_exp)
         if not torch.isfinite(scores).any():  # no keys yet (the untrained model): every experience alike
             scores = torch.zeros_like(scores)
-        logp = torch.log_softmax(scores.clamp_min(NEG) / self.p.key_temperature, dim=1)
-        if self.p.key_routing == "hard":
+        logp = torch.log_softmax(scores.clamp_min(NEG) / self.settings.key_temperature, dim=1)
+        if self.settings.key_routing == "hard":
             best = logp.argmax(1, keepdim=True)
             logp = torch.full_like(logp, NEG).scatter_(1, best, 0.0)
         return exps, logp
@@ -269,18 +270,18 @@ class MoEClassifier(ContinualModule):
         pres = torch.stack(list(present.values()), 1)  # (B, M)
         token_sample, token_modality = pres.nonzero(as_tuple=True)  # (n,), (n,)
         h = z[token_sample, token_modality]  # (n, D)
-        restrict = current is not None or (self.task_incremental and task_labels is not None) or self.p.key_routing == "hard"
+        restrict = current is not None or (self.task_incremental and task_labels is not None) or self.settings.key_routing == "hard"
         if restrict:
             allowed, bias = (expert_logp > NEG / 2)[token_sample], None
         else:
-            allowed, bias = None, (self.p.key_weight * expert_logp.clamp_min(-1e4))[token_sample]
+            allowed, bias = None, (self.settings.key_weight * expert_logp.clamp_min(-1e4))[token_sample]
 
         aux = h.new_zeros(())
         routings, comm_stats = [], []
         for layer in self.layers:
             out = layer(h, bias=bias, allowed=allowed, token_modality=token_modality, modality_names=list(tokens))
             h = out.hidden
-            aux = aux + self.p.balance_loss_weight * out.balance_loss + self.p.z_loss_weight * out.z_loss
+            aux = aux + self.settings.balance_loss_weight * out.balance_loss + self.settings.z_loss_weight * out.z_loss
             routings.append(out.routing)
             comm_stats.append(out.stats)
 
@@ -295,90 +296,33 @@ class MoEClassifier(ContinualModule):
             logits[:, head.classes] = torch.logaddexp(logits[:, head.classes], torch.log_softmax(head(pooled), dim=1) + logp[:, col : col + 1])
         return MoEForward(logits, aux, token_sample, token_modality, routings, comm_stats)
 
+    def logits(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of the classes of every head; classes without a head score NEG (finite, so no NaN)."""
+        return self.forward_outputs(inputs, task_labels).logits
+
     def forward(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None) -> torch.Tensor:
-        logits = self.forward_outputs(inputs, task_labels).logits
+        logits = self.logits(inputs, task_labels)
         mask = self.class_mask(task_labels, logits.shape[0])
         return logits.masked_fill(~mask, NEG)
 
     def training_loss(self, x: dict[str, Any], y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.forward_outputs(x, t, current=self.experience)
-        return F.cross_entropy(out.logits, y) + out.aux_loss + self.p.shared_anchor * self.anchor_penalty(), out.logits
+        return F.cross_entropy(out.logits, y) + out.aux_loss + self.settings.shared_anchor * self.anchor_penalty(), out.logits
 
-    # ---- evaluation with routing statistics -----------------------------------------------------
-    def on_test_epoch_start(self) -> None:
-        # allocated here, once Lightning has moved the model to its device
-        J, E, M = len(self.eval_metrics), max(len(self.expert_owner), 1), max(len(self.encoders), 1)
-        self._route_mass = torch.zeros(J, M, E, device=self.device)  # (J, M, E)
-        self._route_hits = torch.zeros(J, 2, device=self.device)  # (J, [correct, total])
-        k = self.p.k
-        self._attention = torch.zeros(len(self.layers), J, k, k + 1, device=self.device)  # attention sums
-        self._attention_n = torch.zeros(len(self.layers), J, device=self.device)
-        self._shared_norms = torch.zeros(J, 2, device=self.device)  # (J, [shared, routed]) output norms
-        self._report: dict[str, Any] = {}
+    # ---- evaluation: the probes the evaluator runs ---------------------------------------------------
+    def evaluation_step(self, inputs: dict[str, Any], task_labels: torch.Tensor | None) -> Prediction:
+        out = self.forward_outputs(inputs, task_labels)
+        mask = self.class_mask(task_labels, out.logits.shape[0])
+        return Prediction(out.logits.masked_fill(~mask, NEG), out)
 
-    def test_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        x, y, t = batch
-        out = self.forward_outputs(x, t)
-        mask = self.class_mask(t, len(y))
-        self.eval_metrics[dataloader_idx].update(out.logits.masked_fill(~mask, NEG).argmax(1), y)
-        for layer, stats in enumerate(out.comm_stats):
-            if "attention_sum" in stats:
-                self._attention[layer, dataloader_idx] += stats["attention_sum"]
-                self._attention_n[layer, dataloader_idx] += stats["attention_count"]
-            if "shared_norm" in stats:
-                self._shared_norms[dataloader_idx] += torch.stack([stats["shared_norm"], stats["routed_norm"]])
-        if not self.expert_owner:
-            return
-        E = len(self.expert_owner)
-        per_sample = torch.zeros(len(y), E, device=self.device)  # (B, E) gate mass over layers and tokens
-        for routing in out.routings:
-            k = routing.topk_idx.shape[1]
-            w = routing.topk_weight.float().reshape(-1)
-            idx = routing.topk_idx.reshape(-1)
-            mod = out.token_modality.repeat_interleave(k)
-            self._route_mass[dataloader_idx].index_put_((mod, idx), w / len(out.routings), accumulate=True)
-            per_sample.index_put_((out.token_sample.repeat_interleave(k), idx), w, accumulate=True)
-        own_group = self.experience_group.get(dataloader_idx, -1)
-        owner = torch.as_tensor(self.expert_owner, device=self.device)
-        hits = (owner[per_sample.argmax(1)] == own_group).sum()
-        self._route_hits[dataloader_idx] += torch.stack([hits.float(), torch.tensor(float(len(y)), device=self.device)])
-
-    def on_test_epoch_end(self) -> None:
-        mass = self.trainer.strategy.reduce(self._route_mass, reduce_op="sum")
-        hits = self.trainer.strategy.reduce(self._route_hits, reduce_op="sum")
-        self._report = {
-            "routing_accuracy": (hits[:, 0] / hits[:, 1].clamp_min(1)).tolist(),
-            "routing_mass": mass.tolist(),  # [test experience][modality][expert]: gate mass
-            "modalities": list(self.encoders),
-            "expert_owner": self.expert_owner,
-            "experience_group": {int(k): v for k, v in self.experience_group.items()},
-            "communication": self._communication_report(),
-        }
-
-    def _communication_report(self) -> dict[str, Any]:
-        """What communication did on this evaluation: lateral gates per layer and group, mean attention among
-        each test experience's chosen experts (last column: the older groups' summary), shared experts' share."""
-        mode = self.p.communication
-        report: dict[str, Any] = {"mode": mode}
-        if mode == "lateral":
-            report["lateral_gates"] = [layer.lateral_gates() for layer in self.layers]
-        if mode == "attention":
-            attention = self.trainer.strategy.reduce(self._attention, reduce_op="sum")
-            n = self.trainer.strategy.reduce(self._attention_n, reduce_op="sum").clamp_min(1)
-            report["attention"] = (attention / n[..., None, None]).tolist()  # [layer][test experience][slot][slot or summary]
-        if mode == "shared":
-            norms = self.trainer.strategy.reduce(self._shared_norms, reduce_op="sum")
-            report["shared_share"] = (norms[:, 0] / norms.sum(1).clamp_min(1e-12)).tolist()  # per test experience
-        return report
-
-    def evaluation_report(self) -> dict[str, Any]:
-        return dict(getattr(self, "_report", {}))
+    def evaluation_probes(self) -> list[Any]:
+        return [RoutingProbe(), CommunicationProbe(self.settings.communication)]
 
     # ---- accounting -----------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:
         counts = super().parameter_counts()
         n = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
-        k_eff = min(self.p.k, self.p.experts_per_growth) if self.p.key_routing == "hard" else self.p.k
+        k_eff = min(self.settings.k, self.settings.experts_per_growth) if self.settings.key_routing == "hard" else self.settings.k
         active = n(self.encoders) + n(self.modality_embed) + n(self.final_norm) + n(self.heads)
         for layer in self.layers:
             per_expert = layer.pool.params_per_expert
@@ -414,7 +358,7 @@ class MoEClassifier(ContinualModule):
                 for layer in self.layers:
                     layer.grow(state["expert_owner"].count(g), g)
         for e, classes in state["heads"].items():
-            self.heads[str(e)] = ExperienceHead(self.p.embed_dim, classes).to(self.device)
+            self.heads[str(e)] = ExperienceHead(self.settings.embed_dim, classes).to(self.device)
         for name, shape in state["keys"].items():
             self.keys.register_buffer(name, torch.zeros(shape, device=self.device))
         self.experience_group = {int(k): v for k, v in state["experience_group"].items()}
@@ -436,8 +380,8 @@ def _check(p: MoEParams) -> None:
     for key in ("embed_dim", "n_layers", "expert_hidden", "experts_per_growth", "k"):
         if getattr(p, key) < 1:
             bad(key, f"must be at least 1, got {getattr(p, key)}")
-    if p.growth not in GROWTH_POLICIES:
-        bad("growth", f"unknown policy '{p.growth}'; use one of {', '.join(GROWTH_POLICIES)}")
+    if p.growth not in GROWTH:
+        bad("growth", f"unknown policy '{p.growth}'; use one of {', '.join(GROWTH)}")
     if p.key_routing not in ("hard", "soft"):
         bad("key_routing", f"use hard or soft, got '{p.key_routing}'")
     if p.max_experts and p.max_experts < p.experts_per_growth:
@@ -454,11 +398,11 @@ def _check(p: MoEParams) -> None:
         bad("router", f"use shared or per_modality, got '{p.router}'")
     if p.communication not in COMMUNICATION:
         bad("communication", f"unknown mode '{p.communication}'; use one of {', '.join(COMMUNICATION)}")
-    if p.communication == "shared" and p.n_shared_experts < 1:
-        bad("n_shared_experts", "communication=shared needs at least 1 shared expert")
+    if COMMUNICATION.get(p.communication).anchors_shared_experts and p.n_shared_experts < 1:
+        bad("n_shared_experts", f"communication={p.communication} needs at least 1 shared expert")
 
 
-@MODELS.register("moe", params=MoEParams)
+@MODELS.register("moe", params=MoEParams, routes_by_experience=True)
 def moe(params: MoEParams, **kwargs: Any) -> MoEClassifier:
     """Lifelong MoE: experts grow per experience and freeze; task-free routing by per-experience keys."""
     return MoEClassifier(params, **kwargs)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,14 +30,11 @@ class MultimodalMLP(ContinualModule):
         self.mlp = nn.Sequential(*layers)
         self.classifier = nn.Linear(width, n_classes)
 
-    def trunk(self, fused: torch.Tensor) -> torch.Tensor:
-        return self.mlp(fused)
-
-    def head(self, features: torch.Tensor) -> torch.Tensor:
-        return self.classifier(features)
+    def logits(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.classifier(self.mlp(self.fuse(inputs)))
 
 
-@MODELS.register("multimodal_mlp", params=MultimodalMLPParams)
-def multimodal_mlp(params: MultimodalMLPParams, **kwargs) -> MultimodalMLP:
+@MODELS.register("multimodal_mlp", params=MultimodalMLPParams, backbone=True)
+def multimodal_mlp(params: MultimodalMLPParams, **kwargs: Any) -> MultimodalMLP:
     """Dense baseline: modality encoders, masked-mean fusion, MLP, one head over all classes."""
     return MultimodalMLP(params, **kwargs)

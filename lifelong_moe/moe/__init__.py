@@ -1,18 +1,22 @@
-"""The MoE core in plain torch: router, expert pool, sparse dispatch, auxiliary losses, task keys and growth
-policy. Imports neither Lightning nor Avalanche."""
+"""The MoE core in plain torch: router, expert pool, sparse dispatch, auxiliary losses, task keys, growth
+policies and communication modes. Imports neither Lightning nor Avalanche."""
 
+from lifelong_moe.moe.communication import COMMUNICATION, CommunicationMode
 from lifelong_moe.moe.dispatch import dense_reference, sparse_dispatch
 from lifelong_moe.moe.expert_pool import ExpertPool, MLPExpert
-from lifelong_moe.moe.growth import GROWTH_POLICIES, GrowthDecision, decide_growth
+from lifelong_moe.moe.growth import GROWTH, GrowthDecision, GrowthSignals, decide_growth
 from lifelong_moe.moe.layer import MoELayer, MoEOutput
 from lifelong_moe.moe.losses import load_balancing_loss, router_z_loss
 from lifelong_moe.moe.router import Routing, TopKRouter
 from lifelong_moe.moe.task_keys import PrototypeKeys
 
 __all__ = [
-    "GROWTH_POLICIES",
+    "COMMUNICATION",
+    "GROWTH",
+    "CommunicationMode",
     "ExpertPool",
     "GrowthDecision",
+    "GrowthSignals",
     "MLPExpert",
     "MoELayer",
     "MoEOutput",

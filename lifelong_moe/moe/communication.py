@@ -7,24 +7,48 @@
 - `attention`: the outputs of the k experts chosen for a token, plus a summary of the older groups'
   experts, attend to each other before they are combined.
 - `shared`: nothing between routed experts; always-on shared experts keep training across experiences,
-  anchored to their previous values (handled by the model, see `MoEClassifier`).
+  anchored to their previous values (the model applies the anchor; see `anchors_shared_experts`).
 
 Every module here belongs to one group (the experience that grew it) and is frozen with that group, so
 what an old experience computes never changes: its experts, and the modules that feed them, are fixed.
 Adapters start at zero, so a new group begins exactly as with `none`.
+
+A mode is one registration: a `CommunicationMode` holding the per-group module factory and the function
+that turns the statistics its modules return (sums over tokens) into the report in results.json; the
+report's `scalars` go to TensorBoard as `communication/<name>`.
 Shape key: n tokens, d width, k slots, e experts."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from lifelong_moe.registry import Registry
 
-COMMUNICATION: Registry[Callable[[int], nn.Module | None]] = Registry("communication")
-"""`factory(dim) -> module or None`: the per-group module a mode adds at each growth step."""
+Stats = dict[str, torch.Tensor]  # named sums over tokens, added up over batches and ranks
+
+
+def _no_report(layers: Sequence[nn.Module], stats: list[list[Stats]]) -> dict[str, Any]:
+    return {}
+
+
+@dataclass(frozen=True)
+class CommunicationMode:
+    """`build(dim)` makes the module a new group adds to each layer (None: nothing to add); it is called
+    as `module(slots (n, k, d), weights (n, k), older (n, d) or None) -> (combined (n, d), stats)`.
+    `report(layers, stats)` gets, per layer and test experience, the summed stats of an evaluation."""
+
+    build: Callable[[int], nn.Module | None]
+    report: Callable[[Sequence[nn.Module], list[list[Stats]]], dict[str, Any]] = _no_report
+    anchors_shared_experts: bool = False  # shared experts keep training, pulled to their previous values
+    doc: str = ""
+
+
+COMMUNICATION: Registry[CommunicationMode] = Registry("communication mode")
 
 
 class LateralAdapter(nn.Module):
@@ -37,7 +61,7 @@ class LateralAdapter(nn.Module):
         nn.init.zeros_(self.proj.bias)
         self.gate = nn.Parameter(torch.tensor(0.5))
 
-    def forward(self, slots: torch.Tensor, weights: torch.Tensor, older: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    def forward(self, slots: torch.Tensor, weights: torch.Tensor, older: torch.Tensor | None) -> tuple[torch.Tensor, Stats]:
         """slots (n, k, d), weights (n, k), older (n, d) or None -> combined (n, d)."""
         combined = (slots * weights.unsqueeze(-1)).sum(1)
         if older is None:
@@ -57,17 +81,53 @@ class SlotAttention(nn.Module):
         nn.init.zeros_(self.out.bias)
         self.scale = dim ** -0.5
 
-    def forward(self, slots: torch.Tensor, weights: torch.Tensor, older: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
+    def forward(self, slots: torch.Tensor, weights: torch.Tensor, older: torch.Tensor | None) -> tuple[torch.Tensor, Stats]:
         ctx = slots if older is None else torch.cat([slots, older.unsqueeze(1)], 1)  # (n, k[+1], d)
         attn = torch.softmax(self.q(slots) @ self.k(ctx).transpose(1, 2) * self.scale, dim=-1)  # (n, k, k[+1])
         mixed = slots + self.out(attn @ self.v(ctx))
-        return (mixed * weights.unsqueeze(-1)).sum(1), {"attention": attn}
+        summed = attn.detach().sum(0)
+        if older is None:  # no older groups: the summary column is reported as 0
+            summed = torch.cat([summed, summed.new_zeros(summed.shape[0], 1)], -1)
+        return (mixed * weights.unsqueeze(-1)).sum(1), {"attention_sum": summed, "attention_count": attn.new_tensor(float(len(attn)))}
 
 
-COMMUNICATION.register("none")(lambda dim: None)
-COMMUNICATION.register("shared")(lambda dim: None)  # the shared experts themselves carry it
-COMMUNICATION.register("lateral")(LateralAdapter)
-COMMUNICATION.register("attention")(SlotAttention)
+def _lateral_report(layers: Sequence[nn.Module], stats: list[list[Stats]]) -> dict[str, Any]:
+    """tanh(gate) of each group's adapter, per layer: how much each group reads from the older groups."""
+    gates = [{int(g): float(torch.tanh(m.gate)) for g, m in layer.comm.items()} for layer in layers]
+    scalars = {f"lateral_gate/layer{i}_group{g}": v for i, per in enumerate(gates) for g, v in per.items()}
+    return {"lateral_gates": gates, "scalars": scalars}
+
+
+def _attention_report(layers: Sequence[nn.Module], stats: list[list[Stats]]) -> dict[str, Any]:
+    """Mean attention among each test experience's chosen experts; the last column is the older summary."""
+    attention = []
+    for layer, per_exp in zip(layers, stats, strict=True):
+        k = layer.router.k
+        rows = []
+        for s in per_exp:
+            total = s.get("attention_sum", torch.zeros(k, k + 1))
+            rows.append((total / s.get("attention_count", torch.tensor(0.0)).clamp_min(1)).tolist())
+        attention.append(rows)  # [test experience][slot][slot or summary]
+    scalars = {f"attention_to_older/layer{i}_exp{j:02d}": float(sum(r[-1] for r in a) / len(a))
+               for i, per_exp in enumerate(attention) for j, a in enumerate(per_exp)}
+    return {"attention": attention, "scalars": scalars}
+
+
+def _shared_report(layers: Sequence[nn.Module], stats: list[list[Stats]]) -> dict[str, Any]:
+    """The shared experts' share of the output norm, per test experience, summed over layers."""
+    shares = []
+    for j in range(len(stats[0]) if stats else 0):
+        shared = sum(float(per_exp[j].get("shared_norm", 0.0)) for per_exp in stats)
+        routed = sum(float(per_exp[j].get("routed_norm", 0.0)) for per_exp in stats)
+        shares.append(shared / max(shared + routed, 1e-12))
+    return {"shared_share": shares, "scalars": {f"shared_share/exp{j:02d}": v for j, v in enumerate(shares)}}
+
+
+COMMUNICATION.register("none")(CommunicationMode(lambda dim: None, doc="Experts exchange nothing: the gate-weighted sum."))
+COMMUNICATION.register("lateral")(CommunicationMode(LateralAdapter, _lateral_report, doc=LateralAdapter.__doc__))
+COMMUNICATION.register("attention")(CommunicationMode(SlotAttention, _attention_report, doc=SlotAttention.__doc__))
+COMMUNICATION.register("shared")(CommunicationMode(lambda dim: None, _shared_report, anchors_shared_experts=True,
+                                                   doc="Always-on shared experts keep training, anchored to their last values."))
 
 
 def older_summary(h: torch.Tensor, experts: Sequence[nn.Module], owner: Sequence[int], group: int) -> torch.Tensor | None:
@@ -76,3 +136,11 @@ def older_summary(h: torch.Tensor, experts: Sequence[nn.Module], owner: Sequence
     if not older:
         return None
     return torch.stack([e(h) for e in older]).mean(0)
+
+
+def add_stats(total: Stats, more: Stats) -> Stats:
+    """Sum two stats dicts key by key (keys absent from one side count as zero)."""
+    out = dict(total)
+    for key, value in more.items():
+        out[key] = out[key] + value if key in out else value
+    return out

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lifelong_moe.moe.communication import COMMUNICATION, older_summary
+from lifelong_moe.moe.communication import COMMUNICATION, Stats, add_stats, older_summary
 from lifelong_moe.moe.dispatch import sparse_dispatch
 from lifelong_moe.moe.expert_pool import ExpertPool
 from lifelong_moe.moe.losses import load_balancing_loss, router_z_loss
@@ -22,7 +22,7 @@ class MoEOutput:
     z_loss: torch.Tensor  # scalar
     routing: Routing
     counts: torch.Tensor  # (e,) tokens per routed expert
-    stats: dict = field(default_factory=dict)  # what communication did: sums over tokens, for reports
+    stats: Stats = field(default_factory=dict)  # what communication did: sums over tokens, for reports
 
 
 class MoELayer(nn.Module):
@@ -36,7 +36,7 @@ class MoELayer(nn.Module):
         self.modality_routers = nn.ModuleDict()
         self.pool = ExpertPool(dim, hidden, n_shared)
         self.communication = communication
-        self._comm_factory = COMMUNICATION.get(communication, "model.params.communication")
+        self._comm_factory = COMMUNICATION.get(communication, "model.params.communication").build
         self.comm = nn.ModuleDict()  # group -> its communication module (none for `none` and `shared`)
 
     @property
@@ -71,7 +71,7 @@ class MoELayer(nn.Module):
             routing = self._route_per_modality(h, bias, allowed, token_modality, modality_names)
         else:
             routing = self.router(h, bias=bias, allowed=allowed)
-        stats: dict = {}
+        stats: Stats = {}
         if len(self.comm):
             routed, counts, stats = self._communicate(h, routing)
         else:
@@ -109,7 +109,7 @@ class MoELayer(nn.Module):
             topk_idx, topk_weight = topk_idx.index_put((rows,), part.topk_idx), topk_weight.index_put((rows,), part.topk_weight)
         return Routing(logits, probs, topk_idx, topk_weight)
 
-    def _communicate(self, h: torch.Tensor, routing: Routing) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def _communicate(self, h: torch.Tensor, routing: Routing) -> tuple[torch.Tensor, torch.Tensor, Stats]:
         """Per-slot expert outputs, exchanged within each token's group by that group's module, then combined.
         A token's group is its top-1 expert's owner (under hard routing every slot shares it)."""
         slots, counts = sparse_dispatch(h, routing.topk_idx, routing.topk_weight, self.pool.experts, return_slots=True)
@@ -117,21 +117,11 @@ class MoELayer(nn.Module):
         owner = torch.as_tensor(self.pool.owner, device=h.device)
         token_group = owner[routing.topk_idx[:, 0]]  # (n,)
         routed = torch.zeros_like(h)
-        stats: dict = {}
+        stats: Stats = {}
         for g in token_group.unique().tolist():
             rows = (token_group == g).nonzero(as_tuple=True)[0]
-            module = self.comm[str(g)]
             older = older_summary(h[rows], self.pool.experts, self.pool.owner, g)
-            combined, extra = module(slots[rows], weights[rows], older)
+            combined, group_stats = self.comm[str(g)](slots[rows], weights[rows], older)
             routed = routed.index_put((rows,), combined)
-            if "attention" in extra:
-                attn = extra["attention"].detach()
-                if attn.shape[-1] == attn.shape[-2]:  # no older groups: report the summary column as 0
-                    attn = torch.cat([attn, attn.new_zeros(*attn.shape[:-1], 1)], -1)
-                stats["attention_sum"] = stats.get("attention_sum", 0) + attn.sum(0)  # (k, k+1)
-                stats["attention_count"] = stats.get("attention_count", 0) + len(rows)
+            stats = add_stats(stats, group_stats)
         return routed, counts, stats
-
-    def lateral_gates(self) -> dict[int, float]:
-        """tanh(gate) of each group's lateral adapter: how much it reads from the older groups."""
-        return {int(g): float(torch.tanh(m.gate)) for g, m in self.comm.items() if hasattr(m, "gate")}

@@ -56,15 +56,8 @@ class StreamBoard:
             return
         for j, acc in enumerate(report["routing_accuracy"]):
             self.writer.add_scalar(f"routing_accuracy/exp{j:02d}", acc, step)
-        comm = report.get("communication", {})
-        for layer, gates in enumerate(comm.get("lateral_gates", [])):
-            for group, value in gates.items():
-                self.writer.add_scalar(f"communication/lateral_gate/layer{layer}_group{group}", value, step)
-        for layer, per_exp in enumerate(comm.get("attention", [])):
-            for j, attn in enumerate(per_exp):  # attention mass on the older groups' summary
-                self.writer.add_scalar(f"communication/attention_to_older/layer{layer}_exp{j:02d}", float(np.mean([row[-1] for row in attn])), step)
-        for j, share in enumerate(comm.get("shared_share", [])):
-            self.writer.add_scalar(f"communication/shared_share/exp{j:02d}", share, step)
+        for name, value in report.get("communication", {}).get("scalars", {}).items():
+            self.writer.add_scalar(f"communication/{name}", value, step)
         fig = routing_mass_figure(report, names)
         self.writer.add_figure("routing_mass", fig, step)
         plt.close(fig)

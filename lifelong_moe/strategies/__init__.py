@@ -6,5 +6,6 @@ Either way the runner evaluates the result with the same evaluator, so R and its
 
 from lifelong_moe.strategies import avalanche_baselines, native
 from lifelong_moe.strategies.base import FitContext, Strategy
+from lifelong_moe.strategies.native import LightningStrategy
 
-__all__ = ["FitContext", "Strategy", "avalanche_baselines", "native"]
+__all__ = ["FitContext", "LightningStrategy", "Strategy", "avalanche_baselines", "native"]

@@ -24,6 +24,7 @@ from lifelong_moe.errors import ConfigError
 from lifelong_moe.models.continual_module import ContinualModule, make_optimizer
 from lifelong_moe.registry import STRATEGIES
 from lifelong_moe.strategies.base import FitContext
+from scenarios import Experience
 
 # The runner evaluates and logs; Avalanche's own evaluator is given no loggers on purpose.
 warnings.filterwarnings("ignore", message="No loggers specified, metrics will not be logged")
@@ -45,8 +46,7 @@ class AvalancheBackbone(nn.Module):
         self.mask_unseen = mask_unseen
 
     def forward(self, x: dict[str, Any]) -> torch.Tensor:
-        m = self.module
-        return m(x, None) if self.mask_unseen else m.head(m.trunk(m.fuse(x)))
+        return self.module(x, None) if self.mask_unseen else self.module.logits(x)
 
 
 def _device(trainer: TrainerConfig) -> torch.device:
@@ -76,13 +76,13 @@ class AvalancheBaseline:
         if resume:
             raise ConfigError("--resume: Avalanche baselines keep their state in Avalanche plugins, which are not checkpointed")
 
-    def fit(self, model: ContinualModule, train_stream: Any, index: int, ctx: FitContext) -> None:
+    def fit(self, model: ContinualModule, experiences: list[Experience], index: int, ctx: FitContext) -> None:
         if self._template is None:
             self._template = self._build(model, ctx)
         # parameters added since the last experience (new modality encoders) join the optimizer in
         # Avalanche's own make_optimizer, which runs at the start of every experience
         torch.manual_seed(ctx.seed)  # Avalanche's loaders shuffle with the global generator
-        self._template.train(train_stream[index], num_workers=ctx.train.num_workers)
+        self._template.train(experiences[index].avalanche, num_workers=ctx.train.num_workers)
 
     def _build(self, model: ContinualModule, ctx: FitContext) -> Any:
         from avalanche.training import supervised

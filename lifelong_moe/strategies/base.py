@@ -7,6 +7,7 @@ from typing import Any, Protocol
 
 from lifelong_moe.config.schema import TrainConfig, TrainerConfig
 from lifelong_moe.models.continual_module import ContinualModule
+from scenarios import Experience
 
 
 @dataclass
@@ -20,7 +21,7 @@ class FitContext:
 class Strategy(Protocol):
     memory: str  # what it keeps of past experiences ("none", "200", "all past samples"), reported with the results
 
-    def fit(self, model: ContinualModule, train_stream: Any, index: int, ctx: FitContext) -> None:
+    def fit(self, model: ContinualModule, experiences: list[Experience], index: int, ctx: FitContext) -> None:
         """Train `model` (already adapted to experience `index` by the runner) on that experience."""
 
     def check(self, trainer: TrainerConfig, resume: bool) -> None:

@@ -1,52 +1,61 @@
-"""Native strategies: which data the model trains on at each experience, fitted with Lightning."""
+"""Native strategies: which data the model trains on at each experience, fitted with Lightning.
+
+A native strategy is a subclass of `LightningStrategy` registered in `STRATEGIES`. It chooses the data
+(`train_data`) and may add Lightning callbacks (`callbacks`) and terms to the model's loss (`loss_terms`,
+each `term(model, inputs, labels, logits) -> scalar`), e.g. a regulariser, without touching the model.
+Register with `current_experience_only=True` if it trains on the current experience's data alone; models
+that route each training batch to the current experience's experts (the MoE) accept only those."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from lightning.pytorch.callbacks import Callback
+
 from lifelong_moe.config.schema import TrainerConfig
-from lifelong_moe.models.continual_module import ContinualModule
+from lifelong_moe.models.continual_module import ContinualModule, LossTerm
 from lifelong_moe.registry import STRATEGIES
 from lifelong_moe.strategies.base import FitContext
 from lifelong_moe.training import fit_experience
+from scenarios import Experience
 
 
-class _LightningFit:
+class LightningStrategy:
     memory = "none"
 
-    def train_data(self, train_stream: Any, index: int) -> Any:
-        raise NotImplementedError
+    def __init__(self, params: Any = None) -> None:
+        self.params = params
 
-    def fit(self, model: ContinualModule, train_stream: Any, index: int, ctx: FitContext) -> None:
-        fit_experience(model, self.train_data(train_stream, index), ctx.train, ctx.trainer, seed=ctx.seed, logger=ctx.logger)
+    def train_data(self, experiences: list[Experience], index: int) -> Any:
+        return experiences[index].dataset
+
+    def callbacks(self, model: ContinualModule, experiences: list[Experience], index: int) -> list[Callback]:
+        return []
+
+    def loss_terms(self, model: ContinualModule, experiences: list[Experience], index: int) -> list[LossTerm]:
+        return []
+
+    def fit(self, model: ContinualModule, experiences: list[Experience], index: int, ctx: FitContext) -> None:
+        fit_experience(model, self.train_data(experiences, index), ctx.train, ctx.trainer, seed=ctx.seed, logger=ctx.logger,
+                       callbacks=self.callbacks(model, experiences, index), loss_terms=self.loss_terms(model, experiences, index))
 
     def check(self, trainer: TrainerConfig, resume: bool) -> None:
         pass
 
 
-@STRATEGIES.register("naive")
-class Naive(_LightningFit):
+@STRATEGIES.register("naive", current_experience_only=True)
+class Naive(LightningStrategy):
     """Fine-tune on each experience's data alone (what the model itself does against forgetting decides)."""
-
-    def __init__(self, params: None = None) -> None:
-        pass
-
-    def train_data(self, train_stream: Any, index: int) -> Any:
-        return train_stream[index].dataset
 
 
 @STRATEGIES.register("cumulative")
-class Cumulative(_LightningFit):
+class Cumulative(LightningStrategy):
     """Train on every experience seen so far: the joint upper bound and the reference for intransigence."""
 
     memory = "all past samples"
 
-    def __init__(self, params: None = None) -> None:
-        pass
-
-    def train_data(self, train_stream: Any, index: int) -> Any:
-        data = train_stream[0].dataset
+    def train_data(self, experiences: list[Experience], index: int) -> Any:
+        data = experiences[0].dataset
         for j in range(1, index + 1):
-            data = data.concat(train_stream[j].dataset)
+            data = data.concat(experiences[j].dataset)
         return data
-

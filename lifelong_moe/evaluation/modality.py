@@ -7,8 +7,9 @@ from __future__ import annotations
 from typing import Any
 
 from lifelong_moe.config import ExperimentConfig
+from lifelong_moe.evaluation.measure import measure
 from lifelong_moe.models.continual_module import ContinualModule
-from lifelong_moe.training import eval_loader, evaluate
+from lifelong_moe.training import eval_loader
 from scenarios.masking import MaskedView, keep_subset, modality_subsets, present_matrix, with_missing_rate
 
 
@@ -18,7 +19,7 @@ def _accuracy(model: ContinualModule, views: list[MaskedView], cfg: ExperimentCo
     per: list[float | None] = [None] * len(views)
     if live:
         loaders = [eval_loader(views[k], cfg.train) for k in live]
-        for k, acc in zip(live, evaluate(model, loaders, cfg.trainer), strict=True):
+        for k, acc in zip(live, measure(model, loaders, cfg.trainer)[0], strict=True):
             per[k] = acc
     n = sum(len(views[k]) for k in live)
     overall = sum(per[k] * len(views[k]) for k in live) / n if n else None
@@ -57,8 +58,3 @@ def token_share(dataset: Any, modalities: list[str]) -> dict[str, float]:
     present = present_matrix(dataset, modalities)
     total = max(int(present.sum()), 1)
     return {m: float(present[:, k].sum() / total) for k, m in enumerate(modalities)}
-
-
-def stream_modalities(stream: Any) -> list[str]:
-    return sorted({m for e in stream.experiences for m in e.modalities})
-
