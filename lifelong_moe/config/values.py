@@ -1,0 +1,115 @@
+"""Checks of plain config values, made at load time with the key named: numbers in range and finite,
+names that are one path component, and Trainer settings Lightning would accept. Nothing here imports
+torch or Lightning; `lifelong_moe.preparation` then asks Lightning itself whether this machine can run them."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lifelong_moe.config.schema import ExperimentConfig
+from lifelong_moe.errors import ConfigError
+from lifelong_moe.reporting.files import check_path_component
+
+MAX_SEED = 2**32 - 1  # numpy's seeds; Lightning replaces a larger one with a random seed
+MAX_BATCH = 2**31 - 1
+MAX_NUM_WORKERS = 64
+MAX_DEVICES = 1024
+MAX_NODES = 10_000
+OPTIMIZERS = ("adam", "adamw", "sgd")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
+              "transformer-engine", "transformer-engine-float16")
+
+
+def check_values(cfg: ExperimentConfig) -> None:
+    check_path_component(cfg.name, "name")
+    if cfg.output.version is not None:
+        check_path_component(cfg.output.version, "output.version")
+    if not cfg.output.root.strip() or "\0" in cfg.output.root:
+        raise ConfigError(f"output.root: must be a directory path, got {cfg.output.root!r}")
+    _int_range("seed", cfg.seed, 0, MAX_SEED)
+    _check_train(cfg)
+    _check_trainer(cfg)
+    for k, rate in enumerate(cfg.modality_eval.missing_rates):
+        _unit_interval(f"modality_eval.missing_rates[{k}]", rate)
+    ref = cfg.reference_results
+    if ref is not None:
+        if not ref.strip() or "\0" in ref:
+            raise ConfigError(f"reference_results: must be the path of a results.json, got {ref!r}")
+        if Path(ref).is_dir():
+            raise ConfigError(f"reference_results: {ref} is a directory; give the results.json inside it")
+        if not Path(ref).is_file():
+            raise ConfigError(f"reference_results: file not found: {ref}")
+
+
+def _check_train(cfg: ExperimentConfig) -> None:
+    t = cfg.train
+    _int_range("train.epochs", t.epochs, 1, 1_000_000)
+    _int_range("train.batch_size", t.batch_size, 1, MAX_BATCH)
+    _int_range("train.eval_batch_size", t.eval_batch_size, 1, MAX_BATCH)
+    if not math.isfinite(t.lr):
+        raise ConfigError(f"train.lr: must be a finite number, got {t.lr}")
+    if t.lr <= 0:
+        raise ConfigError(f"train.lr: must be positive, got {t.lr}")
+    if not math.isfinite(t.weight_decay) or t.weight_decay < 0:
+        raise ConfigError(f"train.weight_decay: must be a finite number >= 0, got {t.weight_decay}")
+    if t.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"train.optimizer: unknown optimizer '{t.optimizer}'; use adam, adamw or sgd")
+    _int_range("train.num_workers", t.num_workers, 0, MAX_NUM_WORKERS)
+    _unit_interval("train.modality_dropout", t.modality_dropout)
+
+
+def _check_trainer(cfg: ExperimentConfig) -> None:
+    tr = cfg.trainer
+    if tr.accelerator not in ACCELERATORS:
+        raise ConfigError(f"trainer.accelerator: unknown accelerator '{tr.accelerator}'; use one of {', '.join(ACCELERATORS)}")
+    if tr.precision not in PRECISIONS:
+        raise ConfigError(f"trainer.precision: unknown precision '{tr.precision}'; use one of {', '.join(PRECISIONS)}")
+    if not tr.strategy.strip() or any(c.isspace() for c in tr.strategy):
+        raise ConfigError(f"trainer.strategy: must be a Lightning strategy name such as auto or ddp, got {tr.strategy!r}")
+    parse_devices(tr.devices)
+    _int_range("trainer.num_nodes", tr.num_nodes, 1, MAX_NODES)
+    _int_range("trainer.log_every_n_steps", tr.log_every_n_steps, 1, 2**31 - 1)
+
+
+def parse_devices(value: Any) -> Any:
+    """`trainer.devices` as Lightning takes it: "auto", a count (-1: all), or a list of device indices."""
+    text = str(value).strip()
+    if text == "auto":
+        return "auto"
+    try:
+        parsed = yaml.safe_load(text) if text and len(text) < 10_000 else None
+    except yaml.YAMLError:
+        parsed = None
+    if isinstance(parsed, str) and "," in parsed:  # "0,1" as Lightning accepts it
+        try:
+            parsed = [int(p) for p in parsed.split(",") if p.strip()]
+        except ValueError:
+            parsed = None
+    if isinstance(parsed, bool):
+        parsed = None
+    if isinstance(parsed, int):
+        if parsed == -1 or 1 <= parsed <= MAX_DEVICES:
+            return parsed
+        raise ConfigError(f"trainer.devices: a device count must lie in 1..{MAX_DEVICES} (or -1 for all), got {parsed}")
+    if isinstance(parsed, list) and parsed and all(isinstance(d, int) and not isinstance(d, bool) for d in parsed):
+        if any(d < 0 or d >= MAX_DEVICES for d in parsed) or len(set(parsed)) != len(parsed):
+            raise ConfigError(f"trainer.devices: device indices must be distinct and lie in 0..{MAX_DEVICES - 1}, got {parsed}")
+        return parsed
+    raise ConfigError(f"trainer.devices: expected auto, a count such as 2, or a list such as [0,1]; got {value!r}")
+
+
+def _int_range(key: str, value: int, low: int, high: int) -> None:
+    if value < low:
+        raise ConfigError(f"{key}: must be at least {low}, got {value}")
+    if value > high:
+        raise ConfigError(f"{key}: must be at most {high}, got {value}")
+
+
+def _unit_interval(key: str, value: float) -> None:
+    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+        raise ConfigError(f"{key}: must lie in [0, 1), got {value}")
