@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +27,9 @@ MAX_OVERRIDE_CHARS = 10_000
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """The validated config: YAML at `path`, then `key=value` overrides; errors name the key path."""
-    path = Path(path)
-    if not str(path).strip():
+    if not str(path).strip():  # before Path(), which reads "" as "."
         raise ConfigError("config: the config path is empty")
+    path = Path(path)
     raw = read_yaml_file(path)
     if raw is None:
         raw = {}
@@ -39,10 +41,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
 def config_from_dict(raw: Any, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Merge `raw` and the overrides onto the schema; check registered names and their params."""
     parsed = [_parse_override(item) for item in overrides]  # malformed overrides fail before any merge
-    if isinstance(raw, dict):
-        for key in raw:
-            if not isinstance(key, str):
-                raise ConfigError(f"{key!r}: config keys must be names, got {_type_name(key)} {key!r}")
+    _check_sections(raw, ExperimentConfig, "")
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), raw)
         for key, value in parsed:
@@ -105,6 +104,34 @@ def _parse_override(item: Any) -> tuple[str, Any]:
     except (OmegaConfBaseException, ValueError, TypeError) as err:
         raise ConfigError(f"override '{item}': {first_line(err)}") from None
     return key, value
+
+
+def _check_sections(value: Any, schema: Any, key: str) -> None:
+    """Where the schema has a section (a mapping of settings) or a list of them, the raw config must too;
+    OmegaConf's own merge error would not say which key. Keys must be names."""
+    if dataclasses.is_dataclass(schema):
+        if value is None:
+            return
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key or 'config'}: expected a mapping of settings, got {_type_name(value)}")
+        hints = typing.get_type_hints(schema)
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"{key + '.' if key else ''}{k!r}: config keys must be names, got {_type_name(k)} {k!r}")
+            if k in hints:
+                _check_sections(v, hints[k], f"{key}.{k}" if key else k)
+        return
+    origin, args = typing.get_origin(schema), typing.get_args(schema)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            _check_sections(value, inner[0], key)
+    elif origin is list and args and isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_sections(item, args[0], f"{key}[{i}]")
+    elif origin is dict and len(args) == 2 and isinstance(value, dict):
+        for k, item in value.items():
+            _check_sections(item, args[1], f"{key}.{k}")
 
 
 def _type_name(value: Any) -> str:
