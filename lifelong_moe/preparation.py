@@ -71,6 +71,9 @@ def prepare(cfg: ExperimentConfig, resume: str | None = None) -> Prepared:
     """Check everything `run` needs, in the order `run` draws random numbers; write nothing."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     stream = build_stream(cfg.stream, cfg.seed)
+    classes = sorted({c for e in stream.experiences for c in e.classes})
+    if len(classes) < 2:
+        raise ConfigError(f"stream: its experiences hold only class {classes}; a classification stream needs at least two classes")
     T = len(stream.experiences)
     reference = reference_diagonal(cfg.reference_results, T)
     strategy = build_strategy(cfg)

@@ -68,7 +68,7 @@ def one_line_error(main: Any, argv: list[str], capsys: Any, *expected: str, code
     return lines[0]
 
 
-def npz_config(earlier: Earlier, folder: Path, train: Path, test: Path, n_experiences: int = 2,
+def npz_config(earlier: Earlier, folder: Path, train: Path | str, test: Path | str, n_experiences: int = 2,
                kinds: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
     cfg = earlier.config(**overrides)
     params: dict[str, Any] = {"train": str(train), "test": str(test)}
