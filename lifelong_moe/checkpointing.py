@@ -12,6 +12,7 @@ import enum
 import io
 import pickle
 import random
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,8 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
         raise ConfigError(f"--resume: {path} is not a file")
     if not path.is_file():
         raise ConfigError(f"--resume: {path} not found (the run finished no experience, or is not a lifelong-moe run)")
+    if not zipfile.is_zipfile(path):  # what torch.save writes; anything else is not ours
+        raise ConfigError(f"--resume: {path} is unreadable (not a checkpoint written by torch.save)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

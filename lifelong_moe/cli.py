@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     with signals_raise():
         try:
             try:
-                args = _parser().parse_args(argv)
+                args = _parser().parse_args(_options_first(sys.argv[1:] if argv is None else list(argv)))
             except SystemExit as done:  # --help, or a usage error already printed as one line
                 return int(done.code or 0) if not isinstance(done.code, str) else 2
             return _dispatch(args)
@@ -64,6 +64,33 @@ def main(argv: list[str] | None = None) -> int:
             stop = err if isinstance(err, Interrupted) else Interrupted()
             print(f"lifelong-moe: {_stopped(stop, locals().get('args'))}", file=sys.stderr)
             return stop.exit_code
+
+
+_VALUED = ("--resume", "--strategies", "--seeds")
+
+
+def _options_first(argv: list[str]) -> list[str]:
+    """Options that take a value moved right after the command, so that `run c.yaml --resume DIR a=1`
+    works as `run c.yaml a=1 --resume DIR` does (argparse stops collecting overrides at an option)."""
+    if not argv:
+        return argv
+    head, rest, moved = argv[:1], argv[1:], []
+    out, i = [], 0
+    while i < len(rest):
+        token = rest[i]
+        if token == "--":
+            out += rest[i:]
+            break
+        if token in _VALUED and i + 1 < len(rest):
+            moved += rest[i:i + 2]
+            i += 2
+            continue
+        if token.startswith(tuple(f"{o}=" for o in _VALUED)):
+            moved.append(token)
+        else:
+            out.append(token)
+        i += 1
+    return head + moved + out
 
 
 def _one_line(err: BaseException) -> str:

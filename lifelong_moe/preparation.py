@@ -78,7 +78,7 @@ def prepare(cfg: ExperimentConfig, resume: str | None = None) -> Prepared:
     reference = reference_diagonal(cfg.reference_results, T)
     strategy = build_strategy(cfg)
     strategy.check(cfg.trainer, resume is not None)
-    checkpoint = resumable(resume, cfg, stream) if resume else None
+    checkpoint = resumable(resume, cfg, stream) if resume is not None else None
     check_modality_kinds(stream)
     with preserved_rng():
         check_trainer(cfg)

@@ -5,6 +5,7 @@ one line on stderr naming the key, file or sample at fault, and no traceback."""
 from __future__ import annotations
 
 import copy
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,9 @@ def _scan(root: Path) -> tuple[dict[str, bytes], set[str]]:
     files, dirs = {}, set()
     for p in sorted(root.rglob("*")):
         rel = str(p.relative_to(root))
-        if p.is_dir():
+        if p.is_symlink():  # its target, never its content (it may be /dev/zero)
+            files[rel] = f"-> {os.readlink(p)}".encode()
+        elif p.is_dir():
             dirs.add(rel)
         else:
             files[rel] = p.read_bytes()
@@ -68,10 +71,11 @@ def one_line_error(main: Any, argv: list[str], capsys: Any, *expected: str, code
     return lines[0]
 
 
-def npz_config(earlier: Earlier, folder: Path, train: Path | str, test: Path | str, n_experiences: int = 2,
+def npz_config(earlier: Earlier, folder: Path, train_file: Path | str, test_file: Path | str, n_experiences: int = 2,
                kinds: dict[str, str] | None = None, **overrides: Any) -> dict[str, Any]:
+    """The tiny config over an `npz` source (split into `n_experiences`); `overrides` replace top-level keys."""
     cfg = earlier.config(**overrides)
-    params: dict[str, Any] = {"train": str(train), "test": str(test)}
+    params: dict[str, Any] = {"train": str(train_file), "test": str(test_file)}
     if kinds:
         params["kinds"] = kinds
     cfg["stream"]["sources"] = {"mine": {"kind": "npz", "params": params}}
