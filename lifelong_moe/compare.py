@@ -19,7 +19,7 @@ from lifelong_moe.config.values import MAX_SEED
 from lifelong_moe.errors import ConfigError, Interrupted
 from lifelong_moe.preparation import prepare
 from lifelong_moe.registry import MODELS, STRATEGIES
-from lifelong_moe.reporting.files import atomic_write_text, claim_run_dir, write_csv
+from lifelong_moe.reporting.files import atomic_write_text, check_path_component, claim_run_dir, write_csv
 from lifelong_moe.reporting.plots import comparison_figure, save_figure
 from lifelong_moe.runner import run
 
@@ -70,6 +70,7 @@ def compare(cfg: ExperimentConfig, names: Sequence[str], seeds: int, backbone: C
 
     Every contender's run is checked (`prepare`) before the directory is created. If the comparison stops
     before any run finished, the directory is removed; runs that finished stay, each in its own folder."""
+    check_path_component(f"{cfg.name}-compare", "name")
     if seeds < 1:
         raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
     if cfg.seed + seeds - 1 > MAX_SEED:

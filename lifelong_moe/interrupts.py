@@ -42,8 +42,9 @@ def signals_raise() -> Iterator[None]:
 
 
 @contextmanager
-def deferred() -> Iterator[None]:
-    """A signal that arrives inside the block is raised when it ends, so the block completes."""
+def deferred(drop: bool = False) -> Iterator[None]:
+    """A signal that arrives inside the block is raised when it ends, so the block completes; with `drop`,
+    it is ignored (a second Ctrl-C while a stopped run cleans up)."""
     _depth[0] += 1
     try:
         yield
@@ -52,4 +53,5 @@ def deferred() -> Iterator[None]:
         if not _depth[0] and _pending:
             signum = _pending[0]
             _pending.clear()
-            raise Interrupted(signum)
+            if not drop:
+                raise Interrupted(signum)

@@ -12,6 +12,7 @@ the numbers it drew before these checks existed."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -79,6 +80,8 @@ def prepare(cfg: ExperimentConfig, resume: str | None = None) -> Prepared:
     strategy = build_strategy(cfg)
     strategy.check(cfg.trainer, resume is not None)
     checkpoint = resumable(resume, cfg, stream) if resume is not None else None
+    if resume is None:
+        check_output(cfg)
     check_modality_kinds(stream)
     with preserved_rng():
         check_trainer(cfg)
@@ -94,6 +97,18 @@ def prepare(cfg: ExperimentConfig, resume: str | None = None) -> Prepared:
             raise ConfigError(f"--resume: {resume}'s checkpoint does not fit the model ({type(err).__name__}: "
                               f"{first_line(err)[:200]})") from None
     return Prepared(cfg, stream, strategy, model, reference, resume, state, grown)
+
+
+def check_output(cfg: ExperimentConfig) -> None:
+    """What `run` will need of `output.*` to create its directory, checked without creating anything."""
+    base = Path(cfg.output.root) / cfg.name
+    if cfg.output.version is not None and (base / cfg.output.version).exists():
+        raise ConfigError(f"output.version: {base / cfg.output.version} already exists; choose another version or remove it")
+    existing = next((p for p in (base, *base.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"output.root: cannot create {base}: {existing} is not a directory")
+    if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"output.root: cannot create {base}: {existing} is not writable")
 
 
 @contextmanager

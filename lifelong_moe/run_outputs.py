@@ -77,7 +77,12 @@ class RunOutputs:
 
 
     def abandon(self, status: str, reason: str) -> None:
-        """The run stops here (`status`: failed or interrupted). Best effort: a full disk must not hide why."""
+        """The run stops here (`status`: failed or interrupted). Best effort: a full disk must not hide why;
+        a second interrupt meanwhile is ignored."""
+        with deferred(drop=True):
+            self._abandon(status, reason)
+
+    def _abandon(self, status: str, reason: str) -> None:
         for close in (self.board.writer.close, lambda: self.logger.finalize("failed")):
             with contextlib.suppress(Exception):  # the reason the run stopped matters more
                 close()

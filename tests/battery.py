@@ -95,3 +95,26 @@ def save_npz(path: Path, n: int = 8, **override: Any) -> Path:
 
 def write_config(path: Path, cfg: dict[str, Any]) -> Path:
     return write_yaml(path, copy.deepcopy(cfg))
+
+
+# ---- workers for the concurrency tests (importable by name in spawned processes) ----------------------
+
+def claim_many(root: str, name: str, n: int, barrier: Any, results: Any) -> None:
+    """Claim `n` run directories as fast as possible once every process is ready."""
+    from lifelong_moe.reporting.files import claim_run_dir
+
+    barrier.wait()
+    results.put([str(claim_run_dir(root, name, None).path) for _ in range(n)])
+
+
+def run_when_ready(cfg_dict: dict[str, Any], barrier: Any, results: Any) -> None:
+    """A whole run through the library, started at the same moment as the others."""
+    import torch
+
+    from lifelong_moe import config_from_dict, run
+
+    torch.set_num_threads(1)
+    cfg = config_from_dict(cfg_dict)
+    barrier.wait()
+    result = run(cfg, progress=lambda s: None)
+    results.put((str(result.run_dir), result.accuracy_matrix.tolist()))
