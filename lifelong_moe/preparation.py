@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from lifelong_moe.checkpointing import fingerprint_changes, first_difference, load_checkpoint, rng_state, set_rng_state
 from lifelong_moe.config import ExperimentConfig, to_container
+from lifelong_moe.distributed import is_writer
 from lifelong_moe.errors import ConfigError, UserError, first_line
 from lifelong_moe.models.continual_module import ContinualModule
 from lifelong_moe.models.encoders import ENCODERS
@@ -80,7 +81,7 @@ def prepare(cfg: ExperimentConfig, resume: str | None = None) -> Prepared:
     strategy = build_strategy(cfg)
     strategy.check(cfg.trainer, resume is not None)
     checkpoint = resumable(resume, cfg, stream) if resume is not None else None
-    if resume is None:
+    if resume is None and is_writer():  # under DDP the others start once rank 0 has made the directory
         check_output(cfg)
     check_modality_kinds(stream)
     with preserved_rng():

@@ -24,6 +24,8 @@ from lifelong_moe.models.continual_module import ContinualModule, LossTerm
 # Lightning's start-up banners and the few-workers hint repeat for every experience; keep the output readable.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
+# "Received SIGTERM": the run reports the interrupt itself, in one line
+logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
