@@ -62,8 +62,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         except (Interrupted, KeyboardInterrupt) as err:
             stop = err if isinstance(err, Interrupted) else Interrupted()
-            print(f"lifelong-moe: {_stopped(stop, locals().get('args'))}", file=sys.stderr)
+            if _first_process():  # under DDP every rank was interrupted; rank 0 speaks for them
+                print(f"lifelong-moe: {_stopped(stop, locals().get('args'))}", file=sys.stderr)
             return stop.exit_code
+
+
+def _first_process() -> bool:
+    """Rank 0 (or the only process), from the environment launchers set: nothing heavy to import here."""
+    return all(os.environ.get(name, "0") in ("", "0") for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 _VALUED = ("--resume", "--strategies", "--seeds")

@@ -118,6 +118,76 @@ def test_interrupt_during_start_up_prints_one_line(tmp_path, signum, code):
     time.sleep(1.0)
     assert proc.poll() is None
     os.kill(proc.pid, signum)
-    assert proc.wait(timeout=120) == code
-    assert _one_line(proc) == f"lifelong-moe: interrupted by {signal.Signals(signum).name}; nothing was written"
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines == [f"lifelong-moe: interrupted by {signal.Signals(signum).name}; nothing was written"], err
     assert not (tmp_path / "runs").exists()
+
+
+def _python(code: str, **popen: object) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120, **popen)
+
+
+def test_signal_inside_an_extensions_import_is_delivered_after_it():
+    """torch's C extension imports numpy and swallows any exception raised there, leaving numpy half
+    imported (and the Ctrl-C lost): the signal waits for the extension, then stops the command."""
+    probe = """
+import os, signal, sys, time
+from lifelong_moe.errors import Interrupted
+from lifelong_moe.interrupts import signals_raise
+
+def hook(event, args):
+    if event == "import" and args[0] == "numpy" and "torch" in sys.modules and not hook.fired:
+        hook.fired = True
+        os.kill(os.getpid(), signal.SIGINT)
+hook.fired = False
+sys.addaudithook(hook)
+with signals_raise():
+    try:
+        import torch
+        time.sleep(60)
+        print("not interrupted")
+    except Interrupted as err:
+        import numpy
+        print(err.signal_name, float(numpy.linalg.norm(numpy.ones(4))))
+"""
+    proc = _python(probe)
+    assert proc.stdout.strip() == "SIGINT 2.0", proc.stdout + proc.stderr
+
+
+def test_sighup_stops_and_an_ignored_signal_stays_ignored():
+    """A closed terminal (SIGHUP) stops the command like Ctrl-C; a signal the process was started
+    ignoring (`nohup`, `&` without job control) is left ignored."""
+    probe = """
+import os, signal, time
+from lifelong_moe.errors import Interrupted
+from lifelong_moe.interrupts import signals_raise
+with signals_raise():
+    os.kill(os.getpid(), signal.SIGINT)  # ignored since start-up
+    time.sleep(0.2)
+    try:
+        os.kill(os.getpid(), signal.SIGHUP)
+        time.sleep(5)
+        print("not interrupted")
+    except Interrupted as err:
+        print(err.signal_name, err.exit_code)
+print(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
+"""
+    proc = _python(probe, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    assert proc.stdout.split() == ["SIGHUP", "129", "True"], proc.stdout + proc.stderr
+
+
+def test_only_the_first_ddp_rank_reports_an_interrupt(monkeypatch, capsys):
+    """Under DDP every rank receives the signal; one line, from rank 0, and every rank exits 143."""
+    from lifelong_moe import cli
+    from lifelong_moe.errors import Interrupted
+
+    def interrupted(args):
+        raise Interrupted(signal.SIGTERM)
+
+    monkeypatch.setattr(cli, "_dispatch", interrupted)
+    for rank, lines in (("1", 0), ("0", 1)):
+        monkeypatch.setenv("RANK", rank)
+        assert cli.main(["list"]) == 143
+        assert len(capsys.readouterr().err.splitlines()) == lines

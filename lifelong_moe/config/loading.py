@@ -29,6 +29,8 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
     """The validated config: YAML at `path`, then `key=value` overrides; errors name the key path."""
     if not str(path).strip():  # before Path(), which reads "" as "."
         raise ConfigError("config: the config path is empty")
+    if "\0" in str(path):
+        raise ConfigError(f"config: {str(path)!r} is not a path (it holds a NUL character)")
     path = Path(path)
     raw = read_yaml_file(path)
     if raw is None:

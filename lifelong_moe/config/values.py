@@ -19,6 +19,8 @@ MAX_BATCH = 2**31 - 1
 MAX_NUM_WORKERS = 64
 MAX_DEVICES = 1024
 MAX_NODES = 10_000
+MAX_EXPERIENCES = 1000
+MAX_MISSING_RATES = 32
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
@@ -32,6 +34,7 @@ def check_values(cfg: ExperimentConfig) -> None:
     if not cfg.output.root.strip() or "\0" in cfg.output.root:
         raise ConfigError(f"output.root: must be a directory path, got {cfg.output.root!r}")
     _int_range("seed", cfg.seed, 0, MAX_SEED)
+    _check_sizes(cfg)
     _check_train(cfg)
     _check_trainer(cfg)
     for k, rate in enumerate(cfg.modality_eval.missing_rates):
@@ -44,6 +47,16 @@ def check_values(cfg: ExperimentConfig) -> None:
             raise ConfigError(f"reference_results: {ref} is a directory; give the results.json inside it")
         if not Path(ref).is_file():
             raise ConfigError(f"reference_results: file not found: {ref}")
+
+
+def _check_sizes(cfg: ExperimentConfig) -> None:
+    """Counts that multiply the work of a run (R is T x T; every missing rate is one more evaluation)."""
+    if len(cfg.stream.experiences) > MAX_EXPERIENCES:
+        raise ConfigError(f"stream.experiences: at most {MAX_EXPERIENCES} experiences, got {len(cfg.stream.experiences)}")
+    if cfg.stream.split is not None:
+        _int_range("stream.split.n_experiences", cfg.stream.split.n_experiences, 1, MAX_EXPERIENCES)
+    if len(cfg.modality_eval.missing_rates) > MAX_MISSING_RATES:
+        raise ConfigError(f"modality_eval.missing_rates: at most {MAX_MISSING_RATES} rates, got {len(cfg.modality_eval.missing_rates)}")
 
 
 def _check_train(cfg: ExperimentConfig) -> None:
