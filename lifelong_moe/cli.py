@@ -59,7 +59,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     cfg = lm.load_config(args.config, args.overrides)
     if args.command == "validate":
-        stream = lm.build_stream(cfg.stream, cfg.seed)
+        from lifelong_moe.features import build_experiment_stream
+
+        stream = build_experiment_stream(cfg)  # sources loaded, pretrained features computed or read
         print(f"{args.config}: valid ({stream.scenario.value}, {len(stream.experiences)} experiences, {stream.n_classes} classes)")
         print(stream.describe())
         return 0

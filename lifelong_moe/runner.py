@@ -21,6 +21,7 @@ from lifelong_moe.checkpointing import first_difference, load_checkpoint, rng_st
 from lifelong_moe.config import ExperimentConfig, to_container, to_yaml
 from lifelong_moe.distributed import RUN_DIR_ENV, is_writer
 from lifelong_moe.errors import ConfigError
+from lifelong_moe.features import build_experiment_stream
 from lifelong_moe.metrics import summarize
 from lifelong_moe.modality_eval import (
     missing_rate_accuracy,
@@ -42,7 +43,7 @@ from lifelong_moe.reporting.plots import (
 from lifelong_moe.reporting.tensorboard import StreamBoard
 from lifelong_moe.strategies.base import FitContext, Strategy
 from lifelong_moe.training import eval_loaders, evaluate
-from scenarios import Stream, build_stream
+from scenarios import Stream
 
 
 @dataclass
@@ -120,7 +121,7 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print, resume: 
 
 def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | None, writer: bool) -> RunResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    stream = build_stream(cfg.stream, cfg.seed)
+    stream = build_experiment_stream(cfg, progress)  # the stream, with pretrained features where configured
     T = len(stream.experiences)
     reference_diag = _reference_diagonal(cfg.reference_results, T)
     strategy = build_strategy(cfg)

@@ -12,6 +12,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lifelong_moe.config.schema import ExperimentConfig
 from lifelong_moe.errors import ConfigError
+from lifelong_moe.features.base import check_pretrained
 from lifelong_moe.registry import MODELS, STRATEGIES, resolve_params
 
 
@@ -52,6 +53,7 @@ def config_from_dict(raw: Any, overrides: Sequence[str] = ()) -> ExperimentConfi
     for key, registry, component in (("model", MODELS, obj.model), ("strategy", STRATEGIES, obj.strategy)):
         registry.get(component.name, f"{key}.name")
         resolve_params(registry, component.name, component.params, f"{key}.params")
+    check_pretrained(obj.pretrained)
     _check_values(obj)
     return obj
 

@@ -99,7 +99,8 @@ class _NumpyOnly(pickle.Unpickler):
 
     ALLOWED = frozenset({("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
                ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
-               ("numpy._core.multiarray", "scalar")})
+               ("numpy._core.multiarray", "scalar"), ("numpy.core.numeric", "_frombuffer"),
+               ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")})  # Python 3 pickles of bytes
 
     def find_class(self, module: str, name: str):  # type: ignore[override]
         if (module, name) not in self.ALLOWED:
