@@ -10,6 +10,7 @@ import io
 import pickle
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -177,14 +178,14 @@ def svhn(root: Path, n: int = 30) -> Path:
     return root
 
 
-def timm_weights(path: Path, name: str = "test_vit", seed: int = 0) -> Path:
+def timm_weights(path: Path, name: str = "test_vit", seed: int = 0, **model_args: Any) -> Path:
     """A randomly initialised timm model's state dict (safetensors), as a downloaded checkpoint would be."""
     import timm
     import torch
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
-    model = timm.create_model(name, pretrained=False)
+    model = timm.create_model(name, pretrained=False, **model_args)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path
 

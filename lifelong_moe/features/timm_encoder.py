@@ -1,7 +1,9 @@
 """timm image encoders: `timm.create_model(name, pretrained=False, num_classes=0, **model_args)`, then
 every weight loaded from a local file (a timm state dict: .safetensors or .pth/.bin); the classifier's
 weights in the file are dropped. Preprocessing (input size, mean, std, interpolation) comes from the
-model's pretrained config unless set. Features: the pooled pre-logits vector."""
+model's pretrained config unless set. The family's checkpoint filter runs first, as in timm's own
+loading, so e.g. a ViT's position embeddings follow `model_args: {img_size: ...}`. Features: the pooled
+pre-logits vector."""
 
 from __future__ import annotations
 
@@ -31,6 +33,20 @@ class TimmExtractor:
         return self.model(prepare_images(x, self.size, self.mean, self.std, self.interpolation))  # (B, D)
 
 
+def _timm_filter(model: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """The model family's own `checkpoint_filter_fn`, as timm applies it to its pretrained files: it
+    adapts older key layouts and resamples a ViT's position embeddings to another `img_size`."""
+    import importlib
+
+    fn = getattr(importlib.import_module(type(model).__module__), "checkpoint_filter_fn", None)
+    if fn is None:
+        return state
+    try:
+        return fn(state, model)
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError):
+        return state  # the exact load below then names what does not fit
+
+
 @EXTRACTORS.register("timm", params=TimmParams, modalities=("image",), packages=("timm",), needs_name=True)
 def timm_extractor(enc: Any, params: TimmParams, spec: Any, key: str) -> TimmExtractor:
     """timm image models (ViT, ResNet, ConvNeXt, ...) from a local weights file."""
@@ -42,6 +58,7 @@ def timm_extractor(enc: Any, params: TimmParams, spec: Any, key: str) -> TimmExt
         raise DataError(f"{key}.name: cannot build timm model '{enc.name}' ({first_line(err)})") from None
     path = Path(enc.weights).expanduser()
     state = read_state_dict(path, f"{key}.weights")
+    state = _timm_filter(model, state)
     head = model.pretrained_cfg.get("classifier") or ()
     heads = (head,) if isinstance(head, str) else tuple(head)
     state = {k: v for k, v in state.items() if not any(k == h or k.startswith(h + ".") for h in heads)}
