@@ -132,13 +132,13 @@ def hf_dataset(root: Path, n_per_class: int = 6, dict_splits: bool = True) -> Pa
     return root
 
 
-def cifar(root: Path, hundred: bool = False, n: int = 40) -> Path:
-    """CIFAR-10 (data_batch_1..5, test_batch) or CIFAR-100 (train, test) pickles under root."""
+def cifar(root: Path, hundred: bool = False, n: int = 40, n_classes: int = 10) -> Path:
+    """CIFAR-10 (data_batch_1..5, test_batch) or CIFAR-100 (train, test) pickles under root, n images each."""
     folder = root / ("cifar-100-python" if hundred else "cifar-10-batches-py")
     folder.mkdir(parents=True, exist_ok=True)
     names = ["train", "test"] if hundred else [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
     for k, name in enumerate(names):
-        labels = [(k + i) % 10 for i in range(n)]
+        labels = [(k + i) % n_classes for i in range(n)]
         data = np.stack([np.transpose(class_image(c % 4, i, (32, 32)), (2, 0, 1)).reshape(-1) for i, c in enumerate(labels)])
         entry = {"batch_label": name, "data": data}
         if hundred:
@@ -232,4 +232,26 @@ def hf_image_model(folder: Path, seed: int = 0) -> Path:
     (folder / "preprocessor_config.json").write_text(json.dumps(
         {"image_processor_type": "ViTImageProcessor", "size": {"height": 32, "width": 32},
          "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}))
+    return folder
+
+
+def hf_clip_model(folder: Path, seed: int = 0) -> Path:
+    """A tiny CLIP (32x32 images) with a CLIP-style preprocessor_config.json (crop_size, bicubic)."""
+    import json
+
+    import torch
+    from transformers import CLIPConfig, CLIPModel
+
+    torch.manual_seed(seed)
+    config = CLIPConfig(
+        text_config={"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1,
+                     "num_attention_heads": 2, "max_position_embeddings": 16, "bos_token_id": 0, "eos_token_id": 1},
+        vision_config={"image_size": 32, "patch_size": 8, "hidden_size": 16, "intermediate_size": 32,
+                       "num_hidden_layers": 1, "num_attention_heads": 2},
+        projection_dim=12)
+    CLIPModel(config).save_pretrained(str(folder))
+    (folder / "preprocessor_config.json").write_text(json.dumps(
+        {"image_processor_type": "CLIPImageProcessor", "crop_size": {"height": 32, "width": 32},
+         "size": {"shortest_edge": 32}, "resample": 3, "image_mean": [0.48145466, 0.4578275, 0.40821073],
+         "image_std": [0.26862954, 0.26130258, 0.27577711]}))
     return folder

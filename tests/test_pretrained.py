@@ -204,3 +204,38 @@ def test_pretrained_config_checked_at_load():
         config_from_dict({"pretrained": {"image": {"kind": "timm", "weights": "w.safetensors"}}})
     with pytest.raises(ConfigError, match=r"pretrained.image.weights: missing mandatory value"):
         config_from_dict({"pretrained": {"image": {"kind": "timm", "name": "vit"}}})
+
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["train.epochs=1", "evaluate_untrained=false", "modality_eval.subsets=false",
+        "modality_eval.single_each_experience=false", "modality_eval.missing_rates=[]", "output.plots=false"]
+
+
+def _shipped(tmp_path: Path, name: str) -> tuple[list[str], int]:
+    """Overrides that point a shipped benchmark config at tiny stand-ins of its data and weights."""
+    out = [f"output.root={tmp_path / 'runs'}", "stream.split.n_experiences=2", *FAST]  # 2 experiences: fast
+    if name == "split_cifar100_10x10":
+        root = D.cifar(tmp_path / "cifar", hundred=True, n=200, n_classes=100)
+        return [*out, f"stream.sources.cifar100.params.root={root}",
+                f"pretrained.image.weights={D.hf_clip_model(tmp_path / 'clip')}"], 2
+    if name == "split_cifar10_vit":
+        root = D.cifar(tmp_path / "cifar", n=20)
+        return [*out, f"stream.sources.cifar10.params.root={root}", "pretrained.image.name=test_vit",
+                f"pretrained.image.weights={D.timm_weights(tmp_path / 'vit.safetensors')}"], 2
+    if name == "split_fashion_mnist":
+        return [*out, f"stream.sources.fmnist.params.root={D.mnist(tmp_path / 'fm', 'FashionMNIST')}"], 2
+    img, aud = D.image_folder(tmp_path / "img", classes=tuple("0123456789")), D.audio_folder(tmp_path / "aud", classes=tuple("0123456789"))
+    return [*out, f"stream.sources.av.params.sources.pictures.params.root={img}",
+            f"stream.sources.av.params.sources.sounds.params.root={aud}"], 2
+
+
+@pytest.mark.parametrize("name", ["split_cifar100_10x10", "split_cifar10_vit", "split_fashion_mnist", "folders_image_audio"])
+def test_shipped_benchmark_config_runs_on_tiny_stand_ins(tmp_path, capsys, name):
+    overrides, n_exp = _shipped(tmp_path, name)
+    assert main(["run", str(ROOT / "configs" / f"{name}.yaml"), *overrides]) == 0, capsys.readouterr().err
+    res = json.loads(next((tmp_path / "runs").glob("*/version_0/results.json")).read_text())
+    assert res["status"] == "complete" and len(res["accuracy_matrix"]) == n_exp
+    if name == "split_cifar100_10x10":  # the class order of MoE-Adapters4CL, and CLIP's projected image features
+        assert res["experiences"][0]["classes"][:3] == [0, 4, 8]  # 87, 0, 52, ... in sorted order
+        assert len(res["experiences"][0]["classes"]) == 50
+        assert "-> 12-d features" in capsys.readouterr().out

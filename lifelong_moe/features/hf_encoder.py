@@ -24,7 +24,7 @@ class HFEncoderParams:
     pad_token_id: int | None = None  # text: the padding id (default: the model config's, else 0)
 
 
-def _image_settings(folder: Path, model: Any, params: HFEncoderParams) -> tuple[list[int], list[float], list[float]]:
+def _image_settings(folder: Path, model: Any, params: HFEncoderParams) -> tuple[list[int], list[float], list[float], str]:
     pre: dict[str, Any] = {}
     if (folder / "preprocessor_config.json").is_file():
         pre = json.loads((folder / "preprocessor_config.json").read_text())
@@ -39,7 +39,8 @@ def _image_settings(folder: Path, model: Any, params: HFEncoderParams) -> tuple[
         size = list(s) if s and None not in s else [getattr(config, "image_size", 224)] * 2
     mean = list(params.mean) or list(pre.get("image_mean", [0.5, 0.5, 0.5]))
     std = list(params.std) or list(pre.get("image_std", [0.5, 0.5, 0.5]))
-    return [int(v) for v in size], mean, std
+    interpolation = "bicubic" if pre.get("resample") == 3 else "bilinear"  # PIL's codes: 3 bicubic, 2 bilinear
+    return [int(v) for v in size], mean, std, interpolation
 
 
 class HFExtractor:
