@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lifelong_moe.offline import hf_offline
+
+    hf_offline()  # before anything imports huggingface_hub: nothing is downloaded at run time
     args = _parser().parse_args(argv)
     from lifelong_moe.errors import UserError  # imported after parsing: `--help` need not load torch and Avalanche
 

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from lifelong_moe.offline import hf_offline
+
 NETGUARD = Path(__file__).resolve().parent / "netguard"
 
 
@@ -23,6 +25,7 @@ def _load_netguard() -> Any:
 
 
 netguard = _load_netguard()
+hf_offline()  # now, before test modules import Lightning (and through it huggingface_hub)
 
 
 @pytest.fixture(autouse=True, scope="session")

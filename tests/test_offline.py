@@ -36,8 +36,10 @@ def test_sockets_to_other_hosts_fail_in_subprocesses():
 
 def test_hugging_face_runs_offline():
     assert os.environ["HF_HUB_OFFLINE"] == "1" and os.environ["TRANSFORMERS_OFFLINE"] == "1"
+    from huggingface_hub import constants
     from transformers import AutoConfig
 
+    assert constants.is_offline_mode()
     # a hub name fails at once from the offline flag, not by trying (the guard would raise NetworkBlockedError)
     with pytest.raises(OSError) as err:
         AutoConfig.from_pretrained("google-bert/bert-base-uncased")
@@ -64,3 +66,13 @@ def test_a_load_that_needs_the_hub_is_one_line(tmp_path, capsys):
     assert main(["validate", str(cfg)]) == 2
     err = capsys.readouterr().err.strip()
     assert f"pretrained.image.weights: cannot load a model from {tmp_path / 'half'}" in err and "\n" not in err
+
+
+def test_offline_flag_reaches_an_already_imported_hub(monkeypatch):
+    from huggingface_hub import constants
+
+    from lifelong_moe.offline import hf_offline
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # as if imported before the variables were set
+    hf_offline()
+    assert constants.is_offline_mode()

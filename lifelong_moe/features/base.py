@@ -62,10 +62,16 @@ def versions(packages: Sequence[str]) -> dict[str, str]:
 
 
 def resolve_device(device: str) -> torch.device:
+    """`auto`: this process's GPU when there is one (under DDP each process encodes on its own local
+    rank's GPU), else the CPU."""
+    import os
+
     import torch
 
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     return torch.device(device)
 
 

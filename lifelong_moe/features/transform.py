@@ -119,8 +119,10 @@ def _encode(extractor: Extractor, x: np.ndarray, batch_size: int) -> np.ndarray:
 def build_experiment_stream(cfg: ExperimentConfig, progress: Callable[[str], None] = print) -> Stream:
     """The experiment's stream: its sources loaded, with pretrained features in place of the modalities
     that `cfg.pretrained` names (the one place where the config's encoders meet the data layer)."""
+    from lifelong_moe.offline import hf_offline
     from scenarios import build_stream
 
+    hf_offline()
     if not cfg.pretrained:
         return build_stream(cfg.stream, cfg.seed)
     transform = FeatureTransform(cfg.pretrained, progress)
