@@ -32,6 +32,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from lifelong_moe.offline import hf_offline
+
+    hf_offline()  # before anything imports huggingface_hub: nothing is downloaded at run time
     args = _parser().parse_args(argv)
     from lifelong_moe.errors import UserError  # imported after parsing: `--help` need not load torch and Avalanche
 
@@ -59,7 +62,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     cfg = lm.load_config(args.config, args.overrides)
     if args.command == "validate":
-        stream = lm.build_stream(cfg.stream, cfg.seed)
+        from lifelong_moe.features import build_experiment_stream
+
+        stream = build_experiment_stream(cfg)  # sources loaded, pretrained features computed or read
         print(f"{args.config}: valid ({stream.scenario.value}, {len(stream.experiences)} experiences, {stream.n_classes} classes)")
         print(stream.describe())
         return 0

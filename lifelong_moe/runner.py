@@ -19,12 +19,13 @@ from lifelong_moe.config import ExperimentConfig, to_container
 from lifelong_moe.distributed import RUN_DIR_ENV, is_writer
 from lifelong_moe.errors import ConfigError
 from lifelong_moe.evaluation import Evaluator
+from lifelong_moe.features import build_experiment_stream
 from lifelong_moe.models.continual_module import ContinualModule
 from lifelong_moe.registry import MODELS, STRATEGIES, resolve_params
 from lifelong_moe.run_outputs import open_outputs
 from lifelong_moe.run_state import RunState
 from lifelong_moe.strategies.base import FitContext, Strategy
-from scenarios import Stream, build_stream
+from scenarios import Stream
 
 
 @dataclass
@@ -68,7 +69,7 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print, resume: 
 
 def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | None, writer: bool) -> RunResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    stream = build_stream(cfg.stream, cfg.seed)
+    stream = build_experiment_stream(cfg, progress)  # the stream, with pretrained features where configured
     T = len(stream.experiences)
     reference = _reference_diagonal(cfg.reference_results, T)
     strategy = build_strategy(cfg)

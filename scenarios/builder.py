@@ -3,6 +3,7 @@ and task labels. Knows data and streams, never models."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,9 +100,15 @@ class Stream:
         return "\n".join(rows)
 
 
-def build_stream(cfg: StreamConfig, seed: int = 0) -> Stream:
-    """Load the sources, resolve and check every experience, and build the Avalanche benchmark."""
-    sources = _load_sources(cfg, seed)
+SourceTransform = Callable[[str, SourceData], SourceData]
+"""Applied to each loaded source before its experiences are cut, e.g. frozen pretrained features
+replacing raw images (`lifelong_moe.features`); must return a new SourceData, not change its argument."""
+
+
+def build_stream(cfg: StreamConfig, seed: int = 0, transform: SourceTransform | None = None) -> Stream:
+    """Load the sources (each through `transform`, if given), resolve and check every experience, and
+    build the Avalanche benchmark."""
+    sources = _load_sources(cfg, seed, transform)
     exps = _expand_experiences(cfg, sources)
     if not exps:
         raise ConfigError("stream.experiences: the stream has no experiences")
@@ -132,7 +139,7 @@ def build_stream(cfg: StreamConfig, seed: int = 0) -> Stream:
     return Stream(benchmark, resolved, specs, n_classes, cfg.scenario)
 
 
-def _load_sources(cfg: StreamConfig, seed: int) -> dict[str, SourceData]:
+def _load_sources(cfg: StreamConfig, seed: int, transform: SourceTransform | None = None) -> dict[str, SourceData]:
     if not cfg.sources:
         raise ConfigError("stream.sources: no data sources defined")
     loaded = {}
@@ -149,7 +156,7 @@ def _load_sources(cfg: StreamConfig, seed: int) -> dict[str, SourceData]:
         for modality in data.modalities:
             if modality == MASK_KEY:
                 raise ConfigError(f"{key}: '{MASK_KEY}' is reserved and cannot name a modality")
-        loaded[name] = data
+        loaded[name] = transform(name, data) if transform is not None else data
     return loaded
 
 

@@ -13,6 +13,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from lifelong_moe.config.schema import ExperimentConfig
 from lifelong_moe.errors import ConfigError, first_line
+from lifelong_moe.features.base import check_pretrained
 from lifelong_moe.registry import MODELS, STRATEGIES, resolve_params
 
 
@@ -56,6 +57,7 @@ def config_from_dict(raw: Any, overrides: Sequence[str] = ()) -> ExperimentConfi
         resolved = resolve_params(registry, component.name, component.params, f"{key}.params")
         component.params = dataclasses.asdict(resolved) if resolved is not None else {}
     _check_compatible(obj)
+    check_pretrained(obj.pretrained)
     _check_values(obj)
     return obj
 
