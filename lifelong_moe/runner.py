@@ -4,6 +4,7 @@ test experience, and record R[i][j] with its metrics, figures, TensorBoard curve
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 
 from lifelong_moe.checkpointing import first_difference, load_checkpoint
 from lifelong_moe.config import ExperimentConfig, to_container
@@ -95,6 +97,9 @@ def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | N
         strategy.fit(model, stream.train_stream, i, FitContext(cfg.train, cfg.trainer, cfg.seed * 1000 + i, outputs.logger))
         model.on_experience_end(exp)
         t1 = time.perf_counter()
+        # what is kept about past data, in bytes: stored samples (replay buffers) and statistics (the MoE's)
+        params["stored_bytes"] = strategy.stored_samples(stream.train_stream, i) * sample_bytes(stream) + model.stored_bytes()
+        header["memory_bytes"] = params["stored_bytes"]
         state.record(evaluator.after_experience(model, i), params, t0, t1, time.perf_counter())
         metrics, elapsed = state.metrics(stream), time.perf_counter() - start
         header["status"] = "complete" if i == T - 1 else "running"
@@ -109,6 +114,12 @@ def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | N
     outputs.finish(state, results, cfg)
     progress(f"[lifelong-moe] done in {results['wall_time_s']:.1f}s | ACC {metrics['acc']:.3f} | results in {outputs.run_dir}")
     return RunResult(outputs.run_dir, state.R, state.b, metrics, results)
+
+
+def sample_bytes(stream: Stream) -> int:
+    """Bytes of one stored training sample: every modality's array, its presence flag and the label."""
+    return sum(math.prod(s.shape) * torch.empty((), dtype=getattr(torch, s.dtype)).element_size() + 1
+               for s in stream.modalities.values()) + 8
 
 
 def _reference_diagonal(path: str | None, T: int) -> list[float] | None:

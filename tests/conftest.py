@@ -85,12 +85,12 @@ def build_model_and_stream(cfg_dict: dict[str, Any]) -> tuple[Any, Any, Any]:
     import lightning as L
 
     from lifelong_moe import config_from_dict
+    from lifelong_moe.features import build_experiment_stream
     from lifelong_moe.runner import build_model
-    from scenarios import build_stream
 
     cfg = config_from_dict(cfg_dict)
     L.seed_everything(0, verbose=False)
-    stream = build_stream(cfg.stream, cfg.seed)
+    stream = build_experiment_stream(cfg)
     return cfg, stream, build_model(cfg, stream)
 
 

@@ -89,6 +89,8 @@ def _check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"train.lr: must be positive, got {t.lr}")
     if t.optimizer not in ("adam", "adamw", "sgd"):
         raise ConfigError(f"train.optimizer: unknown optimizer '{t.optimizer}'; use adam, adamw or sgd")
+    if not 0.0 <= t.validation_fraction <= 0.5:
+        raise ConfigError(f"train.validation_fraction: must lie in [0, 0.5], got {t.validation_fraction}")
     if not 0.0 <= t.modality_dropout < 1.0:
         raise ConfigError(f"train.modality_dropout: must lie in [0, 1), got {t.modality_dropout}")
     for k, rate in enumerate(cfg.modality_eval.missing_rates):

@@ -27,6 +27,8 @@ class TrainConfig:
     num_workers: int = 0
     modality_dropout: float = 0.0  # remedy for modality imbalance: each present modality of a training
     # sample is masked out with this probability (a sample keeps at least one)
+    validation_fraction: float = 0.1  # share of each experience's training samples held out (stratified,
+    # seeded) to choose hyperparameters on; never the test data
 
 
 @dataclass

@@ -123,9 +123,10 @@ def build_experiment_stream(cfg: ExperimentConfig, progress: Callable[[str], Non
     from scenarios import build_stream
 
     hf_offline()
+    fraction = cfg.train.validation_fraction
     if not cfg.pretrained:
-        return build_stream(cfg.stream, cfg.seed)
+        return build_stream(cfg.stream, cfg.seed, validation_fraction=fraction)
     transform = FeatureTransform(cfg.pretrained, progress)
-    stream = build_stream(cfg.stream, cfg.seed, transform)
+    stream = build_stream(cfg.stream, cfg.seed, transform, validation_fraction=fraction)
     transform.check_used()
     return stream

@@ -249,6 +249,10 @@ class ContinualModule(L.LightningModule):
         """How the model grew at the current experience (experts, groups), for results.json."""
         return {}
 
+    def stored_bytes(self) -> int:
+        """Bytes the model keeps about past data beyond its parameters (statistics, keys); never samples."""
+        return 0
+
     def parameter_counts(self) -> dict[str, int]:
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
