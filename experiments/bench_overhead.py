@@ -17,27 +17,28 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lifelong_moe import build_model, load_config
-from lifelong_moe.training import eval_loaders, evaluate, fit_experience, train_loader
-from scenarios import build_stream
+from lifelong_moe.evaluation import measure
+from lifelong_moe.features import build_experiment_stream
+from lifelong_moe.training import eval_loader, fit_experience, train_loader
 
 
 def runner_path(cfg, stream, logdir: str) -> float:
     L.seed_everything(cfg.seed, verbose=False)
     model = build_model(cfg, stream)
-    loaders = eval_loaders(stream.test_stream, cfg.train)
+    loaders = [eval_loader(e.dataset, cfg.train) for e in stream.test_stream]
     logger = TensorBoardLogger(logdir, name="bench", default_hp_metric=False)
     exp = stream.train_stream[0]
     t0 = time.perf_counter()
     model.on_experience_start(exp)
     fit_experience(model, exp.dataset, cfg.train, cfg.trainer, seed=0, logger=logger)
-    evaluate(model, loaders, cfg.trainer)
+    measure(model, loaders, cfg.trainer)
     return time.perf_counter() - t0
 
 
 def plain_path(cfg, stream) -> float:
     L.seed_everything(cfg.seed, verbose=False)
     model = build_model(cfg, stream)
-    loaders = eval_loaders(stream.test_stream, cfg.train)
+    loaders = [eval_loader(e.dataset, cfg.train) for e in stream.test_stream]
     exp = stream.train_stream[0]
     t0 = time.perf_counter()
     model.on_experience_start(exp)
@@ -64,7 +65,7 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     cfg = load_config(args.config, ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "trainer.devices=1", *args.overrides])
-    stream = build_stream(cfg.stream, cfg.seed)
+    stream = build_experiment_stream(cfg)
     runner_times, plain_times = [], []
     with tempfile.TemporaryDirectory() as logdir:
         runner_path(cfg, stream, logdir)  # warm-up: first-call costs of both paths

@@ -39,6 +39,7 @@ def __getattr__(name: str) -> Any:
 
 def registered_components() -> dict[str, dict[str, str]]:
     """Every registry's names and one-line descriptions."""
+    from lifelong_moe.features import EXTRACTORS
     from lifelong_moe.models.encoders import ENCODERS
     from lifelong_moe.registry import MODELS, STRATEGIES
     from scenarios.sources import SOURCES
@@ -48,6 +49,7 @@ def registered_components() -> dict[str, dict[str, str]]:
         "models": MODELS.describe(),
         "strategies": STRATEGIES.describe(),
         "modality encoders": ENCODERS.describe(),
+        "pretrained encoders": EXTRACTORS.describe(),
     }
 
 

@@ -139,18 +139,24 @@ def check_payload(payload: Any, path: Path) -> None:
 
 
 def fingerprint_changes(saved: dict[str, Any], current: dict[str, Any]) -> str | None:
-    """The first data file whose size or content differs between the checkpoint and now, as a message."""
+    """The first data file (or source's arrays, or encoder's weights) whose size or content differs
+    between the checkpoint and now, as a message."""
     for source, files in saved.items():
         now = {f.get("param"): f for f in current.get(source, [])}
         for old in files if isinstance(files, list) else []:
             if not isinstance(old, dict):
                 continue
-            new = now.get(old.get("param"))
-            key = f"stream.sources.{source}.params.{old.get('param')}"
+            param = str(old.get("param"))
+            new = now.get(param)
+            if param == "(arrays)":  # a source without one data file: its arrays were fingerprinted
+                key, what = f"stream.sources.{source}", "its data"
+            else:  # a file param of the source, or a pretrained encoder's weights applied to it
+                key = param if param.startswith("pretrained.") else f"stream.sources.{source}.params.{param}"
+                what = new.get("path") if new is not None else None
             if new is None:
-                return f"{key}: the checkpoint read {old.get('path')}, which this config no longer reads"
+                return f"{key}: the checkpoint read {old.get('path') or 'data'}, which this config no longer reads"
             if (new.get("size"), new.get("sha256")) != (old.get("size"), old.get("sha256")):
-                return (f"{key}: {new.get('path')} changed since the checkpoint was written ({old.get('size')} -> "
+                return (f"{key}: {what} changed since the checkpoint was written ({old.get('size')} -> "
                         f"{new.get('size')} bytes, sha256 {str(old.get('sha256'))[:12]} -> {str(new.get('sha256'))[:12]}); "
                         f"resuming would mix results on old and new data; start a new run")
     return None

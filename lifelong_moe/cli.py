@@ -46,6 +46,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from lifelong_moe.errors import Interrupted, UserError  # light: the package's heavy parts load on first use
     from lifelong_moe.interrupts import signals_raise
+    from lifelong_moe.offline import hf_offline
+
+    hf_offline()  # before anything imports huggingface_hub: nothing is downloaded at run time
 
     with signals_raise():
         try:
@@ -131,7 +134,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "validate":
         from lifelong_moe.preparation import prepare
 
-        ready = prepare(cfg)
+        ready = prepare(cfg)  # sources loaded, pretrained features computed or read, model rehearsed
         stream = ready.stream
         print(f"{args.config}: valid ({stream.scenario.value}, {len(stream.experiences)} experiences, {stream.n_classes} classes)")
         print(stream.describe())

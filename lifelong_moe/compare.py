@@ -119,6 +119,7 @@ def comparison_row(results: dict[str, Any], metrics: dict[str, Any]) -> dict[str
         "parameters": int(params["total"]),
         "trainable": int(params["trainable"]),
         "memory": results["memory"],
+        "memory_bytes": int(results.get("memory_bytes", 0)),
         "wall_time_s": float(results["wall_time_s"]),
     }
 
@@ -141,6 +142,14 @@ def tabulate(out_dir: Path, label: str = "strategy") -> dict[str, list[dict[str,
     return rows
 
 
+def human_bytes(n: int) -> str:
+    """1,234,567 -> '1.2 MB' (decimal units)."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
@@ -151,24 +160,25 @@ def write_comparison(out_dir: Path, rows: dict[str, list[dict[str, Any]]], label
     `timing`: the row key reported as mean ± std in the last column, and its title."""
     key, title = timing
     header = [label, "model", "seeds", *[f"{k}_{s}" for k in COLUMNS for s in ("mean", "std")],
-              "parameters", "trainable", "memory", f"{key}_mean", f"{key}_std"]
+              "parameters", "trainable", "memory", "memory_bytes", f"{key}_mean", f"{key}_std"]
     table = []
     for name, runs in rows.items():
         line: list[Any] = [name, runs[0]["model"], len(runs)]
         for k in COLUMNS:
             vals = [r[k] for r in runs if k in r]
             line += list(_mean_std(vals)) if vals else [float("nan"), float("nan")]
-        line += [runs[0]["parameters"], runs[0]["trainable"], runs[0]["memory"], *_mean_std([r[key] for r in runs])]
+        line += [runs[0]["parameters"], runs[0]["trainable"], runs[0]["memory"], runs[0].get("memory_bytes", 0),
+                 *_mean_std([r[key] for r in runs])]
         table.append(line)
     write_csv(out_dir / "comparison.csv", header, table)
 
     titles = {"acc": "ACC", "avg_incremental_acc": "avg inc. acc", "bwt": "BWT", "fwt": "FWT", "forgetting": "forgetting"}
-    md = [f"| {label} | model | " + " | ".join(titles[k] for k in COLUMNS) + f" | parameters | trainable | memory | {title} |",
-          "|---|---|" + "---|" * len(COLUMNS) + "---|---|---|---|"]
+    md = [f"| {label} | model | " + " | ".join(titles[k] for k in COLUMNS) + f" | parameters | trainable | memory | kept (bytes) | {title} |",
+          "|---|---|" + "---|" * len(COLUMNS) + "---|---|---|---|---|"]
     for line in table:
         cells = [f"{line[3 + 2 * i]:.3f} ± {line[4 + 2 * i]:.3f}" for i in range(len(COLUMNS))]
         md.append(f"| {line[0]} | {line[1]} | " + " | ".join(cells)
-                  + f" | {line[-5]:,} | {line[-4]:,} | {line[-3]} | {line[-2]:.2f} ± {line[-1]:.2f} |")
+                  + f" | {line[-6]:,} | {line[-5]:,} | {line[-4]} | {human_bytes(line[-3])} | {line[-2]:.2f} ± {line[-1]:.2f} |")
     n_seeds = max(len(r) for r in rows.values())
     md.append("")
     md.append(f"Mean ± standard deviation over {n_seeds} seed(s). Parameters after the last experience.")

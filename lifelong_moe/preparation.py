@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +28,14 @@ from lifelong_moe.checkpointing import fingerprint_changes, first_difference, lo
 from lifelong_moe.config import ExperimentConfig, to_container
 from lifelong_moe.distributed import is_writer
 from lifelong_moe.errors import ConfigError, UserError, first_line
+from lifelong_moe.features import build_experiment_stream
 from lifelong_moe.models.continual_module import ContinualModule
 from lifelong_moe.models.encoders import ENCODERS
 from lifelong_moe.registry import MODELS, STRATEGIES, resolve_params
 from lifelong_moe.run_state import RunState
 from lifelong_moe.strategies.base import Strategy
 from lifelong_moe.training import make_trainer
-from scenarios import Stream, build_stream
+from scenarios import Stream
 
 
 @dataclass
@@ -69,10 +70,11 @@ def comparable(cfg: ExperimentConfig) -> dict[str, Any]:
     return container
 
 
-def prepare(cfg: ExperimentConfig, resume: str | None = None) -> Prepared:
-    """Check everything `run` needs, in the order `run` draws random numbers; write nothing."""
+def prepare(cfg: ExperimentConfig, resume: str | None = None, progress: Callable[[str], None] = print) -> Prepared:
+    """Check everything `run` needs, in the order `run` draws random numbers; write nothing under
+    `output.root` (pretrained features may be computed and cached, as `run` would)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    stream = build_stream(cfg.stream, cfg.seed)
+    stream = build_experiment_stream(cfg, progress)  # validation carved out; pretrained features in place
     classes = sorted({c for e in stream.experiences for c in e.classes})
     if len(classes) < 2:
         raise ConfigError(f"stream: its experiences hold only class {classes}; a classification stream needs at least two classes")
@@ -104,7 +106,7 @@ def check_output(cfg: ExperimentConfig) -> None:
     """What `run` will need of `output.*` to create its directory, checked without creating anything."""
     base = Path(cfg.output.root) / cfg.name
     if cfg.output.version is not None and (base / cfg.output.version).exists():
-        raise ConfigError(f"output.version: {base / cfg.output.version} already exists; choose another version or remove it")
+        raise ConfigError(f"output.version: {base / cfg.output.version} already holds a run; choose another version or remove it")
     existing = next((p for p in (base, *base.parents) if p.exists()), None)
     if existing is not None and not existing.is_dir():
         raise ConfigError(f"output.root: cannot create {base}: {existing} is not a directory")
@@ -128,8 +130,8 @@ def check_modality_kinds(stream: Stream) -> None:
         for m in e.modalities:
             kind = stream.modalities[m].kind
             if kind not in ENCODERS:
-                raise ConfigError(f"stream.sources.{e.source}: modality '{m}' has kind '{kind}', which no registered "
-                                  f"encoder reads; known kinds: {', '.join(ENCODERS)}")
+                raise ConfigError(f"stream.sources.{e.source}: modality '{m}' has kind '{kind}', for which no encoder "
+                                  f"is registered; known kinds: {', '.join(ENCODERS)}")
 
 
 _TRAINER_KEYS = ("accelerator", "devices", "strategy", "precision", "num_nodes")
@@ -157,6 +159,7 @@ def rehearse(cfg: ExperimentConfig, stream: Stream) -> dict[str, int]:
     `on_experience_end`, one forward pass of a train and a test batch) without training it: encoders for every
     modality, growth decisions and shape or dtype mismatches between data and model surface here."""
     model = build_model(cfg, stream)
+    model.rehearsing = True  # closed-form fits (the MoE's class statistics) would cost as much as in the run
     for exp, test in zip(stream.train_stream, stream.test_stream):
         where = f"experience {exp.index + 1} ({exp.spec.name})"
         try:

@@ -3,6 +3,7 @@ test experience, and record R[i][j] with its metrics, figures, TensorBoard curve
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import time
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from lifelong_moe.config import ExperimentConfig
 from lifelong_moe.distributed import RUN_DIR_ENV, is_writer
@@ -21,6 +23,7 @@ from lifelong_moe.preparation import Prepared, build_model, build_strategy, comp
 from lifelong_moe.run_outputs import open_outputs
 from lifelong_moe.run_state import RunState
 from lifelong_moe.strategies.base import FitContext
+from scenarios import Stream
 
 __all__ = ["RunResult", "build_model", "build_strategy", "run"]
 
@@ -49,7 +52,7 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print, resume: 
     writer = is_writer()
     inherited = os.environ.get(RUN_DIR_ENV)
     try:
-        prepared = prepare(cfg, resume)
+        prepared = prepare(cfg, resume, progress if writer else (lambda _: None))
         return _run(prepared, progress if writer else (lambda _: None), writer)
     finally:
         if writer:  # the next run in this process must not inherit this one's directory
@@ -102,6 +105,9 @@ def _loop(p: Prepared, outputs: Any, progress: Callable[[str], None]) -> RunResu
         strategy.fit(model, stream.train_stream, i, FitContext(cfg.train, cfg.trainer, cfg.seed * 1000 + i, outputs.logger))
         model.on_experience_end(exp)
         t1 = time.perf_counter()
+        # what is kept about past data, in bytes: stored samples (replay buffers) and statistics (the MoE's)
+        params["stored_bytes"] = strategy.stored_samples(stream.train_stream, i) * sample_bytes(stream) + model.stored_bytes()
+        header["memory_bytes"] = params["stored_bytes"]
         state.record(evaluator.after_experience(model, i), params, t0, t1, time.perf_counter())
         metrics, elapsed = state.metrics(stream), time.perf_counter() - start
         header["status"] = "running"  # "complete" only once the final evaluations and figures are written
@@ -116,3 +122,10 @@ def _loop(p: Prepared, outputs: Any, progress: Callable[[str], None]) -> RunResu
     outputs.finish(state, results, cfg)
     progress(f"[lifelong-moe] done in {results['wall_time_s']:.1f}s | ACC {metrics['acc']:.3f} | results in {outputs.run_dir}")
     return RunResult(outputs.run_dir, state.R, state.b, metrics, results)
+
+
+def sample_bytes(stream: Stream) -> int:
+    """Bytes of one stored training sample: every modality's array, its presence flag and the label."""
+    return sum(math.prod(s.shape) * torch.empty((), dtype=getattr(torch, s.dtype)).element_size() + 1
+               for s in stream.modalities.values()) + 8
+

@@ -3,7 +3,8 @@ and task labels. Knows data and streams, never models."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ class ExperienceSpec:
     n_train: int
     n_test: int
     test_missing_rate: dict[str, float] = field(default_factory=dict)
+    n_val: int = 0  # training samples set aside as this experience's validation split
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,7 @@ class Experience:
     dataset: Any
     modality_specs: dict[str, ModalitySpec]
     avalanche: Any = field(default=None, repr=False, compare=False)
+    validation: Any = field(default=None, repr=False, compare=False)  # held-out training samples, or None
 
     @property
     def index(self) -> int:
@@ -102,16 +105,25 @@ class Stream:
         return "\n".join(rows)
 
 
-def build_stream(cfg: StreamConfig, seed: int = 0) -> Stream:
-    """Load the sources, resolve and check every experience, and build the Avalanche benchmark."""
-    sources = _load_sources(cfg, seed)
+SourceTransform = Callable[[str, SourceData], SourceData]
+"""Applied to each loaded source before its experiences are cut, e.g. frozen pretrained features
+replacing raw images (`lifelong_moe.features`); must return a new SourceData, not change its argument."""
+
+
+def build_stream(cfg: StreamConfig, seed: int = 0, transform: SourceTransform | None = None,
+                 validation_fraction: float = 0.0) -> Stream:
+    """Load the sources (each through `transform`, if given), resolve and check every experience, and
+    build the Avalanche benchmark. `validation_fraction` of each experience's training samples (stratified
+    by class, seeded) are set aside as its validation split, for choosing hyperparameters without
+    touching the test data."""
+    sources = _load_sources(cfg, seed, transform)
     exps = _expand_experiences(cfg, sources)
     if not exps:
         raise ConfigError("stream.experiences: the stream has no experiences")
     specs = _stream_modalities(exps, sources)
     _check_scenario(cfg.scenario, exps)
 
-    train_sets, test_sets, resolved = [], [], []
+    train_sets, test_sets, val_sets, resolved = [], [], [], []
     for i, (key, exp) in enumerate(exps):
         src = sources[exp.source]
         rng = np.random.default_rng([seed, i, 11])
@@ -120,23 +132,42 @@ def build_stream(cfg: StreamConfig, seed: int = 0) -> Stream:
         classes = exp.classes or list(src.classes)
         train = _select(src.train, classes, exp.train_size, rng, f"{key}.train_size")
         test = _select(src.test, classes, exp.test_size, rng, f"{key}.test_size")
+        val_rng = np.random.default_rng([seed, i, 13])
+        train, val = _carve_validation(train, validation_fraction, val_rng)
         for split, name in ((train, "train"), (test, "test")):
             if len(split) == 0:
                 raise ConfigError(f"{key}: the {name} split is empty (source '{exp.source}', classes {classes})")
         train_sets.append(_dataset(train, modalities, exp.train_missing_rate, specs, task, rng, f"{key}.train_missing_rate"))
         test_sets.append(_dataset(test, modalities, exp.test_missing_rate, specs, task, rng, f"{key}.test_missing_rate"))
+        val_sets.append(_dataset(val, modalities, exp.train_missing_rate, specs, task, val_rng, f"{key}.train_missing_rate")
+                        if len(val) else None)
         resolved.append(
             ExperienceSpec(i, exp.name or f"exp{i}", exp.source, sorted(classes), list(modalities), task,
-                           len(train), len(test), dict(exp.test_missing_rate))
+                           len(train), len(test), dict(exp.test_missing_rate), n_val=len(val))
         )
 
     benchmark = with_task_labels(with_classes_timeline(benchmark_from_datasets(train=train_sets, test=test_sets)))
     n_classes = 1 + max(c for e in resolved for c in e.classes)
-    return Stream(benchmark, resolved, specs, n_classes, cfg.scenario,
-                  data_files={name: src.files for name, src in sources.items() if src.files})
+    stream = Stream(benchmark, resolved, specs, n_classes, cfg.scenario,
+                    data_files={name: src.files for name, src in sources.items() if src.files})
+    stream.train_stream = [replace(e, validation=v) for e, v in zip(stream.train_stream, val_sets, strict=True)]
+    return stream
 
 
-def _load_sources(cfg: StreamConfig, seed: int) -> dict[str, SourceData]:
+def _carve_validation(split: Split, fraction: float, rng: np.random.Generator) -> tuple[Split, Split]:
+    """(train, validation): `fraction` of each class's samples (rounded, at most all but one) to validation."""
+    if fraction <= 0:
+        return split, split.subset(np.zeros(0, dtype=int))
+    val = []
+    for c in np.unique(split.labels):
+        members = rng.permutation(np.flatnonzero(split.labels == c))
+        val.append(members[: min(int(round(fraction * len(members))), len(members) - 1)])
+    val_idx = np.sort(np.concatenate(val))
+    keep = np.setdiff1d(np.arange(len(split)), val_idx)
+    return split.subset(keep), split.subset(val_idx)
+
+
+def _load_sources(cfg: StreamConfig, seed: int, transform: SourceTransform | None = None) -> dict[str, SourceData]:
     if not cfg.sources:
         raise ConfigError("stream.sources: no data sources defined")
     loaded = {}
@@ -148,6 +179,9 @@ def _load_sources(cfg: StreamConfig, seed: int) -> dict[str, SourceData]:
         for modality in data.modalities:
             if modality == MASK_KEY:
                 raise ConfigError(f"{key}: '{MASK_KEY}' is reserved and cannot name a modality")
+        if transform is not None:
+            out = transform(name, data)
+            data = out if out.files else replace(out, files=data.files)  # a transform may add fingerprints, not drop them
         loaded[name] = data
     return loaded
 

@@ -3,11 +3,44 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from lifelong_moe.offline import hf_offline
+
+NETGUARD = Path(__file__).resolve().parent / "netguard"
+
+
+def _load_netguard() -> Any:
+    spec = importlib.util.spec_from_file_location("lifelong_moe_netguard", NETGUARD / "sitecustomize.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)  # installs the guard in this process
+    return module
+
+
+netguard = _load_netguard()
+hf_offline()  # now, before test modules import Lightning (and through it huggingface_hub)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def offline_and_private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test reaches the network: sockets to non-local hosts fail here and in every Python subprocess
+    (netguard/sitecustomize.py on PYTHONPATH), and Hugging Face libraries run offline. Caches of decoded
+    data and features go to a fresh folder, never the user's ~/.cache."""
+    from lifelong_moe.offline import OFFLINE_ENV
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIFELONG_MOE_CACHE", str(tmp_path_factory.mktemp("lifelong_moe_cache")))
+        for key, value in OFFLINE_ENV.items():
+            mp.setenv(key, value)
+        mp.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(NETGUARD), os.environ.get("PYTHONPATH")) if p))
+        yield
 
 TINY_STREAM: dict[str, Any] = {
     "scenario": "class_incremental",
@@ -52,12 +85,12 @@ def build_model_and_stream(cfg_dict: dict[str, Any]) -> tuple[Any, Any, Any]:
     import lightning as L
 
     from lifelong_moe import config_from_dict
+    from lifelong_moe.features import build_experiment_stream
     from lifelong_moe.runner import build_model
-    from scenarios import build_stream
 
     cfg = config_from_dict(cfg_dict)
     L.seed_everything(0, verbose=False)
-    stream = build_stream(cfg.stream, cfg.seed)
+    stream = build_experiment_stream(cfg)
     return cfg, stream, build_model(cfg, stream)
 
 

@@ -240,3 +240,49 @@ def test_resume_still_works_after_the_refusals(crashed, capsys):
     config, run_dir = crashed["synthetic"]
     assert main(["run", str(config), "--resume", str(run_dir)]) == 0, capsys.readouterr().err
     assert json.loads((run_dir / "results.json").read_text())["status"] == "complete"
+
+
+@pytest.fixture(scope="module")
+def crashed_folder(tmp_path_factory, earlier):
+    """A run on a folder of images through a frozen timm encoder, stopped after its first of two
+    experiences: (config path, run dir, data folder)."""
+    import datafiles as D
+
+    base = tmp_path_factory.mktemp("crashed_folder")
+    cfg = earlier.config(name="folder", train={"epochs": 1, "batch_size": 16, "lr": 0.01})
+    cfg["output"]["root"] = str(base / "runs")
+    cfg["stream"]["sources"] = {"imgs": {"kind": "image_folder", "params": {"root": str(D.image_folder(base / "img")), "size": [16, 16]}}}
+    cfg["stream"]["split"] = {"source": "imgs", "n_experiences": 2}
+    cfg["pretrained"] = {"image": {"kind": "timm", "name": "test_vit", "weights": str(D.timm_weights(base / "vit.safetensors")),
+                                   "params": {"image_size": [32, 32], "model_args": {"img_size": 32}}}}
+    path = write_config(base / "folder.yaml", cfg)
+    with pytest.raises(Crash):
+        run(config_from_dict(cfg), progress=_crash_after_first)
+    return path, base / "runs" / "folder" / "version_0", base
+
+
+def test_resume_refuses_a_changed_image_or_encoder_until_restored(earlier, crashed_folder, capsys):
+    """Sources without one data file (here a folder of images) are fingerprinted by their arrays, and a
+    pretrained encoder by its weights: a resume on either changed is refused, naming it."""
+    from PIL import Image, ImageOps
+
+    import datafiles as D
+
+    config, run_dir, base = crashed_folder
+    before = _scan(run_dir)
+    resume = ["run", str(config), "--resume", str(run_dir)]
+    image = sorted((base / "img").rglob("*.png"))[0]
+    original = image.read_bytes()
+    with Image.open(image) as img:
+        ImageOps.invert(img.convert("RGB")).save(image)  # same file name, other pixels
+    one_line_error(main, resume, capsys, "--resume: stream.sources.imgs: its data changed since the checkpoint was written")
+    image.write_bytes(original)
+    weights = base / "vit.safetensors"
+    saved = weights.read_bytes()
+    D.timm_weights(weights, seed=1)
+    one_line_error(main, resume, capsys, f"--resume: pretrained.image.weights: {weights} changed since the checkpoint was written")
+    weights.write_bytes(saved)
+    assert _scan(run_dir) == before
+    assert main(resume) == 0, capsys.readouterr().err
+    assert json.loads((run_dir / "results.json").read_text())["status"] == "complete"
+    earlier.assert_untouched()

@@ -168,6 +168,27 @@ CASES: list[Case] = [
     ("MoE with a replay strategy", lambda e, t: [str(write_config(t / "bad.yaml", {**e.config(), "model": {"name": "moe"},
                                                                                  "strategy": {"name": "replay"}}))],
      ("strategy.name: 'replay' trains on more than the current experience's data",)),
+    ("validation fraction above one half", setting("train.validation_fraction", 0.9),
+     ("train.validation_fraction: must lie in [0, 0.5], got 0.9",)),
+    ("NaN validation fraction", setting("train.validation_fraction", float("nan")), ("train.validation_fraction: must lie in [0, 0.5], got nan",)),
+    ("negative validation fraction", setting("train.validation_fraction", -0.1), ("train.validation_fraction: must lie in [0, 0.5], got -0.1",)),
+    # --- pretrained encoders
+    ("pretrained section a list", setting("pretrained", ["timm"]), ("pretrained: expected a mapping, got a list",)),
+    ("experiences as a number", setting("stream.experiences", 3), ("stream.experiences: expected a list of mappings of settings, got a number",)),
+    ("model params as a list", setting("model.params", [1, 2]), ("model.params: expected a mapping, got a list",)),
+    ("pretrained encoder a string", setting("pretrained", {"m0": "timm"}), ("pretrained.m0: expected a mapping of settings, got a string",)),
+    ("pretrained unknown kind", setting("pretrained", {"m0": {"kind": "keras", "weights": "w.h5"}}), ("pretrained.m0.kind: unknown pretrained encoder 'keras'",)),
+    ("pretrained without weights", setting("pretrained", {"m0": {"kind": "hf"}}), ("pretrained.m0.weights: missing mandatory value",)),
+    ("pretrained batch of zero", setting("pretrained", {"m0": {"kind": "hf", "weights": "w", "batch_size": 0}}),
+     ("pretrained.m0.batch_size: must be at least 1, got 0",)),
+    ("pretrained on a quantum device", setting("pretrained", {"m0": {"kind": "hf", "weights": "w", "device": "qpu"}}),
+     ("pretrained.m0.device: expected auto, cpu, cuda, cuda:N or mps; got 'qpu'",)),
+    ("pretrained modality as a path", setting("pretrained", {"../m0": {"kind": "hf", "weights": "w"}}), ("pretrained.../m0: '../m0' cannot name a modality",)),
+    ("pretrained for the mask", setting("pretrained", {"mask": {"kind": "hf", "weights": "w"}}), ("pretrained.mask: 'mask' is reserved",)),
+    ("pretrained image encoder on a vector", setting("pretrained", {"m0": {"kind": "timm", "name": "vit_tiny_patch16_224", "weights": "/nonexistent/w"}}),
+     ("pretrained.m0: a timm encoder reads image modalities; this one is tabular [8]",)),
+    ("pretrained modality no source has", setting("pretrained", {"photo": {"kind": "timm", "name": "vit_tiny_patch16_224", "weights": "/nonexistent/w"}}),
+     ("pretrained.photo: no source of the stream has a modality 'photo'",)),
     # --- reference results
     ("reference results missing", setting("reference_results", "/nonexistent/results.json"), ("reference_results: file not found: /nonexistent/results.json",)),
     ("reference results a directory", reference(None), ("reference_results:", "is a directory")),
@@ -244,7 +265,7 @@ def test_unknown_modality_kind_is_found_by_validate(earlier, tmp_path, capsys):
     np.savez(train, x=np.ones((8, 3), np.float32), labels=np.arange(8) % 2)
     path = write_config(tmp_path / "c.yaml", npz_config(earlier, tmp_path, train, test, n_experiences=1, kinds={"x": "audio"}))
     for command in ("validate", "run"):
-        one_line_error(main, [command, str(path)], capsys, "stream.sources.mine: modality 'x' has kind 'audio', which no registered encoder reads")
+        one_line_error(main, [command, str(path)], capsys, "stream.sources.mine: modality 'x' has kind 'audio', for which no encoder is registered")
     earlier.assert_untouched()
 
 

@@ -241,3 +241,92 @@ def test_one_sample_classes_and_one_experience_run(earlier, tmp_path, capsys):
         cfg["output"]["root"] = str(tmp_path / "runs")  # not beside the earlier run, which later cases check
         assert main(["run", str(write_config(tmp_path / "c.yaml", cfg)), "train.epochs=1"]) == 0, capsys.readouterr().err
     earlier.assert_untouched()
+
+
+# --- users' files of other kinds (folders of images or audio, tables) and a frozen encoder's output -----
+
+def _user_files(make: Callable[[Path], dict[str, Any]], pretrained: dict[str, Any] | None = None) -> Callable[[Earlier, Path], list[str]]:
+    """The tiny config over the source `make(tmp)` returns, split into two experiences."""
+
+    def build(earlier: Earlier, tmp: Path) -> list[str]:
+        cfg = earlier.config()
+        cfg["stream"]["sources"] = {"mine": make(tmp)}
+        cfg["stream"]["split"] = {"source": "mine", "n_experiences": 2}
+        if pretrained is not None:
+            cfg["pretrained"] = {m: {k: (v.format(tmp=tmp) if isinstance(v, str) else v) for k, v in enc.items()} for m, enc in pretrained.items()}
+        return [str(write_config(tmp / "c.yaml", cfg))]
+
+    return build
+
+
+def _images(tmp: Path, damage: Callable[[Path], None] = lambda root: None) -> dict[str, Any]:
+    import datafiles as D
+
+    root = D.image_folder(tmp / "img")
+    damage(root)
+    return {"kind": "image_folder", "params": {"root": str(root), "size": [16, 16]}}
+
+
+def _table(tmp: Path, cell: str) -> dict[str, Any]:
+    import datafiles as D
+
+    path = D.csv_table(tmp / "t.csv")
+    lines = path.read_text().splitlines()
+    fields = lines[5].split(",")
+    fields[1] = cell  # the `height` of the fifth data row (file line 6)
+    lines[5] = ",".join(fields)
+    path.write_text("\n".join(lines) + "\n")
+    return {"kind": "csv", "params": {"path": str(path), "text": ["note"], "ignore": ["id"]}}
+
+
+def _nan_weights(tmp: Path) -> dict[str, Any]:
+    """A timm model whose weights are all NaN (a damaged download), under an image folder."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    import datafiles as D
+
+    weights = D.timm_weights(tmp / "vit.safetensors")
+    save_file({k: torch.full_like(v, float("nan")) if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}, str(weights))
+    return _images(tmp)
+
+
+def _audio_with(tmp: Path, content: bytes) -> dict[str, Any]:
+    import datafiles as D
+
+    root = D.audio_folder(tmp / "wav")
+    next(iter(sorted(root.rglob("*.wav")))).write_bytes(content)
+    return {"kind": "audio_folder", "params": {"root": str(root)}}
+
+
+def _one_class(root: Path) -> None:
+    import shutil
+
+    for extra in sorted(p for p in root.iterdir() if p.is_dir())[1:]:
+        shutil.rmtree(extra)
+
+
+FILE_CASES = [
+    ("text file named .png", _user_files(lambda t: _images(t, lambda r: (r / "bee" / "bee_0.png").write_bytes(b"not a picture"))),
+     (f"{KEY}", "bee_0.png: not a readable image")),
+    ("empty image file", _user_files(lambda t: _images(t, lambda r: (r / "ant" / "ant_1.png").write_bytes(b""))),
+     (f"{KEY}", "ant_1.png: not a readable image")),
+    ("image folder of one class", _user_files(lambda t: _images(t, _one_class)), ("stream.split.n_experiences: must lie in 1..1 (classes available), got 2",)),
+    ("image root that is a file", _user_files(lambda t: {"kind": "image_folder", "params": {"root": str(write_config(t / "x.yaml", {}))}}),
+     (f"{KEY}", "folder not found")),
+    ("table cell that is not a number", _user_files(lambda t: _table(t, "tall")), (f"{KEY}", "row 6", "column 'height': not a number ('tall')")),
+    ("infinite table cell", _user_files(lambda t: _table(t, "inf")), (f"{KEY}", "column 'height': not a finite number ('inf')")),
+    ("NaN table cell", _user_files(lambda t: _table(t, "nan")), (f"{KEY}", "column 'height': not a finite number ('nan')")),
+    ("audio file holding text", _user_files(lambda t: _audio_with(t, b"RIFF but not really")), (f"{KEY}", "not a readable audio file")),
+    ("encoder with NaN weights", _user_files(_nan_weights, {"image": {"kind": "timm", "name": "test_vit", "weights": "{tmp}/vit.safetensors",
+                                                                       "params": {"image_size": [32, 32], "model_args": {"img_size": 32}}}}),
+     ("pretrained.image: the timm encoder gave NaN or infinite features for train sample 0 of source 'mine'",)),
+]
+
+
+@pytest.mark.parametrize("name,build,expected", FILE_CASES, ids=[c[0] for c in FILE_CASES])
+def test_bad_user_files(earlier, tmp_path, capsys, name, build, expected):
+    argv = build(earlier, tmp_path)
+    lines = [one_line_error(main, [command, *argv], capsys, *expected) for command in ("validate", "run")]
+    assert lines[0] == lines[1]
+    earlier.assert_untouched()

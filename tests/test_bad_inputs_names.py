@@ -61,7 +61,7 @@ CASES = [
     ("nested version", output(version="a/b"), (f"output.version: 'a/b' {SEP}",)),
     ("empty version", output(version=""), ("output.version: must be a non-empty name",)),
     ("version '.'", output(version="."), ("output.version: '.' is not a name",)),
-    ("version of the earlier run", output(version="version_0"), ("output.version:", "version_0 already exists")),
+    ("version of the earlier run", output(version="version_0"), ("output.version:", "version_0 already holds a run")),
     ("empty output root", output(root=""), ("output.root: must be a directory path, got ''",)),
     ("output root under a file", root_under_a_file, ("output.root: cannot create", "a_file is not a directory")),
 ]

@@ -76,12 +76,19 @@ def test_old_experts_are_bit_identical_after_a_new_experience(tmp_path):
     model.on_experience_end(s.train_stream[1])
     after = model.state_dict()
 
-    # every parameter of experience 0 (encoders, experts, shared expert, router columns, norms, head) and its keys
-    old_keys = [k for k in before if k not in ("seen_classes", "task_classes")]
+    # every parameter of experience 0 (encoders, experts, shared expert, router columns, norms, head), its keys
+    # and the fixed feature spaces of the class statistics; the statistics themselves accumulate (below)
+    accumulating = [k for k in before if k.startswith("statistics.") and ".views." not in k]
+    old_keys = [k for k in before if k not in ("seen_classes", "task_classes", *accumulating)]
+    assert any(".views." in k for k in old_keys)
     assert any(".pool.experts.0." in k for k in old_keys) and any("router.columns.0" in k for k in old_keys)
     assert any(k.startswith("keys.e0__") for k in old_keys) and any(".pool.shared.0." in k for k in old_keys)
     changed = [k for k in old_keys if not torch.equal(before[k], after[k])]
     assert changed == [], f"frozen parameters changed: {changed}"
+    for m in ("m0", "m1"):  # experience 0's class statistics (its rows) are untouched by experience 1's data
+        for what in ("count", "mean"):
+            key = f"statistics.posterior.stats.{m}.{what}"
+            assert torch.equal(after[key][: len(before[key])], before[key])
     # the new experience did train its own experts, and no frozen parameter had optimizer state
     assert not torch.equal(new_expert, model.layers[0].pool.experts[2].fc1.weight.detach())
     old_params = [p for n, p in model.named_parameters() if n in before]
@@ -117,9 +124,10 @@ def test_task_free_routing_is_accurate_per_sample_on_separable_stream(tmp_path):
     assert mass.shape == (3, 2, 6)
 
 
-def test_mixed_batch_routes_each_sample_to_its_own_experience(tmp_path):
+@pytest.mark.parametrize("routing", ["statistics", "keys"])
+def test_mixed_batch_routes_each_sample_to_its_own_experience(tmp_path, routing):
     stream = {"scenario": "class_incremental", "sources": {"s": SEPARABLE}, "split": {"source": "s", "n_experiences": 2}}
-    cfg, s, model = build_model_and_stream(moe_config(tmp_path, stream))
+    cfg, s, model = build_model_and_stream(moe_config(tmp_path, stream, task_routing=routing))
     for exp in s.train_stream:
         train_experience(cfg, model, exp)
     model.eval()
@@ -127,8 +135,7 @@ def test_mixed_batch_routes_each_sample_to_its_own_experience(tmp_path):
     x, _y, _t = batch
     with torch.no_grad():
         tokens, present = model.modality_tokens(x)
-        _exps, logp = model.experience_log_posterior(model.key_inputs(x, tokens), present, None, None)
-    chosen = logp.argmax(1)
+        chosen = model.experience_log_posterior(x, tokens, present, None, None).routing.argmax(1)
     assert (chosen[:10] == 0).float().mean() >= 0.9 and (chosen[10:] == 1).float().mean() >= 0.9
 
 

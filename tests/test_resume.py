@@ -119,3 +119,37 @@ def test_dense_model_resumes_too(tmp_path):
         run(cfg, progress=crash_after(1))
     resumed = run(cfg, progress=lambda s: None, resume=str(tmp_path / "b" / "tiny" / "version_0"))
     assert resumed.accuracy_matrix.tolist() == full.accuracy_matrix.tolist()
+
+
+def _statistics(state: dict) -> dict:
+    """The model's class statistics and the posteriors fitted from them (float64 moments, LDA weights)."""
+    keys = [k for k in state if k.startswith("statistics.") or ".statistics." in k]
+    assert keys, "the MoE model keeps no class statistics"
+    return {k: state[k] for k in keys}
+
+
+def test_class_statistics_survive_checkpoint_and_resume_bit_identically(tmp_path, uninterrupted):
+    import torch
+
+    from lifelong_moe.checkpointing import load_checkpoint
+    from lifelong_moe.run_state import RunState
+    from lifelong_moe.runner import build_model
+    from scenarios import build_stream
+
+    cfg = config_from_dict(moe_cfg(tmp_path))
+    with pytest.raises(Crash):
+        run(cfg, progress=crash_after(2))
+    run_dir = tmp_path / "tiny" / "version_0"
+    saved = load_checkpoint(run_dir)
+    model = build_model(cfg, build_stream(cfg.stream, cfg.seed, validation_fraction=cfg.train.validation_fraction))
+    RunState.from_checkpoint(saved, model)
+    restored = model.state_dict()
+    for key, value in _statistics(saved["model"]).items():
+        assert restored[key].dtype == value.dtype and torch.equal(restored[key], value), key
+
+    run(cfg, progress=lambda s: None, resume=str(run_dir))
+    resumed = _statistics(load_checkpoint(run_dir)["model"])
+    straight = _statistics(load_checkpoint(uninterrupted.run_dir)["model"])
+    assert resumed.keys() == straight.keys()
+    for key in straight:
+        assert torch.equal(resumed[key], straight[key]), key

@@ -20,6 +20,7 @@ from lifelong_moe.config.schema import ExperimentConfig
 from lifelong_moe.config.values import check_values
 from lifelong_moe.config.yaml_input import parse_yaml, read_yaml_file
 from lifelong_moe.errors import ConfigError, first_line
+from lifelong_moe.features.base import check_pretrained
 from lifelong_moe.registry import MODELS, STRATEGIES, resolve_params
 
 MAX_OVERRIDE_CHARS = 10_000
@@ -67,6 +68,7 @@ def config_from_dict(raw: Any, overrides: Sequence[str] = ()) -> ExperimentConfi
         component.params = dataclasses.asdict(resolved) if resolved is not None else {}
         _check_finite(component.params, f"{key}.params")
     _check_compatible(obj)
+    check_pretrained(obj.pretrained)
     return obj
 
 
@@ -128,10 +130,16 @@ def _check_sections(value: Any, schema: Any, key: str) -> None:
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             _check_sections(value, inner[0], key)
+    elif value is None:
+        return
+    elif origin is list and args and dataclasses.is_dataclass(args[0]) and not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of mappings of settings, got {_type_name(value)}")
     elif origin is list and args and isinstance(value, list):
         for i, item in enumerate(value):
             _check_sections(item, args[0], f"{key}[{i}]")
-    elif origin is dict and len(args) == 2 and isinstance(value, dict):
+    elif origin is dict and not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {_type_name(value)}")
+    elif origin is dict and len(args) == 2:
         for k, item in value.items():
             _check_sections(item, args[1], f"{key}.{k}")
 

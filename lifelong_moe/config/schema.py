@@ -27,6 +27,8 @@ class TrainConfig:
     num_workers: int = 0
     modality_dropout: float = 0.0  # remedy for modality imbalance: each present modality of a training
     # sample is masked out with this probability (a sample keeps at least one)
+    validation_fraction: float = 0.1  # share of each experience's training samples held out (stratified,
+    # seeded) to choose hyperparameters on; never the test data
 
 
 @dataclass
@@ -60,6 +62,21 @@ class ModalityEvalConfig:
 
 
 @dataclass
+class EncoderConfig:
+    """A frozen pretrained encoder for one modality, under `pretrained.<modality>`. Its features replace
+    that modality's raw arrays in every source before the stream is built (the modality becomes a
+    `tabular` feature vector on which the trainable model sits), and are cached on disk."""
+
+    kind: str = "???"  # timm | torchvision | hf (`lifelong-moe list`)
+    name: str = ""  # timm model name or torchvision builder name; hf reads the architecture from config.json
+    weights: str = "???"  # a local file (timm, torchvision) or save_pretrained folder (hf); never downloaded
+    params: dict[str, Any] = field(default_factory=dict)  # kind-specific, checked at load
+    batch_size: int = 64
+    device: str = "auto"  # auto (cuda if present) | cpu | cuda | cuda:1 ...
+    cache: bool = True  # keep the features on disk, keyed by data, preprocessing, encoder and weights
+
+
+@dataclass
 class ExperimentConfig:
     name: str = "default"
     seed: int = 0
@@ -72,3 +89,4 @@ class ExperimentConfig:
     modality_eval: ModalityEvalConfig = field(default_factory=ModalityEvalConfig)
     evaluate_untrained: bool = True  # accuracy of the untrained model, needed for FWT
     reference_results: str | None = None  # results.json of a joint (cumulative) run, for intransigence
+    pretrained: dict[str, EncoderConfig] = field(default_factory=dict)  # modality -> frozen pretrained encoder

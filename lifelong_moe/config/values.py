@@ -5,6 +5,7 @@ torch or Lightning; `lifelong_moe.preparation` then asks Lightning itself whethe
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,8 @@ MAX_DEVICES = 1024
 MAX_NODES = 10_000
 MAX_EXPERIENCES = 1000
 MAX_MISSING_RATES = 32
+MAX_PRETRAINED = 64
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,4})?")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
@@ -37,6 +40,7 @@ def check_values(cfg: ExperimentConfig) -> None:
     _check_sizes(cfg)
     _check_train(cfg)
     _check_trainer(cfg)
+    _check_pretrained(cfg)
     for k, rate in enumerate(cfg.modality_eval.missing_rates):
         _unit_interval(f"modality_eval.missing_rates[{k}]", rate)
     ref = cfg.reference_results
@@ -74,6 +78,24 @@ def _check_train(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"train.optimizer: unknown optimizer '{t.optimizer}'; use adam, adamw or sgd")
     _int_range("train.num_workers", t.num_workers, 0, MAX_NUM_WORKERS)
     _unit_interval("train.modality_dropout", t.modality_dropout)
+    if not (math.isfinite(t.validation_fraction) and 0.0 <= t.validation_fraction <= 0.5):
+        raise ConfigError(f"train.validation_fraction: must lie in [0, 0.5], got {t.validation_fraction}")
+
+
+def _check_pretrained(cfg: ExperimentConfig) -> None:
+    """The plain values of each `pretrained.<modality>` (its kind and params are checked against the
+    registry of encoders after this, in `check_pretrained`)."""
+    if len(cfg.pretrained) > MAX_PRETRAINED:
+        raise ConfigError(f"pretrained: at most {MAX_PRETRAINED} encoders, got {len(cfg.pretrained)}")
+    for modality, enc in cfg.pretrained.items():
+        key = f"pretrained.{modality}"
+        if not modality.strip() or any(c in modality for c in "/\\\0") or modality in (".", ".."):
+            raise ConfigError(f"{key}: {modality!r} cannot name a modality")
+        _int_range(f"{key}.batch_size", enc.batch_size, 1, MAX_BATCH)
+        if "\0" in enc.weights:
+            raise ConfigError(f"{key}.weights: must be a local path, got {enc.weights!r}")
+        if not DEVICE.fullmatch(enc.device):
+            raise ConfigError(f"{key}.device: expected auto, cpu, cuda, cuda:N or mps; got {enc.device!r}")
 
 
 def _check_trainer(cfg: ExperimentConfig) -> None:

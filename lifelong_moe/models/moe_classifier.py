@@ -10,6 +10,7 @@ Shape key: B samples, M modalities, n present tokens, D width, E routed experts,
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +23,13 @@ from lifelong_moe.config.schema import TrainConfig
 from lifelong_moe.errors import ConfigError
 from lifelong_moe.models.continual_module import ContinualModule, Prediction
 from lifelong_moe.models.encoders import key_view
-from lifelong_moe.models.moe_probes import NEG, CommunicationProbe, RoutingProbe
+from lifelong_moe.models.moe_probes import NEG, CommunicationProbe, RoutingProbe, StatisticsProbe
+from lifelong_moe.models.statistics_routing import StatisticsRouting
 from lifelong_moe.moe import COMMUNICATION, GROWTH, MoELayer, PrototypeKeys, decide_growth
+from lifelong_moe.moe.segments import segment_logsumexp
 from lifelong_moe.registry import MODELS
 from scenarios import Experience
-from scenarios.modality import ModalitySpec
+from scenarios.modality import MASK_KEY, ModalitySpec
 
 
 @dataclass
@@ -40,14 +43,25 @@ class MoEParams:
     gate_noise: float = 0.0  # std of Gaussian noise on router logits in training
     balance_loss_weight: float = 0.01
     z_loss_weight: float = 0.001
-    growth: str = "experience"  # experience | modality | novelty
+    growth: str = "experience"  # experience | modality | novelty | evidence (moe/growth.py)
+    reuse_accuracy: float = 0.9  # evidence: reuse a group when the model already classifies the new data this well
     novelty_threshold: float = 3.0  # novelty: grow when new data lies this many stds below the closest key
     max_experts: int = 0  # per layer; 0: no cap. Beyond it the closest group is reused
     freeze_old: bool = True  # experts, router columns, heads and norms of past experiences stop training
     old_expert_lr_scale: float = 0.0  # > 0: a reused group's old experts keep training at lr * scale
     encoder_training: str = "introduced"  # introduced: train a modality's encoder in the experience that brings
     # it, then freeze; never: keep random encoders frozen; always: keep training (old paths and keys drift)
-    key_space: str = "input"  # input: keys on fixed views of the raw input; features: on encoder tokens
+    task_routing: str = "statistics"  # statistics: p(e | x) and p(c | x, e) from class statistics in fixed
+    # feature spaces (statistics_routing.py); keys: per-experience diagonal Gaussians of raw-input views
+    stats_classifier: str = "lda"  # lda | ridge, on each modality's fixed features
+    stats_width: int = 2048  # most features per modality (ROCKET: 2 per kernel); 4 per first-experience sample below that
+    stats_seed: int = 1234  # the fixed feature spaces' seed (independent of the run's)
+    shrinkages: list[float] = field(default_factory=lambda: [0.1, 0.01, 0.03, 0.3, 0.6, 0.9])  # candidates,
+    # chosen on validation (the first wins without validation data)
+    floors: list[float] = field(default_factory=lambda: [0.1, 0.0, 0.03, 0.3])  # uniform share per modality
+    expert_weights: list[float] = field(default_factory=lambda: [0.5, 0.0, 0.25, 0.75, 1.0])  # w: the routed
+    # experts' head against the statistics within the routed experience
+    key_space: str = "input"  # keys: fixed views of the raw input (input) or encoder tokens (features)
     key_routing: str = "hard"  # hard: only the most likely experience's experts; soft: a log-prior bias
     key_weight: float = 5.0  # soft routing: bias = key_weight * log p(group | x)
     key_temperature: float = 1.0  # p(e | x) = softmax(key score / temperature)
@@ -71,6 +85,16 @@ class ExperienceHead(nn.Module):
 
 
 @dataclass
+class ExperiencePosterior:
+    """Over the experiences with heads: which experts to use and how to weigh each experience's prediction."""
+
+    experiences: list[int]  # the columns, sorted
+    routing: torch.Tensor  # (B, n_exp) log-weights choosing the experts (one-hot under hard routing)
+    mixture: torch.Tensor  # (B, n_exp) log p(e | x) weighing each experience's prediction
+    conditional: torch.Tensor | None = None  # (B, R) log p_stat(c | x, e) per statistics row, if any
+
+
+@dataclass
 class MoEForward:
     logits: torch.Tensor  # (B, C)
     aux_loss: torch.Tensor  # scalar: weighted balance + z losses over layers
@@ -78,6 +102,7 @@ class MoEForward:
     token_modality: torch.Tensor  # (n,) modality index (order of self.encoders)
     routings: list[Any]  # per layer: Routing
     comm_stats: list[dict] = field(default_factory=list)  # per layer: what communication did
+    posterior: ExperiencePosterior | None = None  # the routing and mixture over experiences
 
 
 class MoEClassifier(ContinualModule):
@@ -101,6 +126,10 @@ class MoEClassifier(ContinualModule):
         self.final_norm = nn.LayerNorm(params.embed_dim)
         self.heads = nn.ModuleDict()
         self.keys = PrototypeKeys(params.key_var_floor)
+        self.statistics = StatisticsRouting(
+            classifier=params.stats_classifier, width=params.stats_width, seed=params.stats_seed,
+            shrinkages=params.shrinkages, floors=params.floors, expert_weights=params.expert_weights,
+        ) if params.task_routing == "statistics" else None
         self.experience_group: dict[int, int] = {}
         self.experience_task: dict[int, int] = {}
         self.growth_log: dict[int, str] = {}
@@ -120,6 +149,9 @@ class MoEClassifier(ContinualModule):
         e = exp.index
         old_params = [p for p in self.parameters() if id(p) in self._trained]
         new_modality = any(m not in self.encoders for m in exp.modality_specs)
+        known_accuracy, route_share = self._growth_evidence(exp)  # the model as it was, before this experience
+        if self.statistics is not None:
+            self.statistics.settle_width(exp.spec.n_train)
         super().on_experience_start(exp)  # encoders for new modalities, class masks
         self.experience_task[e] = int(exp.task_label)
 
@@ -128,16 +160,19 @@ class MoEClassifier(ContinualModule):
             self.settings.growth, n_groups=self.n_groups, n_experts=self.layers[0].n_experts,
             experts_per_growth=self.settings.experts_per_growth, max_experts=self.settings.max_experts,
             new_modality=new_modality, closest_group=closest, novelty_z=z, novelty_threshold=self.settings.novelty_threshold,
+            known_accuracy=known_accuracy, route_share=route_share, reuse_accuracy=self.settings.reuse_accuracy,
         )
         if decision.grow:
             group = self.n_groups
             for layer in self.layers:
-                layer.grow(self.settings.experts_per_growth, group)
+                layer.grow(self.settings.experts_per_growth, group, init_from=decision.init_from)
         else:
             group = int(decision.reuse_group)
         self.experience_group[e] = group
         self.growth_log[e] = decision.reason
         self.heads[str(e)] = ExperienceHead(self.settings.embed_dim, exp.classes).to(self.device)
+        if self.statistics is not None:
+            self.statistics.start(exp)
         self._freeze(old_params, group)
 
     def _freeze(self, old_params: list[nn.Parameter], group: int) -> None:
@@ -165,7 +200,7 @@ class MoEClassifier(ContinualModule):
         return groups
 
     def on_experience_end(self, exp: Experience) -> None:
-        """Fit this experience's keys on its training data, through the (now settled) encoders."""
+        """Fit this experience's keys and class statistics on its data, through the (now settled) encoders."""
         tokens, present, labels = self._encode_dataset(exp.dataset, self.settings.key_fit_samples)
         self.keys.fit(exp.index, tokens, present, labels)
         self._trained = {id(p) for p in self.parameters()}
@@ -173,6 +208,28 @@ class MoEClassifier(ContinualModule):
             for name, p in self._anchored:
                 getattr(self, name).copy_(p.detach())
             self.anchor_set.fill_(True)
+        if self.statistics is not None and not self.rehearsing:  # the featurisation is rehearsed by forward passes
+            was_training = self.training
+            self.eval()
+            self.statistics.finish(exp, self._batches, lambda x, w: self.forward_outputs(x, expert_weight=w).logits)
+            self.train(was_training)
+
+    def _batches(self, dataset: Any, limit: int | None = None) -> Iterator[tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]]:
+        """(inputs, presence per modality, labels) of every sample (or the first `limit`), on the model's device."""
+        loader = DataLoader(dataset, batch_size=512, shuffle=False, collate_fn=getattr(dataset, "collate_fn", None))
+        seen = 0
+        for x, y, _ in loader:
+            x = super().transfer_batch_to_device(x, self.device, 0)
+            yield x, self.presence(x), y.to(self.device)
+            seen += len(y)
+            if limit is not None and seen >= limit:
+                return
+
+    def presence(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """(B,) bool per modality the model knows and the batch holds."""
+        mask = inputs.get(MASK_KEY, {})
+        return {m: mask[m].bool() if m in mask else torch.ones(len(inputs[m]), dtype=torch.bool, device=inputs[m].device)
+                for m in self.encoders if m in inputs}
 
     def anchor_penalty(self) -> torch.Tensor:
         """shared communication: squared distance of the shared experts from their last experience's values."""
@@ -204,6 +261,33 @@ class MoEClassifier(ContinualModule):
         self.train(was_training)
         return {m: torch.cat(v) for m, v in tokens.items()}, {m: torch.cat(v) for m, v in present.items()}, torch.cat(labels)
 
+    @torch.no_grad()
+    def _growth_evidence(self, exp: Experience) -> tuple[float | None, dict[int, float]]:
+        """For policies that ask: the current model's accuracy on the new experience's samples of classes it
+        already knows (its validation split, else up to 512 training samples), and the share of those
+        samples it routes to each group. (None, {}) before any head exists or when no class is known."""
+        if not GROWTH.meta(self.settings.growth).get("needs_evidence") or not len(self.heads):
+            return None, {}
+        was_training = self.training
+        self.eval()
+        correct = total = 0
+        routed: dict[int, int] = {}
+        for x, _, y in self._batches(exp.validation if exp.validation is not None else exp.dataset, limit=512):
+            known = self.seen_classes[y]
+            if not known.any():
+                continue
+            out = self.forward_outputs(x)
+            post = out.posterior
+            correct += int((out.logits.masked_fill(~self.seen_classes, NEG).argmax(1) == y)[known].sum())
+            total += int(known.sum())
+            for col in post.routing.argmax(1)[known].tolist():
+                g = self.experience_group[post.experiences[col]]
+                routed[g] = routed.get(g, 0) + 1
+        self.train(was_training)
+        if total == 0:
+            return None, {}
+        return correct / total, {g: n / total for g, n in sorted(routed.items())}
+
     def _closest_known_group(self, dataset: Any) -> tuple[int | None, float | None]:
         """The group whose experience keys best explain the new data, and its novelty z-score."""
         needs = GROWTH.meta(self.settings.growth).get("needs_novelty", False) or self.settings.max_experts > 0
@@ -220,6 +304,8 @@ class MoEClassifier(ContinualModule):
         super().add_modality(name, spec)
         for layer in self.layers:
             layer.add_modality_router(name)
+        if self.statistics is not None:
+            self.statistics.add_modality(name, spec)
         if self.settings.encoder_training == "never":
             self.encoders[name].requires_grad_(False)
             self.modality_embed[name].requires_grad_(False)
@@ -231,40 +317,38 @@ class MoEClassifier(ContinualModule):
         return {m: key_view(self.modality_specs[m], inputs[m]) for m in tokens}
 
     # ---- forward --------------------------------------------------------------------------------
-    def experience_log_posterior(self, keyed: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
-                                 task_labels: torch.Tensor | None, current: int | None) -> tuple[list[int], torch.Tensor]:
-        """(experiences with heads, log p(e | x) of shape (B, len)): from the current experience in training,
-        the task label in task-incremental mode, or the keys, per sample."""
+    def experience_log_posterior(self, inputs: dict[str, Any], tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
+                                 task_labels: torch.Tensor | None, current: int | None) -> ExperiencePosterior:
+        """Per sample, over the experiences with heads: the current experience in training, the task label
+        in task-incremental mode, else the class statistics (or the older keys)."""
         exps = sorted(int(e) for e in self.heads)
-        B = next(iter(keyed.values())).shape[0]
-        device = next(iter(keyed.values())).device
+        B, device = next(iter(tokens.values())).shape[0], next(iter(tokens.values())).device
         if current is not None:
-            return exps, torch.tensor([0.0 if e == current else NEG for e in exps], device=device).expand(B, -1)
+            logp = torch.tensor([0.0 if e == current else NEG for e in exps], device=device).expand(B, -1)
+            return ExperiencePosterior(exps, logp, logp)
         if self.task_incremental and task_labels is not None:
             match = torch.stack([task_labels == self.experience_task[e] for e in exps], 1)  # (B, n_exp)
             logp = torch.where(match, 0.0, NEG) - match.sum(1, keepdim=True).clamp_min(1).log()
-            return exps, logp
-        scores = self.keys.score(keyed, present, experiences=exps)  # (B, n_exp)
+            return ExperiencePosterior(exps, logp, logp)
+        if self.statistics is not None:
+            mixture, conditional = self.statistics.experience_posterior(inputs, present, exps)
+            routing = _harden(mixture) if self.settings.key_routing == "hard" else mixture
+            return ExperiencePosterior(exps, routing, mixture, conditional)
+        scores = self.keys.score(self.key_inputs(inputs, tokens), present, experiences=exps)  # (B, n_exp)
         if not torch.isfinite(scores).any():  # no keys yet (the untrained model): every experience alike
             scores = torch.zeros_like(scores)
         logp = torch.log_softmax(scores.clamp_min(NEG) / self.settings.key_temperature, dim=1)
-        if self.settings.key_routing == "hard":
-            best = logp.argmax(1, keepdim=True)
-            logp = torch.full_like(logp, NEG).scatter_(1, best, 0.0)
-        return exps, logp
+        logp = _harden(logp) if self.settings.key_routing == "hard" else logp
+        return ExperiencePosterior(exps, logp, logp)
 
     def forward_outputs(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None,
-                        current: int | None = None) -> MoEForward:
+                        current: int | None = None, expert_weight: float | None = None) -> MoEForward:
         tokens, present = self.modality_tokens(inputs)
-        keyed = self.key_inputs(inputs, tokens) if current is None else tokens
-        exps, logp = self.experience_log_posterior(keyed, present, task_labels, current)
-        B = logp.shape[0]
-        groups = torch.as_tensor([self.experience_group[e] for e in exps], device=logp.device)
-        group_logp = torch.stack(
-            [torch.logsumexp(logp[:, groups == g], dim=1) if (groups == g).any() else logp.new_full((B,), NEG)
-             for g in range(self.n_groups)], 1)  # (B, G)
-        owner = torch.as_tensor(self.expert_owner, device=logp.device)
-        expert_logp = group_logp[:, owner]  # (B, E)
+        post = self.experience_log_posterior(inputs, tokens, present, task_labels, current)
+        B = post.routing.shape[0]
+        groups = torch.as_tensor([self.experience_group[e] for e in post.experiences], device=post.routing.device)
+        group_logp = segment_logsumexp(post.routing, groups, self.n_groups)  # (B, G)
+        expert_logp = group_logp[:, torch.as_tensor(self.expert_owner, device=group_logp.device)]  # (B, E)
 
         z = torch.stack(list(tokens.values()), 1)  # (B, M, D)
         pres = torch.stack(list(present.values()), 1)  # (B, M)
@@ -287,14 +371,30 @@ class MoEClassifier(ContinualModule):
 
         pooled = h.new_zeros(B, h.shape[1]).index_add_(0, token_sample, h)
         pooled = self.final_norm(pooled / pres.sum(1, keepdim=True).clamp_min(1).to(h.dtype))  # (B, D)
-        logits = pooled.new_full((B, self.n_classes), NEG)
-        for col, e in enumerate(exps):
-            if current is not None and e != current:
-                continue  # in training only the current head can win; skip the rest
-            head = self.heads[str(e)]
-            # p(y|x) = sum_e p(e|x) p(y|x,e): heads that share classes (domain-incremental) add up
-            logits[:, head.classes] = torch.logaddexp(logits[:, head.classes], torch.log_softmax(head(pooled), dim=1) + logp[:, col : col + 1])
-        return MoEForward(logits, aux, token_sample, token_modality, routings, comm_stats)
+        return MoEForward(self._combine(post, pooled, current, expert_weight), aux, token_sample, token_modality, routings,
+                          comm_stats, post)
+
+    def _combine(self, post: ExperiencePosterior, pooled: torch.Tensor, current: int | None, expert_weight: float | None) -> torch.Tensor:
+        """(B, C) log p(c | x) = logsumexp over experiences e of log p(e | x) + log p(c | x, e); heads that share
+        classes (domain-incremental) add up. With statistics, p(c | x, e) mixes in their conditional. All
+        heads run as one matmul over their stacked columns, so the cost does not grow in operations."""
+        if current is not None:  # training: only the current head can win
+            head = self.heads[str(current)]
+            logits = pooled.new_full((pooled.shape[0], self.n_classes), NEG)
+            logits[:, head.classes] = torch.log_softmax(head(pooled), dim=1)
+            return logits
+        heads = [self.heads[str(e)] for e in post.experiences]
+        if not heads:  # the untrained model
+            return pooled.new_full((pooled.shape[0], self.n_classes), NEG)
+        col = torch.cat([torch.full((len(h.classes),), k, device=pooled.device) for k, h in enumerate(heads)])  # (K,)
+        out = pooled @ torch.cat([h.linear.weight for h in heads]).T + torch.cat([h.linear.bias for h in heads])  # (B, K)
+        cond = out - segment_logsumexp(out, col, len(heads)).gather(1, col.expand_as(out))  # softmax within each head
+        if post.conditional is not None:
+            weight = self.statistics.expert_weight if expert_weight is None else expert_weight
+            stat = post.conditional[:, self.statistics.rows_in_experience_order()]  # row k = head column k
+            cond = self.statistics.combine(stat, cond, post.routing.argmax(1, keepdim=True) == col, weight)
+        classes = torch.cat([h.classes for h in heads])
+        return segment_logsumexp(cond + post.mixture[:, col], classes, self.n_classes)
 
     def logits(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of the classes of every head; classes without a head score NEG (finite, so no NaN)."""
@@ -316,7 +416,8 @@ class MoEClassifier(ContinualModule):
         return Prediction(out.logits.masked_fill(~mask, NEG), out)
 
     def evaluation_probes(self) -> list[Any]:
-        return [RoutingProbe(), CommunicationProbe(self.settings.communication)]
+        probes = [RoutingProbe(), CommunicationProbe(self.settings.communication)]
+        return [*probes, StatisticsProbe()] if self.statistics is not None else probes
 
     # ---- accounting -----------------------------------------------------------------------------
     def parameter_counts(self) -> dict[str, int]:
@@ -335,6 +436,10 @@ class MoEClassifier(ContinualModule):
         counts["routed_experts_per_layer"] = len(self.expert_owner)
         return counts
 
+    def stored_bytes(self) -> int:
+        keys = sum(b.numel() * b.element_size() for b in self.keys.buffers())
+        return keys + (self.statistics.nbytes if self.statistics is not None else 0)
+
     def structure_state(self) -> dict[str, Any]:
         names = {id(p): n for n, p in self.named_parameters()}
         return {
@@ -347,9 +452,13 @@ class MoEClassifier(ContinualModule):
             "keys": {n: list(b.shape) for n, b in self.keys.named_buffers(recurse=False)},
             "trained": sorted(names[i] for i in self._trained if i in names),
             "old_reused": sorted(names[i] for i in self._old_reused if i in names),
+            "statistics_choices": dict(self.statistics.choices) if self.statistics is not None else {},
+            "statistics_width": self.statistics.width if self.statistics is not None else None,
         }
 
     def restore_structure(self, state: dict[str, Any]) -> None:
+        if self.statistics is not None:
+            self.statistics.width = state["statistics_width"]
         super().restore_structure(state)
         groups_seen: list[int] = []
         for g in state["expert_owner"]:
@@ -367,6 +476,8 @@ class MoEClassifier(ContinualModule):
         params = dict(self.named_parameters())
         self._trained = {id(params[n]) for n in state["trained"]}
         self._old_reused = {id(params[n]) for n in state["old_reused"]}
+        if self.statistics is not None:
+            self.statistics.choices = {int(k): v for k, v in state.get("statistics_choices", {}).items()}
 
     def structure_summary(self) -> dict[str, Any]:
         e = self.experience
@@ -400,6 +511,25 @@ def _check(p: MoEParams) -> None:
         bad("communication", f"unknown mode '{p.communication}'; use one of {', '.join(COMMUNICATION)}")
     if COMMUNICATION.get(p.communication).anchors_shared_experts and p.n_shared_experts < 1:
         bad("n_shared_experts", f"communication={p.communication} needs at least 1 shared expert")
+    if p.task_routing not in ("statistics", "keys"):
+        bad("task_routing", f"use statistics or keys, got '{p.task_routing}'")
+    if p.stats_classifier not in ("lda", "ridge"):
+        bad("stats_classifier", f"use lda or ridge, got '{p.stats_classifier}'")
+    if not 0.0 <= p.reuse_accuracy <= 1.0:
+        bad("reuse_accuracy", f"must lie in [0, 1], got {p.reuse_accuracy}")
+    if p.stats_width < 1:
+        bad("stats_width", f"must be at least 1, got {p.stats_width}")
+    for key, low, high in (("shrinkages", 0.0, 1.0), ("floors", 0.0, 1.0), ("expert_weights", 0.0, 1.0)):
+        values = getattr(p, key)
+        if not values or any(not low <= v <= high for v in values):
+            bad(key, f"give one or more candidates in [{low:g}, {high:g}], got {list(values)}")
+    if p.stats_classifier == "ridge" and 0.0 in p.shrinkages:
+        bad("shrinkages", "ridge needs positive candidates (the relative ridge penalty)")
+
+
+def _harden(logp: torch.Tensor) -> torch.Tensor:
+    """All mass on each sample's most likely column: (B, n) log-weights of 0 and NEG."""
+    return torch.full_like(logp, NEG).scatter_(1, logp.argmax(1, keepdim=True), 0.0)
 
 
 @MODELS.register("moe", params=MoEParams, routes_by_experience=True)

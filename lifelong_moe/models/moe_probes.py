@@ -1,5 +1,6 @@
 """What the evaluator measures of the MoE beyond accuracy: where each test experience's samples are
-routed (routing mass per modality and expert, routing accuracy) and what expert communication did.
+routed (routing mass per modality and expert, routing accuracy), what expert communication did, and
+what the class statistics hold.
 Each probe keeps its own sums for one evaluation; nothing is stored on the model.
 
 Shape key: J test experiences, M modalities, E routed experts, B samples, n present tokens."""
@@ -76,6 +77,21 @@ class CommunicationProbe:
             stats = [[_sum([rank[layer][j] for rank in everyone]) for j in range(len(stats[layer]))] for layer in range(len(stats))]
         report = COMMUNICATION.get(self.mode).report(model.layers, stats)
         return {"communication": {"mode": self.mode, **report}}
+
+
+class StatisticsProbe:
+    """What the class statistics hold (bytes; no samples) and what validation chose for them so far."""
+
+    def start(self, model: Any, n_loaders: int) -> None:
+        pass
+
+    def update(self, model: Any, prediction: Any, batch: Any, loader: int) -> None:
+        pass
+
+    def compute(self, model: Any, reduce: Reduce) -> dict[str, Any]:
+        stats = model.statistics
+        return {"statistics": {"bytes": stats.nbytes, "rows": stats.posterior.n_rows, "chosen": dict(stats.current_choices()),
+                               "chosen_per_experience": {int(k): v for k, v in stats.choices.items()}}}
 
 
 def _sum(parts: list[Stats]) -> Stats:

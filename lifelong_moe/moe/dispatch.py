@@ -40,7 +40,7 @@ def sparse_dispatch(
     # split's backward concatenates once (at 256 experts slicing cost 40% of the step)
     counts_host = counts.tolist()  # one host sync per layer, not per expert
     if path is None:
-        path = "loop" if x.device.type == "cpu" or not all(isinstance(e, MLPExpert) for e in experts) else "stacked"
+        path = "loop" if (x.device.type == "cpu" and torch.is_grad_enabled()) or not all(isinstance(e, MLPExpert) for e in experts) else "stacked"
     if path == "stacked":
         y_sorted = _stacked_experts(x_sorted, flat_expert[order], counts_host, experts)
     else:

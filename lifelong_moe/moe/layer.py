@@ -43,17 +43,27 @@ class MoELayer(nn.Module):
     def n_experts(self) -> int:
         return len(self.pool)
 
-    def grow(self, n: int, group: int) -> list[int]:
-        """Add `n` routed experts owned by `group`, with their router columns, on the layer's device."""
+    def grow(self, n: int, group: int, init_from: int | None = None) -> list[int]:
+        """Add `n` routed experts owned by `group`, with their router columns, on the layer's device. With
+        `init_from`, the new experts and columns start as copies of that group's (a warm start: its
+        knowledge carries into the new group, while the old group itself stays as it was)."""
         device = self.norm.weight.device
-        if not self.router_per_modality:
-            self.router.add_columns(n, device)
-        for router in self.modality_routers.values():
+        source = [i for i, g in enumerate(self.pool.owner) if g == init_from] if init_from is not None else []
+        routers = ([] if self.router_per_modality else [self.router]) + list(self.modality_routers.values())
+        for router in routers:
             router.add_columns(n, device)
         module = self._comm_factory(self.pool.dim)
         if module is not None and str(group) not in self.comm:
             self.comm[str(group)] = module.to(device)
-        return self.pool.add(n, group, device)
+        added = self.pool.add(n, group, device)
+        with torch.no_grad():
+            for k, new in enumerate(added if source else []):
+                old = source[k % len(source)]
+                for dst, src in zip(self.pool.experts[new].parameters(), self.pool.experts[old].parameters(), strict=True):
+                    dst.copy_(src)
+                for router in routers:
+                    router.columns[new].copy_(router.columns[old])
+        return added
 
     def add_modality_router(self, name: str) -> None:
         """A router for a new modality, with a column for every existing expert (per-modality routing only)."""

@@ -138,7 +138,7 @@ def claim_run_dir(root: str | Path, experiment: str, version: str | None, attemp
             run_dir.mkdir()
         except FileExistsError:
             if version is not None:
-                raise ConfigError(f"output.version: {run_dir} already exists; choose another version or remove it") from None
+                raise ConfigError(f"output.version: {run_dir} already holds a run; choose another version or remove it") from None
             continue  # another process claimed this number a moment ago: take the next one
         except FileNotFoundError:  # a concurrent failed run removed the empty base: recreate it and retry
             base.mkdir(parents=True, exist_ok=True)

@@ -62,6 +62,15 @@ class AvalancheBaseline:
     template_name = ""
     memory = "none"
     mask_unseen = True
+    buffer_param: str | None = None  # the params field that sizes its buffer of past samples
+    per_experience = False
+
+    def stored_samples(self, experiences: list[Experience], index: int) -> int:
+        if self.buffer_param is None:
+            return 0
+        size = int(getattr(self.params, self.buffer_param))
+        seen = sum(e.spec.n_train for e in experiences[: index + 1])
+        return min(size * (index + 1) if self.per_experience else size, seen)
 
     def __init__(self, params: Any = None) -> None:
         self.params = params
@@ -141,6 +150,7 @@ def _baseline(name: str, template: str, params: type | None, doc: str, memory: s
 
     cls = type(f"Avalanche{template}", (AvalancheBaseline,), {
         "__doc__": doc, "template_name": template, "memory": property(memory_text), "mask_unseen": mask_unseen,
+        "buffer_param": memory, "per_experience": per_experience,
     })
     return STRATEGIES.register(name, params=params)(cls)
 

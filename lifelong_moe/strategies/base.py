@@ -26,3 +26,6 @@ class Strategy(Protocol):
 
     def check(self, trainer: TrainerConfig, resume: bool) -> None:
         """Refuse settings this strategy cannot run under, with the config key at fault."""
+
+    def stored_samples(self, experiences: list[Experience], index: int) -> int:
+        """How many training samples of past experiences it keeps after training experience `index`."""

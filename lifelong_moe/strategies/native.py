@@ -42,6 +42,9 @@ class LightningStrategy:
     def check(self, trainer: TrainerConfig, resume: bool) -> None:
         pass
 
+    def stored_samples(self, experiences: list[Experience], index: int) -> int:
+        return 0
+
 
 @STRATEGIES.register("naive", current_experience_only=True)
 class Naive(LightningStrategy):
@@ -53,6 +56,9 @@ class Cumulative(LightningStrategy):
     """Train on every experience seen so far: the joint upper bound and the reference for intransigence."""
 
     memory = "all past samples"
+
+    def stored_samples(self, experiences: list[Experience], index: int) -> int:
+        return sum(e.spec.n_train for e in experiences[: index + 1])
 
     def train_data(self, experiences: list[Experience], index: int) -> Any:
         data = experiences[0].dataset

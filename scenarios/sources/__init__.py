@@ -1,6 +1,19 @@
 """Built-in data sources; importing this package registers them in `SOURCES`."""
 
-from scenarios.sources import digits, mnist1d, multimodal_digits, npz_files, synthetic, text  # noqa: F401
+from scenarios.sources import (  # noqa: F401
+    audio_folder,
+    csv_table,
+    digits,
+    hf_dataset,
+    image_folder,
+    mnist1d,
+    multimodal_digits,
+    npz_files,
+    paired,
+    synthetic,
+    text,
+    torchvision_data,
+)
 from scenarios.sources.base import SOURCES, SourceData, Split, load_source
 
 __all__ = ["SOURCES", "SourceData", "Split", "load_source"]

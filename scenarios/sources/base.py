@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,24 @@ class SourceData:
             self.classes = sorted(int(c) for c in np.unique(np.concatenate([self.train.labels, self.test.labels])))
 
 
+ARRAYS_PARAM = "(arrays)"  # the `param` of a fingerprint taken of a source's arrays, not of one file
+
+
+def arrays_fingerprint(data: SourceData) -> dict[str, Any]:
+    """What identifies a source's content when it names no single file (folders of images or audio, a
+    table, a saved dataset, generated data): the SHA-256 of its arrays, so a resume on changed data is
+    refused whatever the source read."""
+    h, size = hashlib.sha256(), 0
+    for split_name, split in (("train", data.train), ("test", data.test)):
+        for name, a in sorted({**split.inputs, "<labels>": split.labels}.items()):
+            a = np.asarray(a)
+            h.update(f"{split_name}|{name}|{a.dtype.str}|{a.shape}|".encode())
+            raw = repr(a.tolist()).encode() if a.dtype == object else np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+            h.update(raw)
+            size += len(raw)
+    return {"param": ARRAYS_PARAM, "path": "", "size": size, "mtime_ns": 0, "sha256": h.hexdigest()}
+
+
 def file_fingerprint(param: str, path: Path, data: bytes) -> dict[str, Any]:
     """What identifies a data file's content: its size, modification time and SHA-256 (of `data`, the
     bytes that were read), under the name of the source param that gave its path."""
@@ -59,7 +77,8 @@ def file_fingerprint(param: str, path: Path, data: bytes) -> dict[str, Any]:
 
 SourceFn = Callable[[Any, int], SourceData]
 SOURCES: Registry[SourceFn] = Registry("data source", builtins=("scenarios.sources",))
-"""Registered sources: `fn(params, seed) -> SourceData`. Add one with `@SOURCES.register(name, params=Dataclass)`.
+"""Registered sources: `fn(params, seed) -> SourceData`. Add one with `@SOURCES.register(name, params=Dataclass)`
+(`generated=True` when its data follow from its params and the seed alone, so a process may reuse them).
 A source reports bad params with ValueError or DataError, starting the message with the param's name."""
 
 _CACHE: dict[Any, SourceData] = {}
@@ -67,6 +86,8 @@ _CACHE: dict[Any, SourceData] = {}
 
 def _unchanged(files: list[dict[str, Any]]) -> bool:
     for f in files:
+        if f["param"] == ARRAYS_PARAM:
+            continue
         try:
             st = os.stat(f["path"])
         except OSError:
@@ -95,7 +116,13 @@ def load_source(kind: str, params: Any, seed: int, key: str = "") -> SourceData:
     except ValueError as err:
         raise ConfigError(f"{where}: {err}") from None
     check_source_data(data, key or kind)
-    _CACHE[cache_key] = data
+    generated = bool(SOURCES.meta(kind).get("generated"))  # its data follow from params and seed alone
+    if data.files:
+        _CACHE[cache_key] = data  # read again when one of its files changes (`_unchanged`)
+    elif generated:
+        _CACHE[cache_key] = data = replace(data, files=[arrays_fingerprint(data)])
+    else:  # folders, tables, saved datasets: no cheap test of change, so no reuse (their decoding is cached on disk)
+        data = replace(data, files=[arrays_fingerprint(data)])
     return data
 
 

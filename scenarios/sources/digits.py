@@ -34,7 +34,7 @@ def digit_images(params: DigitsParams, seed: int) -> tuple[np.ndarray, np.ndarra
     return images, data.target.astype(np.int64)
 
 
-@SOURCES.register("digits", params=DigitsParams)
+@SOURCES.register("digits", params=DigitsParams, generated=True)
 def digits_source(params: DigitsParams, seed: int) -> SourceData:
     """scikit-learn handwritten digits: modality `image` (1x8x8)."""
     if not 0.0 < params.test_fraction < 1.0:

@@ -37,7 +37,7 @@ def mnist1d_arrays(params: Mnist1dParams, seed: int) -> tuple[np.ndarray, np.nda
     return as_signal(data["x"]), data["y"].astype(np.int64), as_signal(data["x_test"]), data["y_test"].astype(np.int64)
 
 
-@SOURCES.register("mnist1d", params=Mnist1dParams)
+@SOURCES.register("mnist1d", params=Mnist1dParams, generated=True)
 def mnist1d_source(params: Mnist1dParams, seed: int) -> SourceData:
     """MNIST-1D: modality `signal` (1x40)."""
     check_counts(num_samples=params.num_samples)

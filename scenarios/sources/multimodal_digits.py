@@ -71,7 +71,7 @@ def _pair(
     return Split(inputs, labels)
 
 
-@SOURCES.register("multimodal_digits", params=MultimodalDigitsParams)
+@SOURCES.register("multimodal_digits", params=MultimodalDigitsParams, generated=True)
 def multimodal_digits_source(params: MultimodalDigitsParams, seed: int) -> SourceData:
     """Digits paired across modalities `image` (1x8x8), `signal` (1x40), `text` (12 tokens)."""
     unknown = sorted(set(params.modalities) - set(ALL))

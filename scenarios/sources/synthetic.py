@@ -23,7 +23,7 @@ class SyntheticParams:
     domain: int = 0  # 0: identity; k > 0: a fixed random rotation and shift, for domain-incremental streams
 
 
-@SOURCES.register("synthetic", params=SyntheticParams)
+@SOURCES.register("synthetic", params=SyntheticParams, generated=True)
 def synthetic_source(params: SyntheticParams, seed: int) -> SourceData:
     """Gaussian classes in K tabular modalities `m0`..`m{K-1}`."""
     if not 0.0 <= params.imbalance < 1.0:

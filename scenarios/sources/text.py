@@ -51,7 +51,7 @@ def text_spec(params: TextParams) -> ModalitySpec:
     return ModalitySpec("text", (params.length,), "int64", params.vocab_size)
 
 
-@SOURCES.register("text", params=TextParams)
+@SOURCES.register("text", params=TextParams, generated=True)
 def text_source(params: TextParams, seed: int) -> SourceData:
     """Generated sentences: modality `text` (token ids, 0 = padding)."""
     check_counts(n_train_per_class=params.n_train_per_class, n_test_per_class=params.n_test_per_class)

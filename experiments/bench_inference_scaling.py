@@ -1,0 +1,86 @@
+"""Per-sample inference time of the lifelong MoE after experience 1 against after experience T (the
+20-experience stream by default), measured side by side in one process on the same test samples, plus
+the size of the class statistics at both points.
+
+    python experiments/bench_inference_scaling.py [--config configs/synthetic_20x2.yaml] [--repeats 7]
+
+Training quality does not enter inference cost, so experiences train for `--epochs` (default 1). The
+model after experience 1 is kept (a deep copy) and timed again after experience T, interleaved with
+the final model, so drift on the machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+
+import lightning as L
+import torch
+from torch.utils.data import ConcatDataset, DataLoader
+
+from lifelong_moe import build_model, load_config
+from lifelong_moe.features import build_experiment_stream
+from lifelong_moe.training import fit_experience
+
+
+def per_sample_seconds(model: torch.nn.Module, batches: list, repeats: int) -> float:
+    """Median over `repeats` of the wall time of one pass over `batches`, divided by the samples."""
+    model.eval()
+    n = sum(len(y) for _, y, _ in batches)
+    times = []
+    with torch.no_grad():
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for x, _, t in batches:
+                model(x, t)
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times) / n
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/synthetic_20x2.yaml")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--epochs", type=int, default=1)
+    ap.add_argument("--batch-sizes", default="64,256,1024", help="evaluation batch sizes to time, comma-separated")
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    cfg = load_config(args.config, ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "trainer.devices=1",
+                                    f"train.epochs={args.epochs}",
+                                    *args.overrides])
+    L.seed_everything(cfg.seed, verbose=False)
+    torch.set_num_threads(1)  # one core: the figure is per-sample compute, not how many cores are free
+    stream = build_experiment_stream(cfg)
+    test = ConcatDataset([e.dataset for e in stream.test_stream])
+    test.collate_fn = getattr(stream.test_stream[0].dataset, "collate_fn", None)
+    model = build_model(cfg, stream)
+    first = None
+    for i, exp in enumerate(stream.train_stream):
+        model.on_experience_start(exp)
+        fit_experience(model, exp.dataset, cfg.train, cfg.trainer, seed=i, logger=False)
+        model.on_experience_end(exp)
+        if i == 0:
+            first = copy.deepcopy(model)
+    T = len(stream.train_stream)
+    out = {"config": args.config, "experiences": T, "test_samples": len(test),
+           "stored_bytes_after_1": first.stored_bytes(), f"stored_bytes_after_{T}": model.stored_bytes(),
+           "parameters_after_1": first.parameter_counts(), f"parameters_after_{T}": model.parameter_counts(), "timings": []}
+    for size in (int(s) for s in args.batch_sizes.split(",")):
+        batches = list(DataLoader(test, batch_size=size, collate_fn=test.collate_fn))
+        per_sample_seconds(first, batches, 1)  # warm-up
+        per_sample_seconds(model, batches, 1)
+        t_first, t_last = [], []
+        for _ in range(args.repeats):
+            t_first.append(per_sample_seconds(first, batches, 1))
+            t_last.append(per_sample_seconds(model, batches, 1))
+        a, b = statistics.median(t_first), statistics.median(t_last)
+        out["timings"].append({"batch_size": size, "per_sample_us_after_1": round(a * 1e6, 1),
+                               f"per_sample_us_after_{T}": round(b * 1e6, 1), "ratio": round(b / a, 3)})
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()

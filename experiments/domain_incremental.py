@@ -1,0 +1,65 @@
+"""Domain-incremental learning (the same classes in new domains, no task labels at test time): the MoE
+against naive fine-tuning, replay, DER and joint training, seeds 0..n-1, with the MoE's per-experience
+reuse-or-grow decisions. Same protocol as experiments/class_incremental.py (the backbone's lr and epochs
+chosen on validation splits of the training data; the MoE chooses its settings on its own splits).
+
+    python experiments/domain_incremental.py [--seeds 3] [--streams domains_digits,domains_digits_fewshot,domains_synthetic]
+        [--methods moe,moe_evidence,naive,replay,der,joint] [--out experiments/results/domain_incremental] [--jobs 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from class_incremental import METHODS, run_all, summary
+
+HERE = Path(__file__).resolve().parent
+STREAMS = {
+    "domains_digits": "configs/domains_digits.yaml",
+    "domains_digits_fewshot": "configs/domains_digits_fewshot.yaml",
+    "domains_synthetic": "configs/domains_synthetic.yaml",
+}
+METHODS["moe_evidence"] = ("moe", "naive", ["train.validation_fraction=0.2", "model.params.growth=evidence"])
+DEFAULT_METHODS = ["moe", "moe_evidence", "naive", "replay", "der", "joint"]
+
+
+def growth_decisions(out: Path, streams: list[str], methods: list[str], seeds: int) -> dict:
+    """Per stream, MoE method and seed: the group each experience used and why."""
+    found: dict = {}
+    for s in streams:
+        for m in methods:
+            for k in range(seeds):
+                path = out / s / "runs" / m / f"seed{k}" / "results.json"
+                if METHODS[m][0] != "moe" or not path.is_file():
+                    continue
+                params = json.loads(path.read_text())["parameters_per_experience"]
+                found.setdefault(s, {}).setdefault(m, {})[f"seed{k}"] = [
+                    {"group": p.get("group"), "growth": p.get("growth")} for p in params]
+    return found
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--streams", default=",".join(STREAMS))
+    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS))
+    ap.add_argument("--out", default=str(HERE / "results" / "domain_incremental"))
+    ap.add_argument("--jobs", type=int, default=1, help="runs side by side, one core each")
+    args = ap.parse_args()
+    streams = [s for s in args.streams.split(",") if s]
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(streams) - set(STREAMS)) + sorted(set(methods) - set(METHODS))
+    if unknown:
+        print(f"unknown stream or method: {unknown}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    summary(run_all({s: STREAMS[s] for s in streams}, methods, args.seeds, out, args.jobs), out, "domain-incremental, no task labels")
+    (out / "growth_decisions.json").write_text(json.dumps(growth_decisions(out, streams, methods, args.seeds), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

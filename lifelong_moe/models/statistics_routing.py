@@ -1,0 +1,128 @@
+"""Task-free routing and prediction for the MoE from class statistics (`task_routing: statistics`).
+
+For every modality a fixed feature space (its kind's `fixed_features`, e.g. random convolution kernels
+for signals) holds the statistics of each (experience, class) row. They give, per sample, p(row | x),
+hence p(e | x), the posterior of the experience that taught each class, and p(c | x, e). The experts of
+the most likely experience run on the sample (hard routing) and their head refines the prediction for
+that experience's classes:
+
+    p(c | x) = p(e | x) * [(1 - w) p_stat(c | x, e) + w p_head(c | x, e)]   for the routed e,
+    p(c | x) = p(e | x) * p_stat(c | x, e)                                 for every other e,
+
+with the expert weight w chosen on validation data, like the shrinkage and the floor of the statistics
+(see `ClassPosterior`). After an experience trains, its training data pass once through the fixed
+spaces; its validation split scores the candidates and is then added to the statistics too."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from lifelong_moe.models.encoders import fixed_features
+from lifelong_moe.moe.class_posterior import ClassPosterior, Features
+from lifelong_moe.moe.segments import segment_logsumexp
+from scenarios import Experience
+from scenarios.modality import ModalitySpec
+
+Batches = Iterator[tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]]  # inputs, presence, labels
+
+
+class StatisticsRouting(nn.Module):
+    def __init__(self, *, classifier: str, width: int, seed: int, shrinkages: Sequence[float], floors: Sequence[float],
+                 expert_weights: Sequence[float]) -> None:
+        super().__init__()
+        self.max_width, self.seed = width, seed
+        self.width: int | None = None  # settled by the first experience (`settle_width`)
+        self.posterior = ClassPosterior(classifier, shrinkages, floors)
+        self.expert_weights = tuple(expert_weights)
+        self.register_buffer("weight_correct", torch.zeros(len(self.expert_weights), dtype=torch.float64))
+        self.choices: dict[int, dict[str, float]] = {}  # per experience: what validation chose
+
+    @property
+    def expert_weight(self) -> float:
+        return self.expert_weights[int(self.weight_correct.argmax())]
+
+    @property
+    def nbytes(self) -> int:
+        return self.posterior.nbytes
+
+    def current_choices(self) -> dict[str, float]:
+        """The candidates in use: shrinkage per modality, the floor and the expert weight."""
+        post = self.posterior
+        chosen = {f"shrinkage/{m}": post.shrinkages[int(getattr(post, f"shrinkage_correct_{m}").argmax())] for m in post.views}
+        return {**chosen, "floor": post.floor, "expert_weight": self.expert_weight}
+
+    def settle_width(self, n_train: int) -> None:
+        """Fix the feature width once, from the first experience's size: 4 features per training sample,
+        rounded up to a power of two, at least 256 and at most `stats_width`. Beyond that the shared
+        covariance is mostly shrinkage, and a wider space costs D^3 per refit and D^2 bytes for nothing."""
+        if self.width is None:
+            wanted = 1 << max(8, math.ceil(math.log2(max(4 * n_train, 1))))
+            self.width = min(self.max_width, wanted)
+
+    def add_modality(self, name: str, spec: ModalitySpec) -> None:
+        if self.width is None:
+            raise RuntimeError("settle_width() must run before the first modality is added")
+        # a seed per modality name, independent of the global RNG (growth must not depend on it)
+        self.posterior.add_modality(name, fixed_features(spec, self.width, self.seed + zlib.crc32(name.encode())))
+
+    def start(self, exp: Experience) -> None:
+        self.posterior.add_rows(exp.index, exp.classes)
+
+    # ---- inference ----------------------------------------------------------------------------------
+    def experience_posterior(self, inputs: dict[str, Any], present: dict[str, torch.Tensor],
+                             experiences: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p(e | x) (B, n_exp) over `experiences`, log p_stat(c | x, e(row)) per row (B, R))."""
+        rows = self.posterior.row_log_posterior(inputs, present)  # (B, R)
+        col_of = {e: k for k, e in enumerate(experiences)}
+        extra = len(experiences)  # rows of an experience outside `experiences` sum into a column dropped below
+        cols = torch.as_tensor([col_of.get(e, extra) for e in self.posterior.row_experience.tolist()], device=rows.device)
+        exp_logp = segment_logsumexp(rows, cols, extra + 1)
+        return exp_logp[:, :extra], rows - exp_logp.gather(1, cols.expand_as(rows))
+
+    def rows_in_experience_order(self) -> torch.Tensor:
+        """Row indices grouped by experience, classes in each experience's order: the heads' column order."""
+        return torch.argsort(self.posterior.row_experience, stable=True)
+
+    def rows_of(self, experience: int) -> torch.Tensor:
+        return (self.posterior.row_experience == experience).nonzero(as_tuple=True)[0]
+
+    @staticmethod
+    def combine(stat: torch.Tensor, head: torch.Tensor, routed: torch.Tensor, weight: float) -> torch.Tensor:
+        """log p(c | x, e): the statistics' conditional, mixed with the head's where e is the routed experience
+        (`routed`: a bool mask broadcastable to `stat`)."""
+        if weight <= 0:
+            return stat
+        mixed = head if weight >= 1 else torch.logaddexp(stat + math.log(1 - weight), head + math.log(weight))
+        return torch.where(routed, mixed, stat)
+
+    # ---- after an experience ------------------------------------------------------------------------
+    @torch.no_grad()
+    def finish(self, exp: Experience, batches: Any, score: Any) -> dict[str, float]:
+        """Add the experience's training data to the statistics, choose the candidates on its validation
+        split (if any), then add that split too and refit. `batches(dataset)` yields (inputs, presence,
+        labels) on the model's device; `score(inputs, weight)` gives the model's logits with expert weight w."""
+        post = self.posterior
+        for x, present, y in batches(exp.dataset):
+            post.observe(post.featurize(x, present, fit_views=True), post.row_of(exp.index, y))
+        if exp.validation is None:
+            self.choices[exp.index] = {**post.fit(None), "expert_weight": self.expert_weight}
+            return self.choices[exp.index]
+        val = [(x, present, y) for x, present, y in batches(exp.validation)]
+        feats: Features = {}
+        for x, present, _ in val:
+            for m, (z, keep) in post.featurize(x, present).items():
+                feats[m] = (torch.cat([feats[m][0], z]), torch.cat([feats[m][1], keep])) if m in feats else (z, keep)
+        labels = torch.cat([y for _, _, y in val])
+        post.fit((feats, post.row_of(exp.index, labels)))
+        for k, w in enumerate(self.expert_weights):
+            self.weight_correct[k] += sum(float((score(x, w).argmax(1) == y).sum()) for x, _, y in val)
+        post.observe(feats, post.row_of(exp.index, labels))  # the held-out samples count, once chosen
+        chosen = {**post.fit(None), "expert_weight": self.expert_weight}
+        self.choices[exp.index] = chosen
+        return chosen

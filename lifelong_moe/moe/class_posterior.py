@@ -1,0 +1,188 @@
+"""p(experience, class | x) from class statistics in fixed feature spaces, without task labels and
+without stored samples.
+
+Statistics are kept per row, a row being an (experience, class) pair: in class-incremental streams a
+row is a class; when a class recurs in a later experience (domain-incremental), it gets a row there too,
+so the rows of one class form a mixture, and p(c | x) sums its rows while p(e | x) sums an experience's
+rows. One space per modality, one linear discriminant per modality (a shared covariance over rows),
+fused as a product of experts over the modalities a sample carries. Each modality's posterior is mixed
+with a share `floor` of the uniform distribution first, so a modality that is wrong about a sample (e.g.
+corrupted) cannot veto the others; a row whose set of modalities differs from the sample's ranks below
+every row that matches (routing by what is present).
+
+Shrinkage (per modality) and the floor are chosen on validation data: at the end of every experience
+its validation split is scored under every candidate, the counts of correct answers add up over the
+experiences (each measured while its split was at hand, so no sample is kept), and the best so far wins.
+
+Shape key: B samples, D features, R rows, C classes, E experiences."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lifelong_moe.moe.class_statistics import ClassStatistics, lda_weights, ridge_weights
+
+NEG = -1e9  # log-probability of the impossible; finite, so no NaN appears downstream
+MODALITY_MISMATCH = 1e3  # log-score cost per modality a row and a sample do not share
+
+Features = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (features (B, D), present (B,) bool)
+
+
+class ClassPosterior(nn.Module):
+    def __init__(self, classifier: str = "lda", shrinkages: Sequence[float] = (0.01, 0.03, 0.1, 0.3),
+                 floors: Sequence[float] = (0.0, 0.05, 0.1, 0.2)) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.shrinkages, self.floors = tuple(shrinkages), tuple(floors)
+        self.views = nn.ModuleDict()
+        self.stats = nn.ModuleDict()
+        self.register_buffer("row_experience", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("row_class", torch.zeros(0, dtype=torch.long))
+        self.register_buffer("floor_correct", torch.zeros(len(self.floors), dtype=torch.float64))
+
+    # ---- structure ----------------------------------------------------------------------------------
+    @property
+    def n_rows(self) -> int:
+        return len(self.row_class)
+
+    @property
+    def nbytes(self) -> int:
+        """Everything kept about the data: statistics and fitted discriminants."""
+        fitted = sum(getattr(self, f"W_{m}").numel() + getattr(self, f"b_{m}").numel() for m in self.views) * 4
+        return sum(s.nbytes for s in self.stats.values()) + fitted + 16 * self.n_rows
+
+    def add_modality(self, name: str, view: nn.Module) -> None:
+        device = self.row_class.device
+        self.views[name] = view.to(device)
+        self.stats[name] = ClassStatistics(view.out_dim, self.n_rows).to(device)
+        self.register_buffer(f"W_{name}", torch.zeros(view.out_dim, self.n_rows, device=device))
+        self.register_buffer(f"b_{name}", torch.full((self.n_rows,), NEG, device=device))
+        self.register_buffer(f"shrinkage_correct_{name}", torch.zeros(len(self.shrinkages), dtype=torch.float64, device=device))
+
+    def add_rows(self, experience: int, classes: Sequence[int]) -> None:
+        """A row per class of a new experience."""
+        new_e = torch.full((len(classes),), experience, dtype=torch.long, device=self.row_class.device)
+        self.row_experience = torch.cat([self.row_experience, new_e])
+        self.row_class = torch.cat([self.row_class, torch.as_tensor(list(classes), dtype=torch.long, device=self.row_class.device)])
+        for m, stats in self.stats.items():
+            stats.grow(self.n_rows)
+            self._resize_discriminant(m)
+
+    def _resize_discriminant(self, m: str) -> None:
+        W, b = getattr(self, f"W_{m}"), getattr(self, f"b_{m}")
+        extra = self.n_rows - W.shape[1]
+        if extra > 0:
+            setattr(self, f"W_{m}", torch.cat([W, W.new_zeros(W.shape[0], extra)], 1))
+            setattr(self, f"b_{m}", torch.cat([b, b.new_full((extra,), NEG)]))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        rows = state_dict.get(prefix + "row_class")
+        if rows is not None:  # grow to the checkpoint's rows before its values load
+            self.row_class, self.row_experience = torch.zeros_like(rows), torch.zeros_like(rows)
+            for m in self.views:
+                self._resize_discriminant(m)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    # ---- data ---------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def featurize(self, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor], fit_views: bool = False) -> Features:
+        """Per known modality in the batch: (fixed features (B, D), presence (B,) bool)."""
+        out = {}
+        for m, view in self.views.items():
+            if m in inputs:
+                if fit_views and hasattr(view, "fit") and present[m].any():
+                    view.fit(inputs[m][present[m]])  # standardisation: set once, by the first data seen
+                out[m] = (view(inputs[m]), present[m])
+        return out
+
+    @torch.no_grad()
+    def observe(self, feats: Features, rows: torch.Tensor) -> None:
+        """Add samples to their rows (B,)."""
+        for m, (z, keep) in feats.items():
+            if keep.any():
+                self.stats[m].update(z[keep], rows[keep])
+
+    def row_of(self, experience: int, labels: torch.Tensor) -> torch.Tensor:
+        """(B,) the row of each label within `experience`."""
+        lookup = torch.full((int(self.row_class.max()) + 1,), -1, dtype=torch.long, device=labels.device)
+        mine = (self.row_experience == experience).nonzero(as_tuple=True)[0]
+        lookup[self.row_class[mine]] = mine
+        return lookup[labels]
+
+    # ---- fitting ------------------------------------------------------------------------------------
+    def _discriminant(self, m: str, shrinkage: float) -> tuple[torch.Tensor, torch.Tensor]:
+        stats = self.stats[m]
+        W, b = ridge_weights(stats, shrinkage) if self.classifier == "ridge" else lda_weights(stats, shrinkage)
+        return W.float(), b.clamp_min(NEG).float()
+
+    @torch.no_grad()
+    def fit(self, validation: tuple[Features, torch.Tensor] | None = None) -> dict[str, float]:
+        """Refit every modality's discriminant. With validation (features, rows) of the current experience,
+        first score every candidate on it and add to the running counts. Returns the choices."""
+        chosen: dict[str, float] = {}
+        for m in self.views:
+            if not bool(self.stats[m].seen.any()):
+                continue
+            counts = getattr(self, f"shrinkage_correct_{m}")
+            fitted: dict[float, tuple[torch.Tensor, torch.Tensor]] = {}
+            if validation is not None and m in validation[0]:
+                (z, keep), rows = validation[0][m], validation[1]
+                for k, shrinkage in enumerate(self.shrinkages):
+                    W, b = fitted[shrinkage] = self._discriminant(m, shrinkage)
+                    counts[k] += float((self._classes((z[keep] @ W + b).log_softmax(1)).argmax(1) == self.row_class[rows[keep]]).sum())
+            chosen[m] = self.shrinkages[int(counts.argmax())]  # ties and no evidence: the first candidate
+            W, b = fitted[chosen[m]] if chosen[m] in fitted else self._discriminant(m, chosen[m])
+            getattr(self, f"W_{m}").copy_(W)
+            getattr(self, f"b_{m}").copy_(b)
+        if validation is not None:
+            per_modality = self.modality_log_posteriors(validation[0])
+            labels = self.row_class[validation[1]]
+            for k, floor in enumerate(self.floors):
+                self.floor_correct[k] += float((self._classes(self.combine(per_modality, floor)).argmax(1) == labels).sum())
+        chosen["floor"] = self.floor
+        return chosen
+
+    @property
+    def floor(self) -> float:
+        return self.floors[int(self.floor_correct.argmax())]
+
+    # ---- inference ----------------------------------------------------------------------------------
+    def modality_log_posteriors(self, feats: Features) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per modality: (log p_m(row | x) over the rows it has statistics for (B, R), presence (B,))."""
+        return {m: ((z @ getattr(self, f"W_{m}") + getattr(self, f"b_{m}")).log_softmax(1), keep) for m, (z, keep) in feats.items()}
+
+    def combine(self, per_modality: dict[str, tuple[torch.Tensor, torch.Tensor]], floor: float | None = None) -> torch.Tensor:
+        """log p(row | x), (B, R): the product over present modalities of (1 - floor) p_m + floor / R_m,
+        restricted to rows some present modality knows, and ranked first by modality match."""
+        floor = self.floor if floor is None else floor
+        B = next(iter(per_modality.values()))[0].shape[0]
+        total = torch.zeros(B, self.n_rows, device=self.row_class.device)
+        mismatch = torch.zeros_like(total)
+        for m, (logp, keep) in per_modality.items():
+            known = self.stats[m].seen  # (R,)
+            uniform = -math.log(max(int(known.sum()), 1))
+            mixed = torch.logaddexp(logp + math.log(max(1.0 - floor, 1e-12)), torch.full_like(logp, uniform + math.log(max(floor, 1e-12))))
+            present = keep.unsqueeze(1).float()
+            total = total + torch.where(known, mixed, torch.zeros_like(mixed)) * present
+            mismatch = mismatch + (known.float().unsqueeze(0) != present).float()  # the row or the sample lacks m
+        for m, stats in self.stats.items():  # modalities the batch does not hold at all
+            if m not in per_modality:
+                mismatch = mismatch + stats.seen.float().unsqueeze(0)
+        any_known = torch.stack([self.stats[m].seen.unsqueeze(0) & keep.unsqueeze(1) for m, (_, keep) in per_modality.items()]).any(0)
+        scores = torch.where(any_known, total - MODALITY_MISMATCH * mismatch, torch.full_like(total, NEG))
+        return scores.log_softmax(1)
+
+    def _classes(self, row_logp: torch.Tensor) -> torch.Tensor:
+        """log p(c | x) (B, C) from log p(row | x): the sum over each class's rows."""
+        C = int(self.row_class.max()) + 1
+        out = torch.full((row_logp.shape[0], C), NEG, device=row_logp.device)
+        for c in self.row_class.unique().tolist():
+            out[:, c] = torch.logsumexp(row_logp[:, self.row_class == c], 1)
+        return out
+
+    def row_log_posterior(self, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.combine(self.modality_log_posteriors(self.featurize(inputs, present)))

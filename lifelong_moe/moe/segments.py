@@ -1,0 +1,17 @@
+"""Log-sum-exp over groups of columns in one pass, so that routing and prediction cost a fixed number of
+tensor operations however many experiences, groups or classes have accumulated."""
+
+from __future__ import annotations
+
+import torch
+
+NEG = -1e9  # the log-weight of an empty group; finite, so no NaN appears downstream
+
+
+def segment_logsumexp(x: torch.Tensor, index: torch.Tensor, n_segments: int) -> torch.Tensor:
+    """(B, n_segments): out[b, s] = log sum_{j: index[j] = s} exp(x[b, j]); NEG where a segment is empty.
+    x: (B, N) log-weights, index: (N,) segment of each column."""
+    idx = index.to(x.device).expand_as(x)
+    top = x.new_full((x.shape[0], n_segments), NEG).scatter_reduce(1, idx, x, reduce="amax", include_self=True).detach()
+    total = x.new_zeros(x.shape[0], n_segments).scatter_add(1, idx, (x - top.gather(1, idx)).exp())
+    return torch.where(total > 0, top + total.clamp_min(torch.finfo(x.dtype).tiny).log(), torch.full_like(top, NEG))

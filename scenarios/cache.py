@@ -1,0 +1,133 @@
+"""An on-disk cache of arrays keyed by a fingerprint, so decoding (images, audio) and frozen-encoder
+features are computed once and read by every later run, method, seed and `compare`.
+
+Entries are `.npz` files named by the SHA-256 of a JSON key. A writer saves to a temporary file in the
+same folder and renames it over the entry, so concurrent runs never see a half-written entry (two runs
+that miss at once both compute and the last rename wins, with identical content). The key is stored
+inside the entry and compared on read; an unreadable or mismatched entry counts as a miss.
+
+The cache lives under `$LIFELONG_MOE_CACHE`, else `$XDG_CACHE_HOME/lifelong_moe`, else
+`~/.cache/lifelong_moe`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CACHE_ENV = "LIFELONG_MOE_CACHE"
+_KEY_ARRAY = "__cache_key__"
+
+
+def cache_root() -> Path:
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "lifelong_moe"
+
+
+def digest(obj: Any) -> str:
+    """SHA-256 of a JSON-serialisable object (keys sorted), as hex."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def files_fingerprint(paths: Iterable[Path], root: Path | None = None) -> list[tuple[str, int, int]]:
+    """(path, size, mtime in ns) of each file: a changed, added, removed or touched file changes it."""
+    out = []
+    for p in paths:
+        st = os.stat(p)
+        out.append((str(p.relative_to(root)) if root is not None else str(p), st.st_size, st.st_mtime_ns))
+    return out
+
+
+def array_digest(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of arrays (hashlib releases the GIL; ~1 GB/s)."""
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        a = np.ascontiguousarray(arrays[name])
+        h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(memoryview(a).cast("B"))
+    return h.hexdigest()
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's content (of every file under it, for a directory); memoised per process by
+    path, size and mtime, so a weights file is read once per process."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    h = hashlib.sha256()
+    for f in files:
+        st = os.stat(f)
+        memo = (str(f.resolve()), st.st_size, st.st_mtime_ns)
+        if memo not in _FILE_HASHES:
+            fh = hashlib.sha256()
+            with open(f, "rb") as stream:
+                for block in iter(lambda: stream.read(1 << 24), b""):
+                    fh.update(block)
+            _FILE_HASHES[memo] = fh.hexdigest()
+        h.update(f"{f.relative_to(path) if path.is_dir() else f.name}|{_FILE_HASHES[memo]}|".encode())
+    return h.hexdigest()
+
+
+class ArrayCache:
+    """`load_or_build(key, build)`: the arrays stored under `key`, else `build()`'s, stored for next time."""
+
+    def __init__(self, folder: str, enabled: bool = True) -> None:
+        self.folder = cache_root() / folder
+        self.enabled = enabled
+        self.last_hit = False  # whether the latest load_or_build read from disk
+
+    def path(self, key: Any, prefix: str = "") -> Path:
+        return self.folder / f"{prefix}{digest(key)[:40]}.npz"
+
+    def load(self, key: Any, prefix: str = "") -> dict[str, np.ndarray] | None:
+        path = self.path(key, prefix)
+        if not self.enabled or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as archive:
+                arrays = {k: archive[k] for k in archive.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+            return None  # damaged: recompute and overwrite
+        stored = arrays.pop(_KEY_ARRAY, None)
+        if stored is None or str(stored) != json.dumps(key, sort_keys=True, default=str):
+            return None
+        return arrays
+
+    def store(self, key: Any, arrays: dict[str, np.ndarray], prefix: str = "") -> Path | None:
+        """Write atomically; a cache that cannot be written (read-only disk, full disk) is skipped."""
+        if not self.enabled:
+            return None
+        path = self.path(key, prefix)
+        tmp = None
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp.npz", dir=self.folder)
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays, **{_KEY_ARRAY: np.array(json.dumps(key, sort_keys=True, default=str))})
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            return path
+        except OSError:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+            return None
+
+    def load_or_build(self, key: Any, build: Callable[[], dict[str, np.ndarray]], prefix: str = "") -> dict[str, np.ndarray]:
+        arrays = self.load(key, prefix)
+        self.last_hit = arrays is not None
+        if arrays is None:
+            arrays = build()
+            self.store(key, arrays, prefix)
+        return arrays

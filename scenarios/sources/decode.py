@@ -1,0 +1,201 @@
+"""Decoding of image and audio files (or bytes) into fixed-shape arrays, shared by the file sources.
+
+Images: Pillow; EXIF orientation applied; grey, RGB, palette and alpha modes handled (alpha is
+composited over white); resized to `size` by stretching or by resizing the shorter side and cropping the
+centre; stored as uint8 [C, H, W] (the source hands out float32 in [0, 1]).
+
+Audio: `soundfile` (WAV, FLAC, OGG, ...); channels averaged to mono; resampled with soxr (what
+librosa's `soxr_hq` calls); cut or zero-padded to `duration` seconds; then a log-mel spectrogram
+[n_mels, frames] (numpy, equal to librosa's `melspectrogram` defaults: a test checks it, and no numba
+compile at start-up) or the raw waveform [1, samples]. torchaudio is not used: its releases pin older
+torch versions."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from lifelong_moe.errors import DataError
+
+IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"]
+AUDIO_EXTENSIONS = [".wav", ".flac", ".ogg", ".aiff", ".aif"]
+
+
+@dataclass
+class ImagePrep:
+    size: list[int] = field(default_factory=lambda: [32, 32])  # [height, width]
+    channels: int = 3  # 1 (grey) or 3 (RGB)
+    fit: str = "crop"  # crop: resize the shorter side, then cut the centre; stretch: resize to size
+
+
+@dataclass
+class AudioPrep:
+    sample_rate: int = 16000
+    duration: float = 1.0  # seconds; longer clips are cut, shorter ones zero-padded at the end
+    features: str = "logmel"  # logmel: [n_mels, frames]; waveform: [1, samples]
+    n_mels: int = 40
+    n_fft: int = 400
+    hop_length: int = 160
+    fmin: float = 0.0
+    fmax: float | None = None
+
+
+def check_image_prep(prep: ImagePrep, key: str) -> None:
+    if len(prep.size) != 2 or min(prep.size) < 1:
+        raise DataError(f"{key}size: expected [height, width] of positive integers, got {list(prep.size)}")
+    if prep.channels not in (1, 3):
+        raise DataError(f"{key}channels: must be 1 (grey) or 3 (RGB), got {prep.channels}")
+    if prep.fit not in ("crop", "stretch"):
+        raise DataError(f"{key}fit: must be crop or stretch, got '{prep.fit}'")
+
+
+def check_audio_prep(prep: AudioPrep, key: str) -> None:
+    if prep.sample_rate < 1 or prep.duration <= 0:
+        raise DataError(f"{key}sample_rate and duration must be positive, got {prep.sample_rate} and {prep.duration}")
+    if prep.features not in ("logmel", "waveform"):
+        raise DataError(f"{key}features: must be logmel or waveform, got '{prep.features}'")
+    if prep.features == "logmel" and (prep.n_mels < 1 or prep.n_fft < 2 or prep.hop_length < 1):
+        raise DataError(f"{key}n_mels, n_fft and hop_length must be positive")
+
+
+def image_shape(prep: ImagePrep) -> tuple[int, int, int]:
+    return (prep.channels, int(prep.size[0]), int(prep.size[1]))
+
+
+def audio_shape(prep: AudioPrep) -> tuple[int, int]:
+    n = int(round(prep.sample_rate * prep.duration))
+    if prep.features == "waveform":
+        return (1, n)
+    return (prep.n_mels, 1 + (n + 2 * (prep.n_fft // 2) - prep.n_fft) // prep.hop_length)  # centred frames
+
+
+def decode_image(src: str | Path | bytes, prep: ImagePrep, name: str) -> np.ndarray:
+    """uint8 [C, H, W]; `name` (a path or a sample) is what an error names."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            img = _to_mode(img, prep.channels)
+            h, w = int(prep.size[0]), int(prep.size[1])
+            if prep.fit == "crop":
+                img = ImageOps.fit(img, (w, h), method=Image.Resampling.BILINEAR)
+            elif img.size != (w, h):
+                img = img.resize((w, h), Image.Resampling.BILINEAR)
+            arr = np.asarray(img, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise DataError(f"{name}: not a readable image ({type(err).__name__}: {_short(err)})") from None
+    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()  # (C, H, W)
+
+
+def _to_mode(img: Any, channels: int) -> Any:
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float grey: scale to 8 bits
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(a / top * 255.0, 0, 255).astype(np.uint8), mode="L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(white, rgba)
+    return img.convert("L" if channels == 1 else "RGB")
+
+
+def decode_audio(src: str | Path | bytes, prep: AudioPrep, name: str) -> np.ndarray:
+    """float32 [n_mels, frames] (log-mel) or [1, samples] (waveform)."""
+    import soundfile as sf
+
+    try:
+        wave, rate = sf.read(io.BytesIO(src) if isinstance(src, bytes) else src, dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as err:
+        raise DataError(f"{name}: not a readable audio file ({type(err).__name__}: {_short(err)})") from None
+    if wave.shape[0] == 0:
+        raise DataError(f"{name}: the audio file holds no samples")
+    return audio_features(wave.mean(axis=1), int(rate), prep, name)
+
+
+def audio_features(wave: np.ndarray, rate: int, prep: AudioPrep, name: str) -> np.ndarray:
+    """Mono float waveform at `rate` -> the configured features (resampled, cut or padded)."""
+    wave = np.asarray(wave, dtype=np.float32)
+    if not np.isfinite(wave).all():
+        raise DataError(f"{name}: the audio holds NaN or infinite samples")
+    if rate != prep.sample_rate:
+        import soxr
+
+        wave = soxr.resample(wave, rate, prep.sample_rate, quality="HQ").astype(np.float32)
+    n = int(round(prep.sample_rate * prep.duration))
+    wave = wave[:n] if len(wave) >= n else np.pad(wave, (0, n - len(wave)))
+    if prep.features == "waveform":
+        return wave[None].astype(np.float32)  # (1, samples)
+    mel = mel_filters(prep.sample_rate, prep.n_fft, prep.n_mels, prep.fmin, prep.fmax) @ power_spectrogram(wave, prep.n_fft, prep.hop_length)
+    return np.log(mel + 1e-6).astype(np.float32)  # (n_mels, frames)
+
+
+def power_spectrogram(wave: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
+    """|STFT|^2 [1 + n_fft/2, frames] as librosa computes it (centred, zero-padded, periodic Hann)."""
+    padded = np.pad(wave.astype(np.float64), n_fft // 2)
+    n_frames = 1 + (len(padded) - n_fft) // hop
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop][:n_frames]  # (frames, n_fft)
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    return (np.abs(np.fft.rfft(frames * window, axis=1)) ** 2).T
+
+
+_MEL_CACHE: dict[tuple, np.ndarray] = {}
+
+
+def mel_filters(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float | None) -> np.ndarray:
+    """Slaney-style mel filter bank [n_mels, 1 + n_fft/2], area-normalised (librosa's default)."""
+    key = (sr, n_fft, n_mels, fmin, fmax)
+    if key not in _MEL_CACHE:
+        fft_freqs = np.fft.rfftfreq(n_fft, 1.0 / sr)
+        mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(sr / 2.0 if fmax is None else fmax), n_mels + 2))
+        fdiff = np.diff(mel_f)
+        ramps = np.subtract.outer(mel_f, fft_freqs)
+        lower = -ramps[:n_mels] / fdiff[:n_mels, None]
+        upper = ramps[2:] / fdiff[1:, None]
+        weights = np.maximum(0.0, np.minimum(lower, upper))
+        weights *= (2.0 / (mel_f[2:] - mel_f[:n_mels]))[:, None]
+        _MEL_CACHE[key] = weights
+    return _MEL_CACHE[key]
+
+
+_F_SP, _MIN_LOG_HZ, _LOGSTEP = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+
+
+def _hz_to_mel(f: float | np.ndarray) -> np.ndarray:
+    f = np.asarray(f, dtype=np.float64)
+    lin = f / _F_SP
+    return np.where(f >= _MIN_LOG_HZ, _MIN_LOG_HZ / _F_SP + np.log(np.maximum(f, 1e-10) / _MIN_LOG_HZ) / _LOGSTEP, lin)
+
+
+def _mel_to_hz(m: np.ndarray) -> np.ndarray:
+    min_log_mel = _MIN_LOG_HZ / _F_SP
+    return np.where(m >= min_log_mel, _MIN_LOG_HZ * np.exp(_LOGSTEP * (m - min_log_mel)), _F_SP * m)
+
+
+T = TypeVar("T")
+
+
+def parallel_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int = 0) -> list[T]:
+    """`fn` over `items` in threads (Pillow, libsndfile and soxr release the GIL); order kept, and the
+    first error (in item order) is raised."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers <= 1 or len(items) < 16:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
+
+
+def _short(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]

@@ -1,0 +1,186 @@
+"""What the file sources share: listing class folders, naming classes, the pool of every sample before
+the train/test split (so `paired` can join sources by id first), and the split itself.
+
+Labels: class names that are all non-negative integers ("0", "7", ...) are those integers, so folders
+named 0-9 line up with digit datasets; other names are numbered in sorted order. Splits: a root with
+`train/` and `test/` sub-folders (or a `split` column) is split as given; otherwise a class-stratified
+split with `test_fraction`, reproducible from the run's seed."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lifelong_moe.errors import DataError
+from scenarios.modality import ModalitySpec
+from scenarios.sources.base import SourceData, Split, stratified_split
+from scenarios.sources.tokenize import TokenizerParams, tokenize
+
+SPLIT_NAMES = ("train", "test")
+
+
+@dataclass
+class Pool:
+    """Every sample of a file source, before its train/test split.
+
+    `inputs[m]` is an array [N, ...]; text modalities are object arrays of strings, tokenized after the
+    split (the vocabulary comes from the training split). `ids` are per-sample names used to pair
+    sources (file stems or an id column); `split` is "train"/"test" per sample where the data says so."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray
+    ids: np.ndarray
+    split: np.ndarray | None
+    modalities: dict[str, ModalitySpec]
+    class_names: dict[int, str]  # label -> class name
+    where: str  # what errors name: the root folder or file
+    tokenizers: dict[str, TokenizerParams] = field(default_factory=dict)  # per text modality
+    standardize: tuple[str, ...] = ()  # modalities scaled by the training split's mean and std per channel
+    scale: dict[str, float] = field(default_factory=dict)  # stored dtype -> float32 by this factor (uint8 images)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+POOLS: dict[str, Callable[[Any, int], Pool]] = {}
+"""Kinds whose samples can be paired by id: `kind -> fn(params, seed) -> Pool`."""
+
+
+def class_labels(names: list[str]) -> dict[str, int]:
+    """Class name -> label: the integer itself when every name is one, else the rank in sorted order."""
+    if names and all(n.isdigit() for n in names):
+        return {n: int(n) for n in names}
+    return {n: i for i, n in enumerate(sorted(names))}
+
+
+def label_array(raw: list[Any], where: str) -> tuple[np.ndarray, dict[int, str]]:
+    """Labels from a column of class names or integers: (int64 labels, label -> class name)."""
+    names = [str(v).strip() for v in raw]
+    for i, n in enumerate(names):
+        if n == "":
+            raise DataError(f"{where}: sample {i} has an empty label")
+    if all(n.lstrip("-").isdigit() for n in names):
+        ints = [int(n) for n in names]
+        if min(ints) < 0:
+            i = int(np.argmin(ints))
+            raise DataError(f"{where}: sample {i} has negative label {ints[i]}")
+    mapping = class_labels(sorted(set(names)))
+    labels = np.array([mapping[n] for n in names], dtype=np.int64)
+    return labels, {label: name for name, label in mapping.items()}
+
+
+def list_class_folders(root: Path, extensions: list[str], key: str) -> tuple[list[Path], list[str], np.ndarray | None]:
+    """(files, class name per file, split per file or None) of `root/<class>/*` or
+    `root/{train,test}/<class>/*`; files sorted, hidden entries and other extensions skipped."""
+    if not root.is_dir():
+        raise DataError(f"{key}: folder not found: {root}")
+    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    subdirs = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    layouts = [(root / s, s) for s in SPLIT_NAMES] if set(SPLIT_NAMES) <= subdirs else [(root, None)]
+    files: list[Path] = []
+    classes: list[str] = []
+    splits: list[str] = []
+    for base, split in layouts:
+        class_dirs = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not class_dirs:
+            raise DataError(f"{key}: {base} has no class sub-folders (expected {base}/<class>/<file>)")
+        for d in class_dirs:
+            found = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in exts
+                           and not any(part.startswith(".") for part in p.relative_to(d).parts))
+            if not found:
+                raise DataError(f"{key}: class folder {d} has no files with extension {', '.join(sorted(exts))}")
+            files += found
+            classes += [d.name] * len(found)
+            splits += [split or ""] * len(found)
+    return files, classes, (np.array(splits) if layouts[0][1] is not None else None)
+
+
+def read_index(path: Path, key: str) -> tuple[list[Path], list[str], np.ndarray | None]:
+    """A CSV with columns `path,label[,split]`; paths relative to the CSV's folder."""
+    if not path.is_file():
+        raise DataError(f"{key}: file not found: {path}")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            rows = list(csv.DictReader(fh))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"{key}: {path}: not a readable CSV ({err})") from None
+    if not rows or not {"path", "label"} <= set(rows[0]):
+        raise DataError(f"{key}: {path} needs a header with columns path,label (optionally split)")
+    files, classes, splits = [], [], []
+    for i, row in enumerate(rows):
+        rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+        if not rel or not label:
+            raise DataError(f"{key}: {path}: row {i + 2} has an empty path or label")
+        f = (path.parent / rel).expanduser()
+        if not f.is_file():
+            raise DataError(f"{key}: {path}: row {i + 2}: file not found: {f}")
+        files.append(f)
+        classes.append(label)
+        splits.append((row.get("split") or "").strip())
+    if any(splits):
+        bad = [s for s in splits if s not in SPLIT_NAMES]
+        if bad:
+            raise DataError(f"{key}: {path}: split must be train or test in every row, got '{bad[0]}'")
+        return files, classes, np.array(splits)
+    return files, classes, None
+
+
+def split_pool(pool: Pool, test_fraction: float, seed: int, key: str = "") -> SourceData:
+    """The pool's own split where it has one, else a class-stratified one; then text is tokenized and
+    standardized modalities scaled, both fitted on the training split only."""
+    if len(pool) == 0:
+        raise DataError(f"{pool.where}: no samples")
+    if pool.split is not None:
+        tr, te = np.flatnonzero(pool.split == "train"), np.flatnonzero(pool.split == "test")
+    else:
+        if not 0.0 < test_fraction < 1.0:
+            raise DataError(f"{key}test_fraction: must lie in (0, 1), got {test_fraction}")
+        tr, te = stratified_split(pool.labels, test_fraction, seed)
+    for idx, name in ((tr, "train"), (te, "test")):
+        if len(idx) == 0:
+            raise DataError(f"{pool.where}: the {name} split is empty")
+    unseen = sorted(set(np.unique(pool.labels[te]).tolist()) - set(np.unique(pool.labels[tr]).tolist()))
+    if unseen:
+        names = [pool.class_names.get(c, str(c)) for c in unseen]
+        raise DataError(f"{pool.where}: classes {names} occur in the test split only; a class must be trainable")
+    train_in, test_in, specs = {}, {}, dict(pool.modalities)
+    for m, arr in pool.inputs.items():
+        a, b = arr[tr], arr[te]
+        if arr.dtype == object:
+            a, b, vocab = tokenize(a, b, pool.tokenizers.get(m, TokenizerParams()), f"{key}tokenizer.")
+            specs[m] = ModalitySpec("text", (a.shape[1],), "int64", vocab)
+        elif m in pool.scale:
+            a, b = a.astype(np.float32) * pool.scale[m], b.astype(np.float32) * pool.scale[m]
+        if m in pool.standardize:
+            a, b = standardize(a, b)
+        train_in[m], test_in[m] = a, b
+    return SourceData(Split(train_in, pool.labels[tr]), Split(test_in, pool.labels[te]), specs)
+
+
+def standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Scale by the training split's mean and std of each feature (axis 1; over time too for [N, C, L])."""
+    axes = (0, *range(2, train.ndim))
+    mean = train.mean(axis=axes, keepdims=True, dtype=np.float64)
+    std = train.std(axis=axes, keepdims=True, dtype=np.float64)
+    std[std < 1e-8] = 1.0
+    return ((train - mean) / std).astype(np.float32), ((test - mean) / std).astype(np.float32)
+
+
+def stems(files: list[Path]) -> np.ndarray:
+    return np.array([f.stem for f in files])
+
+
+def cached_decode(kind: str, key: dict[str, Any], enabled: bool, build: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Decoded arrays from the on-disk cache (`scenarios.cache`), keyed by `kind` and `key` (file
+    fingerprints plus the preprocessing), else built and stored."""
+    from scenarios.cache import ArrayCache
+
+    return ArrayCache("decoded", enabled).load_or_build({"kind": kind, "format": DECODE_FORMAT, **key}, build, prefix=f"{kind}-")
+
+
+DECODE_FORMAT = 1  # bump when decoding changes, so older cache entries are not read

@@ -1,0 +1,189 @@
+"""A Hugging Face `datasets` dataset saved with `save_to_disk` (a Dataset, or a DatasetDict with train
+and test splits), with a mapping from modality names to columns and their kinds:
+
+    columns: {image: {column: img, kind: image}, audio: {column: speech, kind: audio},
+              caption: {column: text, kind: text}, stats: {column: measurements, kind: tabular}}
+
+Image and audio columns are decoded from their stored bytes with Pillow and soundfile (never through
+`datasets`' own decoders), with the same settings as `image_folder` and `audio_folder`, and cached.
+Read offline with `load_from_disk`; nothing is downloaded."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lifelong_moe.errors import DataError
+from scenarios.cache import files_fingerprint
+from scenarios.modality import ModalitySpec
+from scenarios.sources.base import SOURCES, SourceData
+from scenarios.sources.decode import (
+    AudioPrep,
+    ImagePrep,
+    audio_features,
+    audio_shape,
+    check_audio_prep,
+    check_image_prep,
+    decode_audio,
+    decode_image,
+    image_shape,
+    parallel_map,
+)
+from scenarios.sources.files import POOLS, Pool, cached_decode, label_array, split_pool
+from scenarios.sources.tokenize import TokenizerParams
+
+COLUMN_KINDS = ("image", "audio", "text", "tabular")
+
+
+@dataclass
+class HFColumn:
+    column: str = "???"
+    kind: str = "???"  # image | audio | text | tabular
+
+
+@dataclass
+class HFDatasetParams:
+    path: str = "???"  # the folder written by save_to_disk
+    columns: dict[str, HFColumn] = field(default_factory=dict)  # modality name -> column and kind
+    label: str = "label"  # a ClassLabel, integer or string column
+    train_split: str = "train"  # DatasetDict splits; a plain Dataset is split by test_fraction
+    test_split: str = "test"
+    id_column: str | None = None  # per-row id, for pairing with other sources
+    image: ImagePrep = field(default_factory=ImagePrep)
+    audio: AudioPrep = field(default_factory=AudioPrep)
+    audio_standardize: bool = True  # log-mel: scale each mel band by the training split's mean and std
+    tokenizer: TokenizerParams = field(default_factory=TokenizerParams)
+    test_fraction: float = 0.2
+    cache: bool = True
+    workers: int = 0
+
+
+def _load(path: Path) -> Any:
+    from lifelong_moe.offline import hf_offline
+
+    hf_offline()
+    if not path.is_dir():
+        raise DataError(f"path: folder not found: {path}")
+    import datasets
+
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    try:
+        return datasets.load_from_disk(str(path))
+    except (FileNotFoundError, OSError, ValueError) as err:
+        raise DataError(f"path: {path}: not a dataset saved with save_to_disk ({type(err).__name__}: {err})") from None
+
+
+def hf_pool(params: HFDatasetParams, seed: int) -> Pool:
+    import datasets
+
+    path = Path(params.path).expanduser()
+    loaded = _load(path)
+    where = f"path: {path}"
+    if not params.columns:
+        raise DataError("columns: map at least one modality to a column, e.g. {image: {column: img, kind: image}}")
+    if isinstance(loaded, datasets.DatasetDict):
+        if params.train_split not in loaded:
+            raise DataError(f"train_split: {path} has no split '{params.train_split}' (has {', '.join(loaded)})")
+        parts = [(params.train_split, "train")]
+        if params.test_split in loaded:
+            parts.append((params.test_split, "test"))
+        ds = datasets.concatenate_datasets([loaded[name] for name, _ in parts])
+        split = np.concatenate([np.full(len(loaded[name]), role) for name, role in parts]) if len(parts) == 2 else None
+    else:
+        ds, split = loaded, None
+    for col in [params.label, *(c.column for c in params.columns.values()), *([params.id_column] if params.id_column else [])]:
+        if col not in ds.column_names:
+            raise DataError(f"{where}: no column '{col}' (columns: {', '.join(ds.column_names)})")
+    if len(ds) == 0:
+        raise DataError(f"{where}: no rows")
+    check_image_prep(params.image, "image.")
+    check_audio_prep(params.audio, "audio.")
+
+    feature = ds.features[params.label]
+    if isinstance(feature, datasets.ClassLabel):
+        labels = np.asarray(ds[params.label], dtype=np.int64)
+        names = {i: n for i, n in enumerate(feature.names)}
+        if labels.min() < 0:
+            raise DataError(f"{where}: sample {int(np.argmin(labels))} has no label (-1)")
+    else:
+        labels, names = label_array(list(ds[params.label]), f"{where}, column '{params.label}'")
+
+    inputs: dict[str, np.ndarray] = {}
+    specs: dict[str, ModalitySpec] = {}
+    media = {m: c for m, c in params.columns.items() if c.kind in ("image", "audio")}
+    for modality, col in params.columns.items():
+        if col.kind not in COLUMN_KINDS:
+            raise DataError(f"columns.{modality}.kind: unknown '{col.kind}'; use {', '.join(COLUMN_KINDS)}")
+        if col.kind == "text":
+            inputs[modality] = np.array([str(v) for v in ds[col.column]], dtype=object)
+            specs[modality] = ModalitySpec("text", (params.tokenizer.max_length,), "int64")
+        elif col.kind == "tabular":
+            inputs[modality] = _numeric(ds, col.column, where)
+            specs[modality] = ModalitySpec("tabular", inputs[modality].shape[1:])
+        elif col.kind == "image":
+            specs[modality] = ModalitySpec("image", image_shape(params.image))
+        else:
+            specs[modality] = ModalitySpec("signal", audio_shape(params.audio))
+
+    def decode() -> dict[str, np.ndarray]:
+        return {m: _decode_media(ds, c, params, where) for m, c in media.items()}
+
+    if media:
+        key = {"files": files_fingerprint(sorted(p for p in path.rglob("*") if p.is_file()), path),
+               "columns": {m: asdict(c) for m, c in media.items()}, "image": asdict(params.image), "audio": asdict(params.audio)}
+        inputs.update(cached_decode("hf_dataset", key, params.cache, decode))
+    ids = np.array([str(v) for v in ds[params.id_column]]) if params.id_column else np.array([str(i) for i in range(len(ds))])
+    scale = {m: 1.0 / 255.0 for m, c in media.items() if c.kind == "image"}
+    standardize = tuple(m for m, c in media.items() if c.kind == "audio" and params.audio_standardize and params.audio.features == "logmel")
+    tokenizers = {m: params.tokenizer for m, c in params.columns.items() if c.kind == "text"}
+    return Pool(inputs, labels, ids, split, specs, names, where, tokenizers=tokenizers, standardize=standardize, scale=scale)
+
+
+def _numeric(ds: Any, column: str, where: str) -> np.ndarray:
+    try:
+        arr = np.asarray(ds.with_format("numpy")[column], dtype=np.float32)
+    except (ValueError, TypeError) as err:
+        raise DataError(f"{where}, column '{column}': not numbers of one length per row ({err})") from None
+    arr = arr.reshape(len(arr), -1)
+    bad = ~np.isfinite(arr).all(axis=1)
+    if bad.any():
+        raise DataError(f"{where}, column '{column}': sample {int(np.flatnonzero(bad)[0])} is NaN or infinite")
+    return arr
+
+
+def _decode_media(ds: Any, col: HFColumn, params: HFDatasetParams, where: str) -> np.ndarray:
+    """Decode an Image or Audio column from its stored bytes (or file path)."""
+    import datasets
+
+    feature = ds.features[col.column]
+    expected = datasets.Image if col.kind == "image" else datasets.Audio
+    if not isinstance(feature, expected):
+        raise DataError(f"{where}, column '{col.column}': expected a datasets.{expected.__name__} column, got {feature}")
+    values = list(ds.cast_column(col.column, expected(decode=False))[col.column])
+
+    def one(i: int) -> np.ndarray:
+        value = values[i]
+        name = f"{where}, column '{col.column}', sample {i}"
+        if isinstance(value, dict) and value.get("array") is not None:  # an already decoded waveform
+            return audio_features(np.asarray(value["array"]), int(value["sampling_rate"]), params.audio, name)
+        src = value.get("bytes") if isinstance(value, dict) else None
+        if src is None and isinstance(value, dict) and value.get("path"):
+            src = value["path"]
+        if src is None:
+            raise DataError(f"{name}: no bytes or path stored")
+        return decode_image(src, params.image, name) if col.kind == "image" else decode_audio(src, params.audio, name)
+
+    return np.stack(parallel_map(one, list(range(len(values))), params.workers))
+
+
+POOLS["hf_dataset"] = hf_pool
+
+
+@SOURCES.register("hf_dataset", params=HFDatasetParams)
+def hf_dataset_source(params: HFDatasetParams, seed: int) -> SourceData:
+    """A Hugging Face dataset saved with save_to_disk; columns mapped to image, audio, text, tabular."""
+    return split_pool(hf_pool(params, seed), params.test_fraction, seed)

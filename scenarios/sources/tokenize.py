@@ -1,0 +1,78 @@
+"""Text columns to token ids [N, max_length] (id 0 pads), for the csv and hf_dataset sources.
+
+`word`: lower-cased words (runs of letters and digits); the vocabulary is the training split's most
+frequent words (ids 2...; 1 is unknown). `hf`: a Hugging Face tokenizer read from a local directory
+(`save_pretrained`), never from the hub, so text can feed a pretrained `hf` encoder."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lifelong_moe.errors import DataError
+
+PAD, UNK = 0, 1
+_WORD = re.compile(r"[^\W_]+", re.UNICODE)
+
+
+@dataclass
+class TokenizerParams:
+    kind: str = "word"  # word | hf
+    path: str | None = None  # hf: a local tokenizer directory (save_pretrained)
+    max_length: int = 32
+    vocab_size: int = 20000  # word: at most this many ids, padding and unknown included
+    lowercase: bool = True
+
+
+def tokenize(train: np.ndarray, test: np.ndarray, params: TokenizerParams, key: str) -> tuple[np.ndarray, np.ndarray, int]:
+    """(train ids, test ids, vocabulary size) for object arrays of strings."""
+    if params.max_length < 1:
+        raise DataError(f"{key}max_length: must be at least 1, got {params.max_length}")
+    if params.kind == "word":
+        return _word(train, test, params)
+    if params.kind == "hf":
+        return _hf(train, test, params, key)
+    raise DataError(f"{key}kind: unknown tokenizer '{params.kind}'; use word or hf")
+
+
+def _words(text: str, lowercase: bool) -> list[str]:
+    return _WORD.findall(text.lower() if lowercase else text)
+
+
+def _word(train: np.ndarray, test: np.ndarray, params: TokenizerParams) -> tuple[np.ndarray, np.ndarray, int]:
+    counts = Counter(w for t in train for w in _words(str(t), params.lowercase))
+    keep = sorted(counts, key=lambda w: (-counts[w], w))[: max(0, params.vocab_size - 2)]
+    vocab = {w: i + 2 for i, w in enumerate(keep)}
+
+    def encode(texts: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(texts), params.max_length), dtype=np.int64)
+        for i, t in enumerate(texts):
+            ids = [vocab.get(w, UNK) for w in _words(str(t), params.lowercase)][: params.max_length]
+            out[i, : len(ids)] = ids
+        return out
+
+    return encode(train), encode(test), len(vocab) + 2
+
+
+def _hf(train: np.ndarray, test: np.ndarray, params: TokenizerParams, key: str) -> tuple[np.ndarray, np.ndarray, int]:
+    from lifelong_moe.offline import hf_offline
+
+    hf_offline()
+    if not params.path or not Path(params.path).expanduser().is_dir():
+        raise DataError(f"{key}path: a local tokenizer directory is needed (nothing is downloaded), got '{params.path}'")
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(Path(params.path).expanduser()), local_files_only=True)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{key}path: cannot load a tokenizer from {params.path} ({type(err).__name__})") from None
+
+    def encode(texts: np.ndarray) -> np.ndarray:
+        enc = tok([str(t) for t in texts], padding="max_length", truncation=True, max_length=params.max_length)
+        return np.asarray(enc["input_ids"], dtype=np.int64)
+
+    return encode(train), encode(test), len(tok)

@@ -1,0 +1,100 @@
+"""Class statistics: streaming updates equal one batch, parts merge exactly (as DDP ranks do), classifiers
+fitted experience by experience equal the joint fit, and fixed feature spaces are deterministic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lifelong_moe.moe.class_statistics import ClassStatistics, lda_weights, ridge_weights
+from lifelong_moe.moe.fixed_features import BagOfWords, RandomReLUFeatures, RocketFeatures
+
+
+def blobs(n_classes: int = 6, per_class: int = 40, dim: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n_classes).repeat_interleave(per_class)
+    means = torch.randn(n_classes, dim, generator=g) * 3
+    return means[y] + torch.randn(len(y), dim, generator=g) @ torch.randn(dim, dim, generator=g), y
+
+
+def batch_statistics(x: torch.Tensor, y: torch.Tensor, n_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The textbook definitions, computed at once in float64."""
+    x = x.double()
+    count = torch.bincount(y, minlength=n_classes).double()
+    mean = torch.stack([x[y == c].mean(0) if (y == c).any() else torch.zeros(x.shape[1], dtype=torch.float64) for c in range(n_classes)])
+    centered = x - mean[y]
+    return count, mean, centered.T @ centered
+
+
+def test_streaming_updates_equal_the_batch_statistics():
+    x, y = blobs()
+    stats = ClassStatistics(5, 8)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(1))
+    for chunk in order.split(17):  # classes spread over many small, mixed batches
+        stats.update(x[chunk], y[chunk])
+    count, mean, scatter = batch_statistics(x, y, 8)
+    assert torch.equal(stats.count, count)
+    assert torch.allclose(stats.mean, mean, atol=1e-12)
+    assert torch.allclose(stats.scatter, scatter, rtol=1e-10, atol=1e-9)
+    assert stats.seen.tolist() == [True] * 6 + [False] * 2
+    assert stats.nbytes == 8 * (8 + 8 * 5 + 5 * 5)
+
+
+def test_parts_merge_exactly_as_ranks_would():
+    """Each DDP rank accumulates its share; summing counts and moments across ranks (the merge) must give
+    the single-process statistics."""
+    x, y = blobs(seed=3)
+    whole = ClassStatistics(5, 6)
+    whole.update(x, y)
+    ranks = [ClassStatistics(5, 6) for _ in range(3)]
+    for r, part in enumerate(ranks):
+        part.update(x[r::3], y[r::3])
+    merged = ClassStatistics(5, 6)
+    for part in ranks:
+        merged.merge(part.count, part.mean, part.scatter)
+    assert torch.equal(merged.count, whole.count)
+    assert torch.allclose(merged.mean, whole.mean, atol=1e-12)
+    assert torch.allclose(merged.scatter, whole.scatter, rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize(("fit", "floor"), [(lambda s: lda_weights(s, 0.1), 0.95), (lambda s: ridge_weights(s, 1e-2), 0.8)],
+                         ids=["lda", "ridge"])
+def test_fitting_experience_by_experience_equals_the_joint_fit(fit, floor):
+    x, y = blobs()
+    joint = ClassStatistics(5, 6)
+    joint.update(x, y)
+    stream = ClassStatistics(5, 6)
+    for classes in ([0, 1], [2, 3], [4, 5]):
+        rows = torch.isin(y, torch.tensor(classes))
+        stream.update(x[rows], y[rows])
+    (w1, b1), (w2, b2) = fit(joint), fit(stream)
+    assert torch.allclose(w1, w2, rtol=1e-9, atol=1e-10) and torch.allclose(b1, b2, rtol=1e-9, atol=1e-10)
+    predicted = (x.double() @ w2 + b2).argmax(1)
+    assert (predicted == y).double().mean() > floor  # and it classifies the blobs (one-hot regression less well)
+
+
+def test_unseen_classes_are_never_predicted():
+    x, y = blobs()
+    stats = ClassStatistics(5, 6)
+    rows = y < 4
+    stats.update(x[rows], y[rows])
+    w, b = lda_weights(stats, 0.2)
+    scores = x.double() @ w + b
+    assert torch.isinf(scores[:, 4:]).all() and scores.argmax(1).max() < 4
+    assert 0.0 <= stats.oas_shrinkage() <= 1.0
+
+
+def test_fixed_features_are_deterministic_and_shaped():
+    signal = torch.randn(7, 2, 40)
+    image = torch.rand(7, 1, 8, 8)
+    for make, x, out in ((lambda s: RocketFeatures((2, 40), 50, s), signal, 100),
+                         (lambda s: RocketFeatures((1, 8, 8), 30, s), image, 60)):
+        a, b, c = make(0), make(0), make(1)
+        assert a(x).shape == (7, out) and torch.equal(a(x), b(x)) and not torch.equal(a(x), c(x))
+    relu = RandomReLUFeatures(64, 128, seed=0)
+    relu.fit(image)
+    before = relu(image)
+    relu.fit(image * 5)  # fitted once: later data does not move the space
+    assert torch.equal(relu(image), before) and before.shape == (7, 128) and (before >= 0).all()
+    words = BagOfWords(6)(torch.tensor([[1, 1, 5, 0], [2, 0, 0, 0]]))
+    assert torch.allclose(words, torch.tensor([[2 / 3, 0, 0, 0, 1 / 3], [0, 1.0, 0, 0, 0]]))
