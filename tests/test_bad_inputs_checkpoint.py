@@ -256,9 +256,11 @@ def crashed_folder(tmp_path_factory, earlier):
     cfg["pretrained"] = {"image": {"kind": "timm", "name": "test_vit", "weights": str(D.timm_weights(base / "vit.safetensors")),
                                    "params": {"image_size": [32, 32], "model_args": {"img_size": 32}}}}
     path = write_config(base / "folder.yaml", cfg)
-    with pytest.raises(Crash):
-        run(config_from_dict(cfg), progress=_crash_after_first)
-    return path, base / "runs" / "folder" / "version_0", base
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LIFELONG_MOE_CACHE", str(base / "cache"))  # features of its own: other tests expect a cold cache
+        with pytest.raises(Crash):
+            run(config_from_dict(cfg), progress=_crash_after_first)
+        yield path, base / "runs" / "folder" / "version_0", base
 
 
 def test_resume_refuses_a_changed_image_or_encoder_until_restored(earlier, crashed_folder, capsys):

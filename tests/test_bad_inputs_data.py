@@ -325,7 +325,8 @@ FILE_CASES = [
 
 
 @pytest.mark.parametrize("name,build,expected", FILE_CASES, ids=[c[0] for c in FILE_CASES])
-def test_bad_user_files(earlier, tmp_path, capsys, name, build, expected):
+def test_bad_user_files(earlier, tmp_path, capsys, monkeypatch, name, build, expected):
+    monkeypatch.setenv("LIFELONG_MOE_CACHE", str(tmp_path / "cache"))  # decoded arrays of its own, never shared
     argv = build(earlier, tmp_path)
     lines = [one_line_error(main, [command, *argv], capsys, *expected) for command in ("validate", "run")]
     assert lines[0] == lines[1]
