@@ -71,6 +71,8 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print, resume: 
 
 def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | None, writer: bool) -> RunResult:
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.trainer.cpu_threads:
+        torch.set_num_threads(cfg.trainer.cpu_threads)
     stream = build_experiment_stream(cfg, progress)  # the stream, with pretrained features where configured
     T = len(stream.experiences)
     reference = _reference_diagonal(cfg.reference_results, T)

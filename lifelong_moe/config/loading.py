@@ -91,6 +91,8 @@ def _check_values(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"train.optimizer: unknown optimizer '{t.optimizer}'; use adam, adamw or sgd")
     if not 0.0 <= t.validation_fraction <= 0.5:
         raise ConfigError(f"train.validation_fraction: must lie in [0, 0.5], got {t.validation_fraction}")
+    if not 0 <= cfg.trainer.cpu_threads <= 1024:
+        raise ConfigError(f"trainer.cpu_threads: must lie in [0, 1024] (0: torch's default), got {cfg.trainer.cpu_threads}")
     if not 0.0 <= t.modality_dropout < 1.0:
         raise ConfigError(f"train.modality_dropout: must lie in [0, 1), got {t.modality_dropout}")
     for k, rate in enumerate(cfg.modality_eval.missing_rates):
