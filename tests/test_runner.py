@@ -112,5 +112,5 @@ def test_cpu_threads_setting_is_applied_and_checked(tmp_path):
     finally:
         torch.set_num_threads(1)
     cfg["trainer"]["cpu_threads"] = -1
-    with pytest.raises(ConfigError, match="trainer.cpu_threads"):
+    with pytest.raises(ConfigError, match=r"trainer\.cpu_threads"):
         config_from_dict(cfg)
