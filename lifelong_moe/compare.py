@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 
 from lifelong_moe.config import ComponentConfig, ExperimentConfig
-from lifelong_moe.errors import ConfigError
+from lifelong_moe.config.values import MAX_SEED
+from lifelong_moe.errors import ConfigError, Interrupted
+from lifelong_moe.preparation import prepare
 from lifelong_moe.registry import MODELS, STRATEGIES
-from lifelong_moe.reporting.files import atomic_write_text, new_run_dir, write_csv
+from lifelong_moe.reporting.files import atomic_write_text, check_path_component, claim_run_dir, write_csv
 from lifelong_moe.reporting.plots import comparison_figure, save_figure
 from lifelong_moe.runner import run
 
@@ -64,25 +66,45 @@ def default_backbone(cfg: ExperimentConfig) -> ComponentConfig:
 def compare(cfg: ExperimentConfig, names: Sequence[str], seeds: int, backbone: ComponentConfig | None = None,
             progress: Callable[[str], None] = print) -> Path:
     """Run every contender for `seeds` seeds (cfg.seed, cfg.seed+1, ...) and write the comparison.
-    Returns its directory: `cfg.output.root/<name>-compare/<version>/`."""
+    Returns its directory: `cfg.output.root/<name>-compare/<version>/`.
+
+    Every contender's run is checked (`prepare`) before the directory is created. If the comparison stops
+    before any run finished, the directory is removed; runs that finished stay, each in its own folder."""
+    check_path_component(f"{cfg.name}-compare", "name")
     if seeds < 1:
         raise ConfigError(f"--seeds: must be at least 1, got {seeds}")
+    if cfg.seed + seeds - 1 > MAX_SEED:
+        raise ConfigError(f"--seeds: seeds {cfg.seed}..{cfg.seed + seeds - 1} go beyond the largest seed, {MAX_SEED}")
     entrants = contenders(cfg, names, backbone or default_backbone(cfg))
-    out_dir, _ = new_run_dir(cfg.output.root, f"{cfg.name}-compare", cfg.output.version)
+    for c in entrants:  # everything each run would refuse, refused now
+        prepare(_run_config(cfg, c, cfg.seed, cfg.output.root))
+    claimed = claim_run_dir(cfg.output.root, f"{cfg.name}-compare", cfg.output.version)
+    out_dir = claimed.path
     rows: dict[str, list[dict[str, Any]]] = {}
-    for c in entrants:
-        for k in range(seeds):
-            run_cfg = copy.deepcopy(cfg)
-            run_cfg.name, run_cfg.seed, run_cfg.model = c.name, cfg.seed + k, c.model
-            run_cfg.strategy = ComponentConfig(name=c.strategy, params=dict(cfg.strategy.params) if c.strategy == cfg.strategy.name else {})
-            run_cfg.output.root, run_cfg.output.version = str(out_dir), f"seed{cfg.seed + k}"
-            run_cfg.trainer.enable_progress_bar = False  # one line per run instead
-            result = run(run_cfg, progress=lambda _: None)
-            rows.setdefault(c.name, []).append(comparison_row(result.results, result.metrics))
-            progress(f"[compare] {c.name} seed {cfg.seed + k}: ACC {result.metrics['acc']:.3f}")
-    write_comparison(out_dir, rows)
+    try:
+        for c in entrants:
+            for k in range(seeds):
+                result = run(_run_config(cfg, c, cfg.seed + k, str(out_dir)), progress=lambda _: None)
+                rows.setdefault(c.name, []).append(comparison_row(result.results, result.metrics))
+                progress(f"[compare] {c.name} seed {cfg.seed + k}: ACC {result.metrics['acc']:.3f}")
+        write_comparison(out_dir, rows)
+    except BaseException as err:
+        if not rows:
+            claimed.remove()
+        if isinstance(err, Interrupted):
+            err.run_dir, err.total, err.kept = str(out_dir), 0, bool(rows)
+        raise
     progress(f"[compare] done | {out_dir / 'comparison.md'}")
     return out_dir
+
+
+def _run_config(cfg: ExperimentConfig, c: Contender, seed: int, root: str) -> ExperimentConfig:
+    run_cfg = copy.deepcopy(cfg)
+    run_cfg.name, run_cfg.seed, run_cfg.model = c.name, seed, copy.deepcopy(c.model)
+    run_cfg.strategy = ComponentConfig(name=c.strategy, params=dict(cfg.strategy.params) if c.strategy == cfg.strategy.name else {})
+    run_cfg.output.root, run_cfg.output.version = root, f"seed{seed}"
+    run_cfg.trainer.enable_progress_bar = False  # one line per run instead
+    return run_cfg
 
 
 def comparison_row(results: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:

@@ -1,9 +1,16 @@
 """Where a run's results go: the run directory (config, checkpoint, results.json, CSV, figures) and
-TensorBoard. Only the writing process (global rank 0) writes; the others get `NullOutputs`."""
+TensorBoard. Only the writing process (global rank 0) writes; the others get `NullOutputs`.
+
+A run that stops early (an error, an interrupt) leaves an honest directory behind (`abandon`): if this
+attempt completed no experience, what it made is removed (a new run's whole directory; a resumed run's
+new files, never its checkpoint); otherwise the last checkpoint stays and results.json says why it stopped."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +19,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lifelong_moe.checkpointing import save_checkpoint
 from lifelong_moe.config import ExperimentConfig, to_container, to_yaml
 from lifelong_moe.distributed import RUN_DIR_ENV
-from lifelong_moe.reporting.files import atomic_write_text, new_run_dir, write_csv, write_json
+from lifelong_moe.errors import UserError
+from lifelong_moe.interrupts import deferred
+from lifelong_moe.reporting.files import ClaimedDir, atomic_write_text, claim_run_dir, write_csv, write_json
 from lifelong_moe.reporting.plots import (
     accuracy_matrix_figure,
     forgetting_curves_figure,
@@ -28,8 +37,12 @@ from scenarios import Stream
 class RunOutputs:
     """The run directory and its TensorBoard logger (one event file for the stream's curves)."""
 
-    def __init__(self, run_dir: Path, stream: Stream) -> None:
+    def __init__(self, run_dir: Path, stream: Stream, claimed: ClaimedDir | None = None, completed: int = 0) -> None:
         self.run_dir = run_dir
+        self.claimed = claimed  # set for a new run: the directory this process created
+        self.before = {p.name for p in run_dir.iterdir()}  # a resumed run's files, which a failure must keep
+        self.started_at = self.checkpointed = completed  # experiences in the checkpoint: at the start, and now
+        self.kept = True
         self.names = [e.name for e in stream.experiences]
         self.logger: Any = TensorBoardLogger(save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name,
                                              default_hp_metric=False)
@@ -41,8 +54,10 @@ class RunOutputs:
         self.board.log_modality(i, state.modality[-1])
         self.board.log_step(i, state.R, state.b, self.names)
         self.board.log_report(i, state.reports[-1], self.names)
-        save_checkpoint(self.run_dir, checkpoint)
-        write_json(self.run_dir / "results.json", results)
+        with deferred():  # an interrupt waits until the checkpoint and results.json agree
+            save_checkpoint(self.run_dir, checkpoint)
+            self.checkpointed = state.completed
+            write_json(self.run_dir / "results.json", results)
 
     def finish(self, state: RunState, results: dict[str, Any], cfg: ExperimentConfig) -> None:
         """results.json, the accuracy matrix as CSV, the figures, and TensorBoard's hparams."""
@@ -61,6 +76,42 @@ class RunOutputs:
         self.logger.finalize("success")
 
 
+    def abandon(self, status: str, reason: str) -> None:
+        """The run stops here (`status`: failed or interrupted). Best effort: a full disk must not hide why;
+        a second interrupt meanwhile is ignored."""
+        with deferred(drop=True):
+            self._abandon(status, reason)
+
+    def _abandon(self, status: str, reason: str) -> None:
+        for close in (self.board.writer.close, lambda: self.logger.finalize("failed")):
+            with contextlib.suppress(Exception):  # the reason the run stopped matters more
+                close()
+        if self.checkpointed == self.started_at:  # this attempt completed nothing: remove what it made
+            if self.claimed is not None:
+                self.claimed.remove()
+                self.kept = False
+            else:
+                for p in self.run_dir.iterdir():
+                    if p.name not in self.before:
+                        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+            return
+        path = self.run_dir / "results.json"
+        try:
+            results = json.loads(path.read_text())
+            results.update(status=status, error=reason)
+            write_json(path, results)
+        except (OSError, ValueError, AttributeError, UserError):
+            pass  # best effort: results.json stays as the last experience wrote it
+
+    def where(self) -> str:
+        """Where the run stands, for the one line that reports its end."""
+        if not self.kept:
+            return f"nothing was kept ({self.run_dir} removed)"
+        if self.checkpointed == self.started_at and self.claimed is None:
+            return f"{self.run_dir} is as it was"
+        return f"{self.run_dir} keeps {self.checkpointed} completed experience(s)"
+
+
 class NullOutputs:
     """What a non-writing process has instead: nothing is written, and fits log nowhere."""
 
@@ -75,19 +126,38 @@ class NullOutputs:
     def finish(self, state: RunState, results: dict[str, Any], cfg: ExperimentConfig) -> None:
         pass
 
+    def abandon(self, status: str, reason: str) -> None:
+        pass
 
-def open_outputs(cfg: ExperimentConfig, stream: Stream, resume_dir: str | None, writer: bool) -> RunOutputs | NullOutputs:
-    """The writer claims a new run directory (or reopens the resumed one) and tells the other processes
-    where it is through the environment they inherit; the others read it from there."""
+    def where(self) -> str:
+        return f"{self.run_dir} is written by rank 0"
+
+
+def open_outputs(cfg: ExperimentConfig, stream: Stream, resume_dir: str | None, writer: bool,
+                 completed: int = 0) -> RunOutputs | NullOutputs:
+    """The writer claims a new run directory (or reopens the resumed one, whose checkpoint holds
+    `completed` experiences) and tells the other processes where it is through the environment they
+    inherit; the others read it from there."""
     if not writer:
         return NullOutputs(Path(os.environ.get(RUN_DIR_ENV, "")))
+    claimed = None
     if resume_dir is not None:
         run_dir = Path(resume_dir)
     else:
-        run_dir, _ = new_run_dir(cfg.output.root, cfg.name, cfg.output.version)
-        atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+        claimed = claim_run_dir(cfg.output.root, cfg.name, cfg.output.version)
+        run_dir = claimed.path
+        try:
+            atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+        except BaseException:
+            claimed.remove()
+            raise
     os.environ[RUN_DIR_ENV] = str(run_dir)
-    return RunOutputs(run_dir, stream)
+    try:
+        return RunOutputs(run_dir, stream, claimed, completed)
+    except BaseException:
+        if claimed is not None:
+            claimed.remove()
+        raise
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

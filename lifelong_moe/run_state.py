@@ -62,11 +62,14 @@ class RunState:
         sizes = [e.n_test for e in stream.experiences]
         return summarize(self.R[:n, :n], self.b[:n] if self.b else None, sizes[:n], reference_diagonal)
 
-    def to_checkpoint(self, config: dict[str, Any], model: ContinualModule, elapsed_s: float) -> dict[str, Any]:
+    def to_checkpoint(self, config: dict[str, Any], model: ContinualModule, elapsed_s: float,
+                      data_files: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+        """The checkpoint's content; `data_files` fingerprints the files the stream was read from."""
         return {
             "config": config, "completed": self.completed, "structure": model.structure_state(),
             "model": model.state_dict(), "R": self.R.tolist(), "b": self.b, "timing": self.timing, "params": self.params,
             "reports": self.reports, "modality": self.modality, "elapsed_s": elapsed_s, "rng": rng_state(),
+            "data_files": data_files or {},
         }
 
     def to_results(self, header: dict[str, Any], stream: Stream, metrics: dict[str, Any], elapsed_s: float) -> dict[str, Any]:

@@ -3,31 +3,29 @@ test experience, and record R[i][j] with its metrics, figures, TensorBoard curve
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
 
-from lifelong_moe.checkpointing import first_difference, load_checkpoint
-from lifelong_moe.config import ExperimentConfig, to_container
+from lifelong_moe.config import ExperimentConfig
 from lifelong_moe.distributed import RUN_DIR_ENV, is_writer
-from lifelong_moe.errors import ConfigError
+from lifelong_moe.errors import Interrupted, UserError, first_line
 from lifelong_moe.evaluation import Evaluator
-from lifelong_moe.features import build_experiment_stream
-from lifelong_moe.models.continual_module import ContinualModule
-from lifelong_moe.registry import MODELS, STRATEGIES, resolve_params
+from lifelong_moe.preparation import Prepared, build_model, build_strategy, comparable, prepare
 from lifelong_moe.run_outputs import open_outputs
 from lifelong_moe.run_state import RunState
-from lifelong_moe.strategies.base import FitContext, Strategy
+from lifelong_moe.strategies.base import FitContext
 from scenarios import Stream
+
+__all__ = ["RunResult", "build_model", "build_strategy", "run"]
 
 
 @dataclass
@@ -39,28 +37,23 @@ class RunResult:
     results: dict[str, Any]
 
 
-def build_model(cfg: ExperimentConfig, stream: Stream) -> ContinualModule:
-    params = resolve_params(MODELS, cfg.model.name, cfg.model.params, "model.params")
-    factory = MODELS.get(cfg.model.name, "model.name")
-    return factory(params, n_classes=stream.n_classes, scenario=stream.scenario.value, train=cfg.train)
-
-
-def build_strategy(cfg: ExperimentConfig) -> Strategy:
-    params = resolve_params(STRATEGIES, cfg.strategy.name, cfg.strategy.params, "strategy.params")
-    return STRATEGIES.get(cfg.strategy.name, "strategy.name")(params)
-
-
 def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print, resume: str | None = None) -> RunResult:
     """Run one lifelong experiment and write its outputs under `cfg.output.root/cfg.name/<version>`.
     With `resume`, continue the run in that directory from its last completed experience.
 
     Under DDP every process runs this loop (Lightning starts the others with the same command line);
     only the writer (global rank 0) creates files, and the others learn its run directory from
-    the environment they inherit."""
+    the environment they inherit.
+
+    Everything is checked (`prepare`) before anything is written. A run that stops after its directory
+    exists (an error, SIGINT or SIGTERM) removes what this attempt made if it completed no experience, and
+    otherwise keeps its last checkpoint and marks results.json; an interrupt is raised as `Interrupted`
+    carrying where the run stopped."""
     writer = is_writer()
     inherited = os.environ.get(RUN_DIR_ENV)
     try:
-        return _run(cfg, progress if writer else (lambda _: None), resume, writer)
+        prepared = prepare(cfg, resume, progress if writer else (lambda _: None))
+        return _run(prepared, progress if writer else (lambda _: None), writer)
     finally:
         if writer:  # the next run in this process must not inherit this one's directory
             if inherited is None:
@@ -69,23 +62,36 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print, resume: 
                 os.environ[RUN_DIR_ENV] = inherited
 
 
-def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | None, writer: bool) -> RunResult:
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    if cfg.trainer.cpu_threads:
-        torch.set_num_threads(cfg.trainer.cpu_threads)
-    stream = build_experiment_stream(cfg, progress)  # the stream, with pretrained features where configured
+def _run(p: Prepared, progress: Callable[[str], None], writer: bool) -> RunResult:
+    T = len(p.stream.experiences)
+    outputs = open_outputs(p.cfg, p.stream, p.resume, writer, p.state.completed if p.state else 0)
+    try:
+        return _loop(p, outputs, progress)
+    except (KeyboardInterrupt, Interrupted) as err:
+        stop = err if isinstance(err, Interrupted) else Interrupted(signal.SIGINT)
+        outputs.abandon("interrupted", f"interrupted by {stop.signal_name}")
+        stop.run_dir, stop.completed, stop.total, stop.kept = str(outputs.run_dir), outputs.checkpointed, T, outputs.kept
+        raise stop from None
+    except UserError as err:  # e.g. the loss became NaN, or the disk is full: one line saying what is left
+        outputs.abandon("failed", first_line(err))
+        try:
+            told = type(err)(f"{first_line(err)}; {outputs.where()}")
+        except TypeError:  # a subclass with another signature
+            told = UserError(f"{first_line(err)}; {outputs.where()}")
+        raise told from None
+    except BaseException as err:
+        outputs.abandon("failed", f"{type(err).__name__}: {first_line(err)}")
+        raise
+
+
+def _loop(p: Prepared, outputs: Any, progress: Callable[[str], None]) -> RunResult:
+    cfg, stream, strategy, model, reference = p.cfg, p.stream, p.strategy, p.model, p.reference
     T = len(stream.experiences)
-    reference = _reference_diagonal(cfg.reference_results, T)
-    strategy = build_strategy(cfg)
-    strategy.check(cfg.trainer, resume is not None)
-    checkpoint = _resumable(resume, cfg, T) if resume else None
-    outputs = open_outputs(cfg, stream, resume, writer)
-    model = build_model(cfg, stream)
     evaluator = Evaluator(stream, cfg)
-    if checkpoint is None:
+    if p.state is None:
         state = RunState.fresh(T, evaluator.untrained(model) if cfg.evaluate_untrained else None)
     else:
-        state = RunState.from_checkpoint(checkpoint, model)
+        state = p.state
         progress(f"[lifelong-moe] resuming {outputs.run_dir} after experience {state.completed}/{T}")
     header = {"experiment": cfg.name, "seed": cfg.seed, "status": "running", "model": cfg.model.name,
               "strategy": cfg.strategy.name, "memory": strategy.memory}  # memory: what it keeps of past experiences
@@ -104,9 +110,9 @@ def _run(cfg: ExperimentConfig, progress: Callable[[str], None], resume: str | N
         header["memory_bytes"] = params["stored_bytes"]
         state.record(evaluator.after_experience(model, i), params, t0, t1, time.perf_counter())
         metrics, elapsed = state.metrics(stream), time.perf_counter() - start
-        header["status"] = "complete" if i == T - 1 else "running"
+        header["status"] = "running"  # "complete" only once the final evaluations and figures are written
         outputs.record(state, state.to_results(header, stream, metrics, elapsed),
-                       state.to_checkpoint(_comparable(cfg), model, elapsed))
+                       state.to_checkpoint(comparable(cfg), model, elapsed, stream.data_files))
         progress(f"[lifelong-moe] experience {i + 1}/{T} ({exp.spec.name}) | {elapsed:6.1f}s elapsed | "
                  f"ACC {metrics['acc']:.3f} | acc on {exp.spec.name} {state.R[i, i]:.3f}")
 
@@ -123,33 +129,3 @@ def sample_bytes(stream: Stream) -> int:
     return sum(math.prod(s.shape) * torch.empty((), dtype=getattr(torch, s.dtype)).element_size() + 1
                for s in stream.modalities.values()) + 8
 
-
-def _reference_diagonal(path: str | None, T: int) -> list[float] | None:
-    """a*_k for intransigence: the diagonal of a joint run's accuracy matrix."""
-    if path is None:
-        return None
-    try:
-        ref = json.loads(Path(path).read_text())
-        R = np.asarray(ref["accuracy_matrix"], dtype=float)
-    except (OSError, ValueError, KeyError) as err:
-        raise ConfigError(f"reference_results: cannot read an accuracy matrix from {path} ({err})") from None
-    if R.shape != (T, T):
-        raise ConfigError(f"reference_results: {path} has a {R.shape} accuracy matrix; this stream needs {T}x{T}")
-    return [float(R[k, k]) for k in range(T)]
-
-
-def _comparable(cfg: ExperimentConfig) -> dict[str, Any]:
-    """The config as a resumed run must match it: where outputs go may change, nothing else."""
-    container = to_container(cfg)
-    container.pop("output", None)
-    return container
-
-
-def _resumable(resume: str, cfg: ExperimentConfig, T: int) -> dict[str, Any]:
-    checkpoint = load_checkpoint(resume)
-    where = first_difference(checkpoint["config"], _comparable(cfg))
-    if where is not None:
-        raise ConfigError(f"--resume: {resume} was made by another config (it differs at {where})")
-    if checkpoint["completed"] >= T:
-        raise ConfigError(f"--resume: {resume} already completed all {T} experiences")
-    return checkpoint

@@ -3,24 +3,29 @@
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning as L
 import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch.utils.data import DataLoader
 
 from lifelong_moe.config.schema import TrainConfig, TrainerConfig
 from lifelong_moe.distributed import RankShardSampler
-from lifelong_moe.errors import ConfigError
+from lifelong_moe.errors import ConfigError, Interrupted, TrainingError
 from lifelong_moe.models.continual_module import ContinualModule, LossTerm
 
 # Lightning's start-up banners and the few-workers hint repeat for every experience; keep the output readable.
 logging.getLogger("lightning.pytorch.utilities.rank_zero").setLevel(logging.WARNING)
 logging.getLogger("lightning.pytorch.accelerators.cuda").setLevel(logging.WARNING)
+# "Received SIGTERM": the run reports the interrupt itself, in one line
+logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*is smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
@@ -66,6 +71,48 @@ def make_trainer(cfg: TrainerConfig, *, max_epochs: int = 1, logger: Any = False
     )
 
 
+class StopOnNonFiniteLoss(Callback):
+    """Stop a fit whose training loss became NaN or infinite, at the end of that epoch, with a TrainingError
+    naming the experience and the epoch: the weights are then garbage, and must not reach a checkpoint.
+    Finiteness is gathered on the device at each step and read once per epoch (no sync per step)."""
+
+    def __init__(self, n_epochs: int) -> None:
+        self.n_epochs = n_epochs
+        self._finite: torch.Tensor | None = None
+
+    def on_train_epoch_start(self, trainer: Any, pl_module: Any) -> None:
+        self._finite = None
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor):
+            ok = torch.isfinite(loss.detach()).all()
+            self._finite = ok if self._finite is None else self._finite & ok
+
+    def on_train_epoch_end(self, trainer: Any, pl_module: Any) -> None:
+        if self._finite is not None and not bool(self._finite):
+            experience = getattr(pl_module, "experience", -1)
+            raise TrainingError(
+                f"training: the loss became NaN or infinite in experience {experience + 1}, epoch "
+                f"{trainer.current_epoch + 1}/{self.n_epochs}; stopped (a smaller train.lr may help)")
+
+
+def call_trainer(trainer: L.Trainer, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """`trainer.fit` or `trainer.test`, with interrupts kept as interrupts. Lightning 2.6 turns Ctrl-C inside
+    them into `sys.exit(1)` (after ignoring SIGINT for its shutdown), and SIGTERM into a `SystemExit`
+    without a code (exit status 0, as if the run had finished): both become `Interrupted` here."""
+    try:
+        return fn(*args, **kwargs)
+    except SIGTERMException:
+        raise Interrupted(signal.SIGTERM) from None
+    except SystemExit:
+        if not trainer.interrupted:
+            raise
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        raise Interrupted(signal.SIGINT) from None
+
+
 def train_loader(dataset: Any, cfg: TrainConfig, seed: int, world_size: int = 1) -> DataLoader:
     """Shuffled loader whose order depends only on `seed`. `train.batch_size` is the global batch:
     each of `world_size` processes loads its share, so one step sees as many samples as with one process."""
@@ -92,10 +139,11 @@ def fit_experience(model: ContinualModule, dataset: Any, train_cfg: TrainConfig,
     """Fit one experience's data; under DDP each process trains on its share of every global batch.
     `callbacks` join this fit's Trainer; `loss_terms` are added to the model's loss for this fit only."""
     trainer = make_trainer(trainer_cfg, max_epochs=train_cfg.epochs, logger=logger,
-                           conditional_parameters=model.conditional_parameters, callbacks=callbacks)
+                           conditional_parameters=model.conditional_parameters,
+                           callbacks=[*callbacks, StopOnNonFiniteLoss(train_cfg.epochs)])
     model.loss_terms = list(loss_terms)
     try:
-        trainer.fit(model, train_dataloaders=train_loader(dataset, train_cfg, seed, trainer.world_size))
+        call_trainer(trainer, trainer.fit, model, train_dataloaders=train_loader(dataset, train_cfg, seed, trainer.world_size))
     finally:
         model.loss_terms = []
     return trainer

@@ -1,29 +1,45 @@
-"""Task streams: data sources and the builder that turns a stream config into an Avalanche benchmark."""
+"""Task streams: data sources and the builder that turns a stream config into an Avalanche benchmark.
 
-from lifelong_moe.errors import ConfigError, DataError, UserError
-from scenarios.builder import Experience, ExperienceSpec, Stream, build_stream
-from scenarios.config import ExperienceConfig, ScenarioKind, SourceConfig, SplitRuleConfig, StreamConfig
-from scenarios.dataset import MultimodalDataset
-from scenarios.modality import MASK_KEY, ModalitySpec
-from scenarios.sources import SOURCES, SourceData, Split
+Public names are loaded on first use: the stream schema (`scenarios.config`) is read while a config is
+checked, and must not pull in Avalanche and torch, so that a config error is reported in a moment."""
 
-__all__ = [
-    "MASK_KEY",
-    "SOURCES",
-    "ConfigError",
-    "DataError",
-    "Experience",
-    "ExperienceConfig",
-    "ExperienceSpec",
-    "ModalitySpec",
-    "MultimodalDataset",
-    "ScenarioKind",
-    "SourceConfig",
-    "SourceData",
-    "Split",
-    "SplitRuleConfig",
-    "Stream",
-    "StreamConfig",
-    "UserError",
-    "build_stream",
-]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "ConfigError": "lifelong_moe.errors",
+    "DataError": "lifelong_moe.errors",
+    "UserError": "lifelong_moe.errors",
+    "Experience": "scenarios.builder",
+    "ExperienceSpec": "scenarios.builder",
+    "Stream": "scenarios.builder",
+    "build_stream": "scenarios.builder",
+    "ExperienceConfig": "scenarios.config",
+    "ScenarioKind": "scenarios.config",
+    "SourceConfig": "scenarios.config",
+    "SplitRuleConfig": "scenarios.config",
+    "StreamConfig": "scenarios.config",
+    "MultimodalDataset": "scenarios.dataset",
+    "MASK_KEY": "scenarios.modality",
+    "ModalitySpec": "scenarios.modality",
+    "SOURCES": "scenarios.sources",
+    "SourceData": "scenarios.sources",
+    "Split": "scenarios.sources",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'scenarios' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+__all__ = sorted(_EXPORTS)

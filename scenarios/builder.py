@@ -14,13 +14,15 @@ from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 from avalanche.benchmarks.utils.classification_dataset import TaskAwareClassificationDataset
 from avalanche.benchmarks.utils.data_attribute import DataAttribute
 
-from lifelong_moe.errors import ConfigError, DataError
+from lifelong_moe.errors import ConfigError
 from lifelong_moe.registry import resolve_params
 from scenarios.config import ExperienceConfig, ScenarioKind, StreamConfig
 from scenarios.dataset import MultimodalDataset
 from scenarios.masking import keep_one
 from scenarios.modality import MASK_KEY, ModalitySpec
 from scenarios.sources import SOURCES, SourceData, Split, load_source
+
+MAX_TASKS = 10_000
 
 
 @dataclass
@@ -81,6 +83,7 @@ class Stream:
     scenario: ScenarioKind
     train_stream: list[Experience] = field(default_factory=list)
     test_stream: list[Experience] = field(default_factory=list)
+    data_files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # source -> fingerprints of its files
 
     def __post_init__(self) -> None:
         if not self.train_stream:
@@ -145,7 +148,8 @@ def build_stream(cfg: StreamConfig, seed: int = 0, transform: SourceTransform | 
 
     benchmark = with_task_labels(with_classes_timeline(benchmark_from_datasets(train=train_sets, test=test_sets)))
     n_classes = 1 + max(c for e in resolved for c in e.classes)
-    stream = Stream(benchmark, resolved, specs, n_classes, cfg.scenario)
+    stream = Stream(benchmark, resolved, specs, n_classes, cfg.scenario,
+                    data_files={name: src.files for name, src in sources.items() if src.files})
     stream.train_stream = [replace(e, validation=v) for e, v in zip(stream.train_stream, val_sets, strict=True)]
     return stream
 
@@ -171,16 +175,14 @@ def _load_sources(cfg: StreamConfig, seed: int, transform: SourceTransform | Non
         key = f"stream.sources.{name}"
         params = resolve_params(SOURCES, src.kind, src.params, f"{key}.params") if src.kind in SOURCES else None
         SOURCES.get(src.kind, f"{key}.kind")
-        try:
-            data = load_source(src.kind, params, seed, key)
-        except DataError as err:
-            raise DataError(f"{key}.params.{err}") from None
-        except ValueError as err:
-            raise ConfigError(f"{key}.params: {err}") from None
+        data = load_source(src.kind, params, seed, key)  # its errors name `key.params...`
         for modality in data.modalities:
             if modality == MASK_KEY:
                 raise ConfigError(f"{key}: '{MASK_KEY}' is reserved and cannot name a modality")
-        loaded[name] = transform(name, data) if transform is not None else data
+        if transform is not None:
+            out = transform(name, data)
+            data = out if out.files else replace(out, files=data.files)  # a transform may add fingerprints, not drop them
+        loaded[name] = data
     return loaded
 
 
@@ -244,6 +246,9 @@ def _stream_modalities(exps: list[tuple[str, ExperienceConfig]], sources: dict[s
 
 
 def _check_scenario(kind: ScenarioKind, exps: list[tuple[str, ExperienceConfig]]) -> None:
+    for key, exp in exps:  # models keep one row of class masks per task label, up to the largest
+        if exp.task_label is not None and not 0 <= exp.task_label < MAX_TASKS:
+            raise ConfigError(f"{key}.task_label: must lie in 0..{MAX_TASKS - 1}, got {exp.task_label}")
     if kind != ScenarioKind.task_incremental:
         for key, exp in exps:
             if exp.task_label is not None:

@@ -106,3 +106,15 @@ def train_experience(cfg: Any, model: Any, exp: Any, seed: int = 0) -> None:
     model.on_experience_start(exp)
     fit_experience(model, exp.dataset, cfg.train, cfg.trainer, seed=seed, logger=False)
     model.on_experience_end(exp)
+
+
+@pytest.fixture(scope="session")
+def earlier(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real earlier run (tiny stream, one epoch) that every bad-input case must leave byte-identical;
+    the cases write under the same output.root."""
+    from battery import Earlier
+    from lifelong_moe import config_from_dict, run
+
+    root = tmp_path_factory.mktemp("earlier") / "runs"
+    result = run(config_from_dict(tiny_config(root, train={"epochs": 1, "batch_size": 16, "lr": 0.01})), progress=lambda s: None)
+    return Earlier.take(root, result.run_dir)

@@ -1,46 +1,53 @@
-"""Load an experiment config from YAML plus dotlist overrides, and check it against the schema."""
+"""Load an experiment config from YAML plus dotlist overrides, and check it against the schema.
+
+Only what the check needs is imported here: an unknown key or a wrongly typed value is reported before
+torch, Lightning or Avalanche load (registered names and their params load the registries after that)."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lifelong_moe.config.schema import ExperimentConfig
+from lifelong_moe.config.values import check_values
+from lifelong_moe.config.yaml_input import parse_yaml, read_yaml_file
 from lifelong_moe.errors import ConfigError, first_line
 from lifelong_moe.features.base import check_pretrained
 from lifelong_moe.registry import MODELS, STRATEGIES, resolve_params
 
+MAX_OVERRIDE_CHARS = 10_000
+
 
 def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """The validated config: YAML at `path`, then `key=value` overrides; errors name the key path."""
+    if not str(path).strip():  # before Path(), which reads "" as "."
+        raise ConfigError("config: the config path is empty")
+    if "\0" in str(path):
+        raise ConfigError(f"config: {str(path)!r} is not a path (it holds a NUL character)")
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}: invalid YAML{where}: {getattr(err, 'problem', err)}") from None
+    raw = read_yaml_file(path)
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {_type_name(raw)}")
     return config_from_dict(raw, overrides)
 
 
 def config_from_dict(raw: Any, overrides: Sequence[str] = ()) -> ExperimentConfig:
     """Merge `raw` and the overrides onto the schema; check registered names and their params."""
+    parsed = [_parse_override(item) for item in overrides]  # malformed overrides fail before any merge
+    _check_sections(raw, ExperimentConfig, "")
     try:
         cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), raw)
-        for item in overrides:
-            key, value = _parse_override(item)
+        for key, value in parsed:
             OmegaConf.update(cfg, key, value, merge=True)  # list indices work: stream.experiences.0.classes=[1]
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
@@ -49,16 +56,19 @@ def config_from_dict(raw: Any, overrides: Sequence[str] = ()) -> ExperimentConfi
     except OmegaConfBaseException as err:
         key = err.full_key or "config"
         raise ConfigError(f"{key}: {first_line(err)}") from None
-    except (TypeError, ValueError) as err:  # e.g. a mapping assigned onto a list
-        raise ConfigError(f"config: {err}") from None
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as err:  # e.g. a mapping assigned onto a list
+        raise ConfigError(f"config: {first_line(err)}") from None
+    except RecursionError:  # e.g. an interpolation that refers to itself
+        raise ConfigError("config: an interpolation (${...}) refers to itself") from None
+    check_values(obj)  # plain values, before the registries (and torch) load
     for key, registry, component in (("model", MODELS, obj.model), ("strategy", STRATEGIES, obj.strategy)):
         registry.get(component.name, f"{key}.name")
         # resolved once, here: the complete params (defaults filled in) are what config.yaml records
         resolved = resolve_params(registry, component.name, component.params, f"{key}.params")
         component.params = dataclasses.asdict(resolved) if resolved is not None else {}
+        _check_finite(component.params, f"{key}.params")
     _check_compatible(obj)
     check_pretrained(obj.pretrained)
-    _check_values(obj)
     return obj
 
 
@@ -72,34 +82,70 @@ def _check_compatible(cfg: ExperimentConfig) -> None:
             f"experts; use strategy 'naive' with it, or a dense model such as multimodal_mlp")
 
 
-def _parse_override(item: str) -> tuple[str, Any]:
+def _check_finite(params: dict[str, Any], key: str) -> None:
+    """No NaN or infinite number among a component's params (a NaN weight or lambda trains silently wrong)."""
+    for name, value in params.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}.{name}: must be a finite number, got {value}")
+
+
+def _parse_override(item: Any) -> tuple[str, Any]:
+    if not isinstance(item, str):
+        raise ConfigError(f"override {item!r}: expected key=value text")
+    if len(item) > MAX_OVERRIDE_CHARS:
+        raise ConfigError(f"override '{item[:40]}...': longer than {MAX_OVERRIDE_CHARS} characters")
     key, sep, text = item.partition("=")
-    if not sep or not key.strip():
+    key = key.strip()
+    if not sep or not key:
         raise ConfigError(f"override '{item}': expected key=value")
-    # OmegaConf's own dotlist grammar types the value (numbers, lists, null) as it would in YAML
-    return key.strip(), OmegaConf.from_dotlist([f"_={text}"])["_"]
+    parts = key.split(".")
+    if any(not p.strip() for p in parts) or any(c in key for c in "[]\\\n\r\t "):
+        raise ConfigError(f"override '{item}': '{key}' is not a key path such as train.epochs or stream.experiences.0.classes")
+    # the value is typed as it would be in YAML (numbers, lists, null), by the same bounded reader as files
+    parse_yaml(text, f"override '{item}'")
+    try:  # OmegaConf's own dotlist grammar, now that the text is known to be safe
+        value = OmegaConf.from_dotlist([f"_={text}"])["_"]
+    except (OmegaConfBaseException, ValueError, TypeError) as err:
+        raise ConfigError(f"override '{item}': {first_line(err)}") from None
+    return key, value
 
 
-def _check_values(cfg: ExperimentConfig) -> None:
-    t = cfg.train
-    for key, value in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size), ("train.eval_batch_size", t.eval_batch_size)):
-        if value < 1:
-            raise ConfigError(f"{key}: must be at least 1, got {value}")
-    if t.lr <= 0:
-        raise ConfigError(f"train.lr: must be positive, got {t.lr}")
-    if t.optimizer not in ("adam", "adamw", "sgd"):
-        raise ConfigError(f"train.optimizer: unknown optimizer '{t.optimizer}'; use adam, adamw or sgd")
-    if not 0.0 <= t.validation_fraction <= 0.5:
-        raise ConfigError(f"train.validation_fraction: must lie in [0, 0.5], got {t.validation_fraction}")
-    if not 0 <= cfg.trainer.cpu_threads <= 1024:
-        raise ConfigError(f"trainer.cpu_threads: must lie in [0, 1024] (0: torch's default), got {cfg.trainer.cpu_threads}")
-    if not 0.0 <= t.modality_dropout < 1.0:
-        raise ConfigError(f"train.modality_dropout: must lie in [0, 1), got {t.modality_dropout}")
-    for k, rate in enumerate(cfg.modality_eval.missing_rates):
-        if not 0.0 <= rate < 1.0:
-            raise ConfigError(f"modality_eval.missing_rates[{k}]: must lie in [0, 1), got {rate}")
-    if cfg.reference_results is not None and not Path(cfg.reference_results).is_file():
-        raise ConfigError(f"reference_results: file not found: {cfg.reference_results}")
+def _check_sections(value: Any, schema: Any, key: str) -> None:
+    """Where the schema has a section (a mapping of settings) or a list of them, the raw config must too;
+    OmegaConf's own merge error would not say which key. Keys must be names."""
+    if dataclasses.is_dataclass(schema):
+        if value is None:
+            return
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key or 'config'}: expected a mapping of settings, got {_type_name(value)}")
+        hints = typing.get_type_hints(schema)
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"{key + '.' if key else ''}{k!r}: config keys must be names, got {_type_name(k)} {k!r}")
+            if k in hints:
+                _check_sections(v, hints[k], f"{key}.{k}" if key else k)
+        return
+    origin, args = typing.get_origin(schema), typing.get_args(schema)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            _check_sections(value, inner[0], key)
+    elif value is None:
+        return
+    elif origin is list and args and dataclasses.is_dataclass(args[0]) and not isinstance(value, list):
+        raise ConfigError(f"{key}: expected a list of mappings of settings, got {_type_name(value)}")
+    elif origin is list and args and isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_sections(item, args[0], f"{key}[{i}]")
+    elif origin is dict and not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {_type_name(value)}")
+    elif origin is dict and len(args) == 2:
+        for k, item in value.items():
+            _check_sections(item, args[1], f"{key}.{k}")
+
+
+def _type_name(value: Any) -> str:
+    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(type(value), type(value).__name__)
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:

@@ -13,7 +13,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lifelong_moe.config.schema import TrainerConfig
 from lifelong_moe.evaluation.probe import Probe
 from lifelong_moe.models.continual_module import ContinualModule
-from lifelong_moe.training import make_trainer
+from lifelong_moe.training import call_trainer, make_trainer
 
 
 class _Measure(Callback):
@@ -50,5 +50,5 @@ def measure(model: ContinualModule, loaders: Sequence[DataLoader], trainer_cfg: 
     """Accuracy on each loader, and the probes' merged report, with a fresh evaluation Trainer."""
     probe = _Measure(len(loaders), model.n_classes, probes)
     trainer = make_trainer(trainer_cfg, logger=False, progress=False, evaluation=True, callbacks=[probe])
-    trainer.test(model, dataloaders=list(loaders), verbose=False)
+    call_trainer(trainer, trainer.test, model, dataloaders=list(loaders), verbose=False)
     return probe.values, probe.report

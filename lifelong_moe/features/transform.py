@@ -48,14 +48,16 @@ class FeatureTransform:
         encoded = [m for m in self.pretrained if m in data.modalities]
         if not encoded:
             return data
+        files = list(data.files)  # the source's own, and each encoder's weights: a resume refuses either changed
         for modality in encoded:
             enc = self.pretrained[modality]
             self.used.add(modality)
             train, test = self._features(source, modality, enc, data)
             inputs_train[modality], inputs_test[modality] = train, test
             modalities[modality] = ModalitySpec("tabular", (int(train.shape[1]),))
+            files.append(_weights_fingerprint(f"pretrained.{modality}.weights", Path(enc.weights).expanduser()))
         return SourceData(Split(inputs_train, data.train.labels), Split(inputs_test, data.test.labels), modalities,
-                          list(data.classes))
+                          list(data.classes), files)
 
     def check_used(self) -> None:
         unused = sorted(set(self.pretrained) - self.used)
@@ -88,6 +90,11 @@ class FeatureTransform:
             arrays = {"train": _encode(extractor, train_x, enc.batch_size), "test": _encode(extractor, test_x, enc.batch_size)}
             cache.store(cache_key, arrays, prefix=f"{enc.kind}-{modality}-")
         seconds = time.perf_counter() - start
+        for split in ("train", "test"):  # NaN weights, or an encoder that overflows, give silently wrong features
+            bad = np.flatnonzero(~np.isfinite(arrays[split]).all(axis=1))
+            if len(bad):
+                raise DataError(f"{key}: the {enc.kind} encoder gave NaN or infinite features for {split} sample {int(bad[0])} "
+                                f"of source '{source}' (weights {enc.weights})")
         dim = int(arrays["train"].shape[1])
         self.records.append({"source": source, "modality": modality, "kind": enc.kind, "name": enc.name, "dim": dim,
                              "n_train": len(train_x), "n_test": len(test_x), "cached": hit, "seconds": seconds})
@@ -114,6 +121,12 @@ def _encode(extractor: Extractor, x: np.ndarray, batch_size: int) -> np.ndarray:
     if features.ndim != 2:
         features = features.reshape(len(features), -1)
     return features
+
+
+def _weights_fingerprint(param: str, weights: Path) -> dict[str, Any]:
+    files = sorted(p for p in weights.rglob("*") if p.is_file()) if weights.is_dir() else [weights]
+    return {"param": param, "path": str(weights), "size": sum(f.stat().st_size for f in files), "mtime_ns": 0,
+            "sha256": file_digest(weights)}
 
 
 def build_experiment_stream(cfg: ExperimentConfig, progress: Callable[[str], None] = print) -> Stream:

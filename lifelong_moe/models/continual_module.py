@@ -66,6 +66,9 @@ class ContinualModule(L.LightningModule):
     # Whether a batch can leave trainable parameters unused (an encoder of a modality no sample in the
     # batch has, an expert no token was routed to); DDP must then look for them at every step.
     conditional_parameters: bool = True
+    # Set on the throwaway model that `lifelong_moe.preparation` grows through the stream before a run: fitting
+    # at an experience's end that refines numbers but changes no structure or shape may then be skipped.
+    rehearsing: bool = False
 
     def __init__(self, *, n_classes: int, scenario: str, train: TrainConfig, embed_dim: int) -> None:
         super().__init__()

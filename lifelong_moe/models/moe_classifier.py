@@ -208,7 +208,7 @@ class MoEClassifier(ContinualModule):
             for name, p in self._anchored:
                 getattr(self, name).copy_(p.detach())
             self.anchor_set.fill_(True)
-        if self.statistics is not None:
+        if self.statistics is not None and not self.rehearsing:  # the featurisation is rehearsed by forward passes
             was_training = self.training
             self.eval()
             self.statistics.finish(exp, self._batches, lambda x, w: self.forward_outputs(x, expert_weight=w).logits)

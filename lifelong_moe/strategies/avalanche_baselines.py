@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lifelong_moe.config.schema import TrainerConfig
-from lifelong_moe.errors import ConfigError
+from lifelong_moe.errors import ConfigError, TrainingError
 from lifelong_moe.models.continual_module import ContinualModule, make_optimizer
 from lifelong_moe.registry import STRATEGIES
 from lifelong_moe.strategies.base import FitContext
@@ -100,6 +100,7 @@ class AvalancheBaseline:
         device = _device(ctx.trainer)
         backbone = AvalancheBackbone(model.to(device), self.mask_unseen)
         template, kwargs = self.template_and_kwargs(supervised)
+        kwargs["plugins"] = [*kwargs.get("plugins", []), _finite_loss_plugin(ctx.train.epochs)]
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], ctx.train)
         return template(
             model=backbone, optimizer=optimizer, criterion=nn.CrossEntropyLoss(),
@@ -109,6 +110,32 @@ class AvalancheBaseline:
 
     def template_and_kwargs(self, supervised: Any) -> tuple[Any, dict[str, Any]]:
         return getattr(supervised, self.template_name), self.template_kwargs()
+
+
+def _finite_loss_plugin(n_epochs: int) -> Any:
+    """Stop Avalanche's loop after an epoch whose loss was NaN or infinite (as `StopOnNonFiniteLoss` does for
+    Lightning fits), so the broken weights never reach a checkpoint."""
+    from avalanche.core import SupervisedPlugin
+
+    class StopOnNonFiniteLoss(SupervisedPlugin):
+        def __init__(self) -> None:
+            super().__init__()
+            self.finite: torch.Tensor | None = None
+
+        def before_training_epoch(self, strategy: Any, **kwargs: Any) -> None:
+            self.finite = None
+
+        def after_training_iteration(self, strategy: Any, **kwargs: Any) -> None:
+            ok = torch.isfinite(strategy.loss.detach()).all()
+            self.finite = ok if self.finite is None else self.finite & ok
+
+        def after_training_epoch(self, strategy: Any, **kwargs: Any) -> None:
+            if self.finite is not None and not bool(self.finite):
+                raise TrainingError(
+                    f"training: the loss became NaN or infinite in experience {strategy.experience.current_experience + 1}, "
+                    f"epoch {strategy.clock.train_exp_epochs}/{n_epochs}; stopped (a smaller train.lr may help)")
+
+    return StopOnNonFiniteLoss()
 
 
 def _baseline(name: str, template: str, params: type | None, doc: str, memory: str | None = None,

@@ -34,9 +34,13 @@ def digit_images(params: DigitsParams, seed: int) -> tuple[np.ndarray, np.ndarra
     return images, data.target.astype(np.int64)
 
 
-@SOURCES.register("digits", params=DigitsParams)
+@SOURCES.register("digits", params=DigitsParams, generated=True)
 def digits_source(params: DigitsParams, seed: int) -> SourceData:
     """scikit-learn handwritten digits: modality `image` (1x8x8)."""
+    if not 0.0 < params.test_fraction < 1.0:
+        raise ValueError(f"test_fraction: must lie in (0, 1), got {params.test_fraction}")
+    if not (np.isfinite(params.noise_std) and params.noise_std >= 0):
+        raise ValueError(f"noise_std: must be a finite number >= 0, got {params.noise_std}")
     images, labels = digit_images(params, seed)
     tr, te = stratified_split(labels, params.test_fraction, seed)
     spec = {"image": ModalitySpec("image", (1, 8, 8))}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scenarios.modality import ModalitySpec
-from scenarios.sources.base import SOURCES, SourceData, Split
+from scenarios.sources.base import SOURCES, SourceData, Split, check_budget, check_counts
 
 
 @dataclass
@@ -37,9 +37,13 @@ def mnist1d_arrays(params: Mnist1dParams, seed: int) -> tuple[np.ndarray, np.nda
     return as_signal(data["x"]), data["y"].astype(np.int64), as_signal(data["x_test"]), data["y_test"].astype(np.int64)
 
 
-@SOURCES.register("mnist1d", params=Mnist1dParams)
+@SOURCES.register("mnist1d", params=Mnist1dParams, generated=True)
 def mnist1d_source(params: Mnist1dParams, seed: int) -> SourceData:
     """MNIST-1D: modality `signal` (1x40)."""
+    check_counts(num_samples=params.num_samples)
+    check_budget(params.num_samples * 40, "num_samples x 40")
+    if not 0.0 < params.train_split < 1.0:
+        raise ValueError(f"train_split: must lie in (0, 1), got {params.train_split}")
     x, y, xt, yt = mnist1d_arrays(params, seed)
     spec = {"signal": ModalitySpec("signal", tuple(x.shape[1:]))}
     return SourceData(Split({"signal": x}, y), Split({"signal": xt}, yt), spec)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from scenarios.modality import ModalitySpec
-from scenarios.sources.base import SOURCES, SourceData, Split, stratified_split
+from scenarios.sources.base import SOURCES, SourceData, Split, check_budget, check_counts, stratified_split
 from scenarios.sources.digits import DigitsParams, digit_images
 from scenarios.sources.mnist1d import Mnist1dParams, mnist1d_arrays
 from scenarios.sources.text import TextParams, class_sentences, text_spec
@@ -71,12 +71,14 @@ def _pair(
     return Split(inputs, labels)
 
 
-@SOURCES.register("multimodal_digits", params=MultimodalDigitsParams)
+@SOURCES.register("multimodal_digits", params=MultimodalDigitsParams, generated=True)
 def multimodal_digits_source(params: MultimodalDigitsParams, seed: int) -> SourceData:
     """Digits paired across modalities `image` (1x8x8), `signal` (1x40), `text` (12 tokens)."""
     unknown = sorted(set(params.modalities) - set(ALL))
     if unknown or not params.modalities:
         raise ValueError(f"modalities must be a non-empty subset of {list(ALL)}, got {params.modalities}")
+    check_counts(n_train_per_class=params.n_train_per_class, n_test_per_class=params.n_test_per_class)
+    check_budget(10 * max(params.n_train_per_class, params.n_test_per_class) * 64, "n_*_per_class x 10 classes x 64")
     pools = _pools(params, seed)
     text = TextParams(signal_rate=params.text_signal_rate)
     rng = np.random.default_rng([seed, 4])

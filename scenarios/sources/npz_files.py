@@ -1,19 +1,35 @@
 """User data on disk: one `.npz` file per split, holding one array per modality and an integer `labels`.
 
 Array kinds are inferred from shape and dtype (integers [N, L]: text tokens; floats [N, D]: tabular;
-[N, C, L]: signal; [N, C, H, W]: image) unless `kinds` names them."""
+[N, C, L]: signal; [N, C, H, W]: image) unless `kinds` names them; train and test must agree.
+
+Everything is checked before it is used, and again after every conversion, with the param (`train`,
+`test`, `kinds.<modality>`), the file and the sample named: each member's header is read first, so a
+header that declares more data than the file holds is refused without allocating it; labels are class
+indices below `MAX_CLASSES` and token ids below `MAX_TOKEN_ID` + 1 (the model sizes its heads and
+embedding tables by them); float data must stay finite as float32."""
 
 from __future__ import annotations
 
+import io
+import math
+import os
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from lifelong_moe.errors import DataError
 from scenarios.modality import MASK_KEY, ModalitySpec
-from scenarios.sources.base import SOURCES, SourceData, Split
+from scenarios.sources.base import MAX_CLASSES, SOURCES, SourceData, Split, file_fingerprint
+
+MAX_TOKEN_ID = 2**20 - 1  # a vocabulary of about a million tokens; larger ids would make embedding tables huge
+SAMPLE_NDIM = {"text": 1, "signal": 2, "image": 3}  # per-sample dimensions of the built-in kinds (tabular: any)
+SHAPES = {"text": "[L] token ids", "signal": "[C, L]", "image": "[C, H, W]"}
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -23,69 +39,216 @@ class NpzParams:
     kinds: dict[str, str] = field(default_factory=dict)  # optional modality -> kind
 
 
-def _read(path_str: str, role: str) -> Split:
-    path = Path(path_str).expanduser()
-    if not path.is_file():
-        raise DataError(f"{role}: file not found: {path}")
+@dataclass
+class _File:
+    """One split's file as read: where (`role: path`, the prefix of its errors), arrays and fingerprint."""
+
+    role: str
+    path: Path
+    arrays: dict[str, np.ndarray]
+    labels: np.ndarray
+    fingerprint: dict[str, Any]
+
+    @property
+    def where(self) -> str:
+        return f"{self.role}: {self.path}"
+
+
+def _memory_bytes() -> int | None:
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {k: archive[k] for k in archive.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
-        raise DataError(f"{path}: not a readable .npz file ({type(err).__name__}: {err})") from None
-    if "labels" not in arrays:
-        raise DataError(f"{path}: no 'labels' array (found: {', '.join(sorted(arrays)) or 'nothing'})")
-    labels = arrays.pop("labels")
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataError(f"{path}: 'labels' must be a 1-D integer array, got {labels.dtype} {labels.shape}")
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _header(fh: Any) -> tuple[tuple[int, ...], np.dtype]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        shape, _, dtype = np.lib.format._read_array_header(fh, version)  # (3, 0): header in UTF-8
+    return tuple(shape), dtype
+
+
+def _arrays(data: bytes, where: str) -> dict[str, np.ndarray]:
+    """The arrays of an .npz archive held in `data`, each header checked before its data is read."""
+    if data[:6] == b"\x93NUMPY":
+        raise DataError(f"{where}: a single .npy array, not an .npz archive; save each split with "
+                        f"np.savez(path, <modality>=array, labels=labels)")
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        members = archive.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
+        raise DataError(f"{where}: not a readable .npz file ({type(err).__name__}: {err})") from None
+    names = [m.filename for m in members]
+    budget, total = _memory_bytes(), 0
+    arrays: dict[str, np.ndarray] = {}
+    for info in members:
+        if names.count(info.filename) > 1:
+            raise DataError(f"{where}: the archive holds member '{info.filename}' twice")
+        if info.is_dir() or not info.filename.endswith(".npy"):
+            raise DataError(f"{where}: member '{info.filename}' is not a NumPy array (.npy); an .npz holds arrays only")
+        name = info.filename[: -len(".npy")]
+        try:
+            with archive.open(info) as fh:
+                shape, dtype = _header(fh)
+                offset = fh.tell()
+            if dtype.hasobject:
+                raise DataError(f"{where}: array '{name}' holds Python objects (dtype {dtype}); only numeric arrays are read")
+            declared = math.prod(shape) * dtype.itemsize
+            held = info.file_size - offset
+            if declared != held:
+                raise DataError(f"{where}: array '{name}' declares shape {shape} of {dtype} ({declared:,} bytes) but holds "
+                                f"{held:,} bytes; the file is damaged")
+            total += declared
+            if budget is not None and total > budget:
+                raise DataError(f"{where}: its arrays need {total / 2**30:.1f} GiB, more than this machine's "
+                                f"{budget / 2**30:.1f} GiB of memory")
+            with archive.open(info) as fh:
+                arrays[name] = np.lib.format.read_array(fh, allow_pickle=False)
+        except DataError:
+            raise
+        except MemoryError:
+            raise DataError(f"{where}: array '{name}' does not fit in memory") from None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError) as err:
+            raise DataError(f"{where}: array '{name}' is not a readable .npy array ({type(err).__name__}: "
+                            f"{str(err).splitlines()[0] if str(err) else ''})") from None
+    return arrays
+
+
+def _check_labels(labels: Any, where: str) -> np.ndarray:
+    if labels.dtype == np.bool_:
+        raise DataError(f"{where}: 'labels' holds booleans; labels are integer class indices 0, 1, ...")
+    if not np.issubdtype(labels.dtype, np.integer):
+        example = f" (sample 0 is {labels.reshape(-1)[0]!r})" if labels.size else ""
+        raise DataError(f"{where}: 'labels' must hold integer class indices, got dtype {labels.dtype}{example}")
+    if labels.ndim != 1:
+        raise DataError(f"{where}: 'labels' must be a 1-D integer array (one class per sample), got shape {labels.shape}")
     if len(labels) == 0:
-        raise DataError(f"{path}: the split is empty")
+        raise DataError(f"{where}: the split is empty")
     if labels.min() < 0:
-        raise DataError(f"{path}: sample {int(np.argmin(labels))} has negative label {int(labels.min())}")
+        raise DataError(f"{where}: sample {int(np.argmin(labels))} has negative label {int(labels.min())}")
+    if labels.max() >= MAX_CLASSES:  # compared before any cast: uint64 labels beyond int64 must not wrap
+        i = int(np.argmax(labels))
+        raise DataError(f"{where}: sample {i} has label {labels[i]}; labels must lie in 0..{MAX_CLASSES - 1} "
+                        f"(number the classes from 0)")
+    return labels.astype(np.int64)
+
+
+def _check_modality(name: str, arr: np.ndarray, n: int, where: str) -> None:
+    if name == MASK_KEY:
+        raise DataError(f"{where}: '{MASK_KEY}' is reserved and cannot name a modality")
+    if not name.strip() or any(c in name for c in "./[]\\") or any(ord(c) < 32 for c in name):
+        raise DataError(f"{where}: {name!r} cannot name a modality (use letters, digits, '_' or '-')")
+    if arr.ndim == 0:
+        raise DataError(f"{where}: modality '{name}' is a single value, not one row per sample")
+    if arr.shape[0] != n:
+        raise DataError(f"{where}: modality '{name}' has {arr.shape[0]} samples but labels has {n}")
+    if arr.ndim == 1:
+        raise DataError(f"{where}: modality '{name}' has one number per sample (shape {arr.shape}); "
+                        f"give it a feature axis, e.g. x[:, None]")
+    if 0 in arr.shape[1:]:
+        raise DataError(f"{where}: modality '{name}' has no features (samples of shape {arr.shape[1:]})")
+    if arr.dtype == np.bool_ or not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise DataError(f"{where}: modality '{name}' has unsupported dtype {arr.dtype}; "
+                        f"use floats (features) or integers (token ids)")
+    if np.issubdtype(arr.dtype, np.floating):
+        _check_finite(name, arr, where, "is NaN or infinite")
+
+
+def _check_finite(name: str, arr: np.ndarray, where: str, problem: str) -> None:
+    bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+    if bad.any():
+        raise DataError(f"{where}: sample {int(np.flatnonzero(bad)[0])} of modality '{name}' {problem}")
+
+
+def _read(path_str: Any, role: str) -> _File:
+    if not isinstance(path_str, str) or not path_str.strip() or "\0" in path_str:
+        raise DataError(f"{role}: must be the path of an .npz file, got {path_str!r}")
+    path = Path(path_str).expanduser()
+    if path.is_dir():
+        raise DataError(f"{role}: {path} is a directory, not an .npz file")
+    if not path.exists():
+        raise DataError(f"{role}: file not found: {path}")
+    if not path.is_file():
+        raise DataError(f"{role}: {path} is not a regular file")
+    try:
+        data = path.read_bytes()  # read once: the arrays and the fingerprint come from the same bytes
+    except OSError as err:
+        raise DataError(f"{role}: {path}: cannot read ({err.strerror or type(err).__name__})") from None
+    except MemoryError:
+        raise DataError(f"{role}: {path}: does not fit in memory") from None
+    where = f"{role}: {path}"
+    arrays = _arrays(data, where)
+    if "labels" not in arrays:
+        raise DataError(f"{where}: no 'labels' array (found: {', '.join(sorted(arrays)) or 'nothing'})")
+    labels = _check_labels(arrays.pop("labels"), where)
     if not arrays:
-        raise DataError(f"{path}: no modality arrays beside 'labels'")
+        raise DataError(f"{where}: no modality arrays beside 'labels'")
     for name, arr in arrays.items():
-        if name == MASK_KEY:
-            raise DataError(f"{path}: '{MASK_KEY}' is reserved and cannot name a modality")
-        if arr.shape[0] != len(labels):
-            raise DataError(f"{path}: modality '{name}' has {arr.shape[0]} samples but labels has {len(labels)}")
-        if np.issubdtype(arr.dtype, np.floating):
-            bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
-            if bad.any():
-                raise DataError(f"{path}: sample {int(np.flatnonzero(bad)[0])} of modality '{name}' is NaN or infinite")
-        elif not np.issubdtype(arr.dtype, np.integer):
-            raise DataError(f"{path}: modality '{name}' has unsupported dtype {arr.dtype}")
-    return Split(arrays, labels.astype(np.int64))
+        _check_modality(name, arr, len(labels), where)
+    return _File(role, path, arrays, labels, file_fingerprint(role, path, data))
 
 
-def _spec(name: str, train: np.ndarray, test: np.ndarray, kind: str | None, path: str) -> ModalitySpec:
-    if train.shape[1:] != test.shape[1:]:
-        raise DataError(f"{path}: modality '{name}' has shape {test.shape[1:]} in test but {train.shape[1:]} in train")
+def _spec(name: str, train: _File, test: _File, kind: Any) -> ModalitySpec:
+    """The modality's kind, shape and dtype, decided from both splits."""
+    tr, te = train.arrays[name], test.arrays[name]
+    if tr.shape[1:] != te.shape[1:]:
+        raise DataError(f"{test.where}: modality '{name}' has shape {te.shape[1:]} in test but {tr.shape[1:]} in train")
+    integer = np.issubdtype(tr.dtype, np.integer)
+    if integer != np.issubdtype(te.dtype, np.integer):
+        raise DataError(f"{test.where}: modality '{name}' holds {te.dtype} in test but {tr.dtype} in train; both splits "
+                        f"must hold integers (token ids) or both floats")
+    per_sample = tr.ndim - 1
     if kind is None:
-        integer = np.issubdtype(train.dtype, np.integer)
-        kind = {2: "text" if integer else "tabular", 3: "signal", 4: "image"}.get(train.ndim)
+        kind = ("text" if integer else "tabular") if per_sample == 1 else {2: "signal", 3: "image"}.get(per_sample)
         if kind is None:
-            raise DataError(f"{path}: cannot infer the kind of modality '{name}' with shape {train.shape}; set `kinds`")
-    if not kind:
+            raise DataError(f"{train.where}: cannot infer the kind of modality '{name}' with samples of shape "
+                            f"{tr.shape[1:]}; set kinds.{name}")
+    elif not isinstance(kind, str) or not kind.strip():
         raise DataError(f"kinds.{name}: the modality kind must be a non-empty name")
+    elif kind in SAMPLE_NDIM and per_sample != SAMPLE_NDIM[kind]:
+        raise DataError(f"kinds.{name}: kind '{kind}' takes samples of shape {SHAPES[kind]}, but '{name}' in "
+                        f"{train.path} has samples of shape {tr.shape[1:]}")
     if kind == "text":
-        vocab = int(max(train.max(), test.max())) + 1
-        if min(train.min(), test.min()) < 0:
-            raise DataError(f"{path}: text modality '{name}' has negative token ids")
-        return ModalitySpec("text", tuple(train.shape[1:]), "int64", vocab)
-    return ModalitySpec(kind, tuple(train.shape[1:]))
+        if not integer:
+            raise DataError(f"kinds.{name}: kind 'text' takes integer token ids, but '{name}' in {train.path} holds {tr.dtype}")
+        top = 0
+        for f, arr in ((train, tr), (test, te)):
+            rows = arr.reshape(len(arr), -1)
+            if arr.min() < 0:
+                raise DataError(f"{f.where}: sample {int(np.flatnonzero((rows < 0).any(1))[0])} of text modality "
+                                f"'{name}' has negative token id {arr.min()}")
+            if arr.max() > MAX_TOKEN_ID:
+                raise DataError(f"{f.where}: sample {int(np.flatnonzero((rows > MAX_TOKEN_ID).any(1))[0])} of text "
+                                f"modality '{name}' has token id {arr.max()}; token ids must lie in 0..{MAX_TOKEN_ID}")
+            top = max(top, int(arr.max()))
+        return ModalitySpec("text", tuple(tr.shape[1:]), "int64", top + 1)
+    return ModalitySpec(kind, tuple(tr.shape[1:]))
 
 
 @SOURCES.register("npz", params=NpzParams)
 def npz_source(params: NpzParams, seed: int) -> SourceData:
     """Your own data: `train` and `test` .npz files with one array per modality plus `labels`."""
     train, test = _read(params.train, "train"), _read(params.test, "test")
+    if set(train.arrays) != set(test.arrays):
+        raise DataError(f"{test.where}: modalities {sorted(test.arrays)} differ from train's {sorted(train.arrays)}")
+    for name in params.kinds:
+        if name not in train.arrays:
+            raise DataError(f"kinds.{name}: no modality '{name}' in {train.path} (it has {', '.join(sorted(train.arrays))})")
     unseen = sorted(set(np.unique(test.labels).tolist()) - set(np.unique(train.labels).tolist()))
     if unseen:
-        raise DataError(f"{params.test}: labels {unseen} never occur in {params.train}; a class must be trainable")
-    if set(train.inputs) != set(test.inputs):
-        raise DataError(f"{params.test}: modalities {sorted(test.inputs)} differ from train's {sorted(train.inputs)}")
-    specs = {m: _spec(m, train.inputs[m], test.inputs[m], params.kinds.get(m), params.test) for m in train.inputs}
-    for split in (train, test):
+        raise DataError(f"{test.where}: labels {unseen} never occur in {train.path}; a class must be trainable")
+    specs = {m: _spec(m, train, test, params.kinds.get(m)) for m in train.arrays}  # the archive's order
+    splits = []
+    for f in (train, test):
+        inputs = {}
         for m, spec in specs.items():
-            split.inputs[m] = split.inputs[m].astype(spec.dtype)
-    return SourceData(train, test, specs)
+            with np.errstate(over="ignore"):  # an overflow becomes inf, which the check below reports
+                inputs[m] = f.arrays[m].astype(spec.dtype)
+            if np.issubdtype(inputs[m].dtype, np.floating):  # checked again after the cast: 1e39 is finite in float64 only
+                _check_finite(m, inputs[m], f.where, f"overflows float32 (a value beyond ±{FLOAT32_MAX:.3g})")
+        splits.append(Split(inputs, f.labels))
+    return SourceData(splits[0], splits[1], specs, files=[train.fingerprint, test.fingerprint])

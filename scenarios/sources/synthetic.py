@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scenarios.modality import ModalitySpec
-from scenarios.sources.base import SOURCES, SourceData, Split
+from scenarios.sources.base import SOURCES, SourceData, Split, check_budget, check_counts
 
 
 @dataclass
@@ -23,11 +23,21 @@ class SyntheticParams:
     domain: int = 0  # 0: identity; k > 0: a fixed random rotation and shift, for domain-incremental streams
 
 
-@SOURCES.register("synthetic", params=SyntheticParams)
+@SOURCES.register("synthetic", params=SyntheticParams, generated=True)
 def synthetic_source(params: SyntheticParams, seed: int) -> SourceData:
     """Gaussian classes in K tabular modalities `m0`..`m{K-1}`."""
     if not 0.0 <= params.imbalance < 1.0:
         raise ValueError("imbalance must lie in [0, 1)")
+    check_counts(n_classes=params.n_classes, n_modalities=params.n_modalities, dim=params.dim,
+                 n_train_per_class=params.n_train_per_class, n_test_per_class=params.n_test_per_class)
+    if params.n_modalities > 1000 or params.dim > 100_000 or params.domain < 0:
+        raise ValueError(f"n_modalities (at most 1000), dim (at most 100000) or domain (>= 0) out of range: "
+                         f"{params.n_modalities}, {params.dim}, {params.domain}")
+    check_budget(params.n_classes * max(params.n_train_per_class, params.n_test_per_class) * params.n_modalities * params.dim,
+                 "n_classes x n_*_per_class x n_modalities x dim")
+    for name in ("separation", "noise"):
+        if not np.isfinite(getattr(params, name)):
+            raise ValueError(f"{name}: must be a finite number, got {getattr(params, name)}")
     structure = np.random.default_rng(seed)  # class means: shared by every domain
     sample_rng = np.random.default_rng([seed, params.domain, 1])
     domain_rng = np.random.default_rng([params.domain, 2])

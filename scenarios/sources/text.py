@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from scenarios.modality import ModalitySpec
-from scenarios.sources.base import SOURCES, SourceData, Split
+from scenarios.sources.base import SOURCES, SourceData, Split, check_budget, check_counts
 
 PAD = 0
 
@@ -26,6 +26,10 @@ class TextParams:
 
 def class_sentences(labels: np.ndarray, params: TextParams, rng: np.random.Generator) -> np.ndarray:
     """int64 [N, length] token ids (0 pads the tail) for the given labels."""
+    check_counts(n_classes=params.n_classes, length=params.length, signature_size=params.signature_size)
+    if params.vocab_size > 2**20:
+        raise ValueError(f"vocab_size: at most {2**20}, got {params.vocab_size}")
+    check_budget(len(labels) * params.length, "n_*_per_class x n_classes x length")
     n_sig = params.n_classes * params.signature_size
     if params.vocab_size <= n_sig + 1:
         raise ValueError(f"vocab_size must exceed n_classes * signature_size + 1 = {n_sig + 1}")
@@ -47,9 +51,10 @@ def text_spec(params: TextParams) -> ModalitySpec:
     return ModalitySpec("text", (params.length,), "int64", params.vocab_size)
 
 
-@SOURCES.register("text", params=TextParams)
+@SOURCES.register("text", params=TextParams, generated=True)
 def text_source(params: TextParams, seed: int) -> SourceData:
     """Generated sentences: modality `text` (token ids, 0 = padding)."""
+    check_counts(n_train_per_class=params.n_train_per_class, n_test_per_class=params.n_test_per_class)
     rng = np.random.default_rng(seed)
     y = np.repeat(np.arange(params.n_classes), params.n_train_per_class)
     yt = np.repeat(np.arange(params.n_classes), params.n_test_per_class)
