@@ -74,6 +74,8 @@ def prepare(cfg: ExperimentConfig, resume: str | None = None, progress: Callable
     """Check everything `run` needs, in the order `run` draws random numbers; write nothing under
     `output.root` (pretrained features may be computed and cached, as `run` would)."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.trainer.cpu_threads:
+        torch.set_num_threads(cfg.trainer.cpu_threads)
     stream = build_experiment_stream(cfg, progress)  # validation carved out; pretrained features in place
     classes = sorted({c for e in stream.experiences for c in e.classes})
     if len(classes) < 2:

@@ -99,3 +99,18 @@ def test_cumulative_reference_gives_intransigence(first_run, tmp_path):
     naive = run(config_from_dict(cfg), progress=lambda s: None)
     expected = [joint.accuracy_matrix[k, k] - naive.accuracy_matrix[k, k] for k in range(2)]
     assert naive.metrics["intransigence_per_experience"] == pytest.approx(expected)
+
+
+def test_cpu_threads_setting_is_applied_and_checked(tmp_path):
+    import torch
+
+    cfg = tiny_config(tmp_path)
+    cfg["trainer"]["cpu_threads"] = 2
+    try:
+        run(config_from_dict(cfg), progress=lambda s: None)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(1)
+    cfg["trainer"]["cpu_threads"] = -1
+    with pytest.raises(ConfigError, match=r"trainer\.cpu_threads"):
+        config_from_dict(cfg)

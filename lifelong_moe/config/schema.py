@@ -43,6 +43,7 @@ class TrainerConfig:
     deterministic: bool = True
     enable_progress_bar: bool = True
     log_every_n_steps: int = 10
+    cpu_threads: int = 0  # torch intra-op threads on CPU; 0: torch's default (one per core)
 
 
 @dataclass

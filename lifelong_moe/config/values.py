@@ -77,6 +77,7 @@ def _check_train(cfg: ExperimentConfig) -> None:
     if t.optimizer not in OPTIMIZERS:
         raise ConfigError(f"train.optimizer: unknown optimizer '{t.optimizer}'; use adam, adamw or sgd")
     _int_range("train.num_workers", t.num_workers, 0, MAX_NUM_WORKERS)
+    _int_range("trainer.cpu_threads", cfg.trainer.cpu_threads, 0, 1024)
     _unit_interval("train.modality_dropout", t.modality_dropout)
     if not (math.isfinite(t.validation_fraction) and 0.0 <= t.validation_fraction <= 0.5):
         raise ConfigError(f"train.validation_fraction: must lie in [0, 0.5], got {t.validation_fraction}")
