@@ -31,7 +31,14 @@ STREAM = {
     "split": {"source": "syn", "n_experiences": 3},
 }
 TRAIN = {"epochs": 5, "batch_size": 16, "lr": 0.01}
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def _env() -> dict[str, str]:
+    """The environment at call time: the session's settings (one CPU thread, as the in-process reference
+    run uses; private caches) must reach the subprocesses, or R is computed with other rounding."""
+    return {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
 CLI = [sys.executable, "-m", "lifelong_moe.cli"]
 
 
@@ -48,7 +55,7 @@ def uninterrupted(tmp_path_factory):
 
 
 def _start(cfg_path: Path) -> subprocess.Popen:
-    return subprocess.Popen([*CLI, "run", str(cfg_path)], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen([*CLI, "run", str(cfg_path)], env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
 def _wait_for(condition, proc: subprocess.Popen, limit: float = 300) -> None:
@@ -88,7 +95,7 @@ def test_interrupt_during_training_then_resume_gives_the_same_R(tmp_path, uninte
     status = json.loads(results.read_text())
     assert status["status"] == "interrupted" and status["error"] == f"interrupted by {name}"
 
-    resumed = subprocess.run([*CLI, *shlex.split(command)[1:]], env=ENV, capture_output=True, text=True)
+    resumed = subprocess.run([*CLI, *shlex.split(command)[1:]], env=_env(), capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {run_dir} after experience {kept}/3" in resumed.stdout
     final = json.loads(results.read_text())
@@ -126,7 +133,7 @@ def test_interrupt_during_start_up_prints_one_line(tmp_path, signum, code):
 
 
 def _python(code: str, **popen: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", code], env=ENV, capture_output=True, text=True, timeout=120, **popen)
+    return subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=120, **popen)
 
 
 def test_signal_inside_an_extensions_import_is_delivered_after_it():
