@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 
 from lifelong_moe.offline import hf_offline
@@ -26,9 +25,7 @@ def _load_netguard() -> Any:
 
 
 netguard = _load_netguard()
-# One intra-op thread: the tiny models here gain nothing from more, and on a busy machine (another test
-# run, a benchmark) two threads per process were measured 100x slower than one.
-torch.set_num_threads(1)
+
 hf_offline()  # now, before test modules import Lightning (and through it huggingface_hub)
 
 
@@ -40,7 +37,6 @@ def offline_and_private_cache(tmp_path_factory: pytest.TempPathFactory) -> Itera
     from lifelong_moe.offline import OFFLINE_ENV
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("OMP_NUM_THREADS", "1")  # the same for every subprocess (CLI, DDP ranks)
         mp.setenv("LIFELONG_MOE_CACHE", str(tmp_path_factory.mktemp("lifelong_moe_cache")))
         for key, value in OFFLINE_ENV.items():
             mp.setenv(key, value)

@@ -30,12 +30,12 @@ STREAM = {
                                                           "n_train_per_class": 40, "n_test_per_class": 20, "separation": 3.0}}},
     "split": {"source": "syn", "n_experiences": 3},
 }
-TRAIN = {"epochs": 5, "batch_size": 16, "lr": 0.01}
+TRAIN = {"epochs": 15, "batch_size": 16, "lr": 0.01}  # long enough that a signal 0.3 s in lands in training
 
 
 def _env() -> dict[str, str]:
-    """The environment at call time: the session's settings (one CPU thread, as the in-process reference
-    run uses; private caches) must reach the subprocesses, or R is computed with other rounding."""
+    """The environment at call time, so that settings the session makes (private caches, offline
+    libraries) reach the subprocesses as they reach the in-process reference run."""
     return {**os.environ, "PYTHONWARNINGS": "ignore"}
 
 

@@ -56,7 +56,8 @@ def encoder_case(tmp_path: Path, kind: str) -> tuple[dict[str, Any], dict[str, A
 
 
 @pytest.mark.parametrize("kind", ["timm", "torchvision", "hf_image", "hf_text"])
-def test_encoder_kind_validates_and_runs(tmp_path, capsys, kind):
+def test_encoder_kind_validates_and_runs(tmp_path, capsys, monkeypatch, kind):
+    monkeypatch.setenv("LIFELONG_MOE_CACHE", str(tmp_path / "cache"))  # fresh: other tests encode the same files
     sources, pretrained, modality = encoder_case(tmp_path, kind)
     cfg = config(tmp_path, sources, pretrained)
     assert main(["validate", str(cfg)]) == 0

@@ -105,12 +105,13 @@ def test_cpu_threads_setting_is_applied_and_checked(tmp_path):
     import torch
 
     cfg = tiny_config(tmp_path)
-    cfg["trainer"]["cpu_threads"] = 2
+    before = torch.get_num_threads()
+    cfg["trainer"]["cpu_threads"] = 1 if before > 1 else 2
     try:
         run(config_from_dict(cfg), progress=lambda s: None)
-        assert torch.get_num_threads() == 2
+        assert torch.get_num_threads() == cfg["trainer"]["cpu_threads"]
     finally:
-        torch.set_num_threads(1)
+        torch.set_num_threads(before)
     cfg["trainer"]["cpu_threads"] = -1
     with pytest.raises(ConfigError, match=r"trainer\.cpu_threads"):
         config_from_dict(cfg)
