@@ -26,18 +26,15 @@ from lifelong_moe.features import build_experiment_stream
 from lifelong_moe.training import fit_experience
 
 
-def per_sample_seconds(model: torch.nn.Module, batches: list, repeats: int) -> float:
-    """Median over `repeats` of the wall time of one pass over `batches`, divided by the samples."""
+def per_sample_seconds(model: torch.nn.Module, batches: list) -> float:
+    """Wall time of one pass over `batches`, divided by the samples."""
     model.eval()
     n = sum(len(y) for _, y, _ in batches)
-    times = []
     with torch.no_grad():
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            for x, _, t in batches:
-                model(x, t)
-            times.append(time.perf_counter() - t0)
-    return statistics.median(times) / n
+        t0 = time.perf_counter()
+        for x, _, t in batches:
+            model(x, t)
+        return (time.perf_counter() - t0) / n
 
 
 def main() -> None:
@@ -70,12 +67,12 @@ def main() -> None:
            "parameters_after_1": first.parameter_counts(), f"parameters_after_{T}": model.parameter_counts(), "timings": []}
     for size in (int(s) for s in args.batch_sizes.split(",")):
         batches = list(DataLoader(test, batch_size=size, collate_fn=test.collate_fn))
-        per_sample_seconds(first, batches, 1)  # warm-up
-        per_sample_seconds(model, batches, 1)
+        per_sample_seconds(first, batches)  # warm-up
+        per_sample_seconds(model, batches)
         t_first, t_last = [], []
         for _ in range(args.repeats):
-            t_first.append(per_sample_seconds(first, batches, 1))
-            t_last.append(per_sample_seconds(model, batches, 1))
+            t_first.append(per_sample_seconds(first, batches))
+            t_last.append(per_sample_seconds(model, batches))
         a, b = statistics.median(t_first), statistics.median(t_last)
         out["timings"].append({"batch_size": size, "per_sample_us_after_1": round(a * 1e6, 1),
                                f"per_sample_us_after_{T}": round(b * 1e6, 1), "ratio": round(b / a, 3)})

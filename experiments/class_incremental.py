@@ -170,23 +170,30 @@ def _summary_plot(all_rows: dict[str, dict[str, list[dict]]], methods: list[str]
     fig.savefig(path, dpi=120)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def study(doc: str, streams: dict[str, str], methods: list[str], out: Path, title: str) -> tuple[list[str], list[str], Path, int] | None:
+    """Parse a study's command line, run it and write its summary; (streams, methods, out, seeds) that
+    ran, or None after printing why the command line was refused."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--streams", default=",".join(STREAMS))
-    ap.add_argument("--methods", default=",".join(METHODS))
-    ap.add_argument("--out", default=str(HERE / "results" / "class_incremental"))
+    ap.add_argument("--streams", default=",".join(streams))
+    ap.add_argument("--methods", default=",".join(methods))
+    ap.add_argument("--out", default=str(out))
     ap.add_argument("--jobs", type=int, default=1, help="runs side by side, one core each")
     args = ap.parse_args()
-    streams = [s for s in args.streams.split(",") if s]
-    methods = [m for m in args.methods.split(",") if m]
-    unknown = sorted(set(streams) - set(STREAMS)) + sorted(set(methods) - set(METHODS))
+    chosen = [s for s in args.streams.split(",") if s]
+    ran = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(chosen) - set(streams)) + sorted(set(ran) - set(METHODS))
     if unknown:
         print(f"unknown stream or method: {unknown}", file=sys.stderr)
-        return 2
+        return None
     out = Path(args.out)
-    summary(run_all({s: STREAMS[s] for s in streams}, methods, args.seeds, out, args.jobs), out)
-    return 0
+    summary(run_all({s: streams[s] for s in chosen}, ran, args.seeds, out, args.jobs), out, title)
+    return chosen, ran, out, args.seeds
+
+
+def main() -> int:
+    done = study(__doc__, STREAMS, list(METHODS), HERE / "results" / "class_incremental", "class-incremental, no task labels")
+    return 0 if done else 2
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ chosen on validation splits of the training data; the MoE chooses its settings o
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from class_incremental import METHODS, run_all, summary
+from class_incremental import METHODS, study
 
 HERE = Path(__file__).resolve().parent
 STREAMS = {
@@ -42,22 +41,11 @@ def growth_decisions(out: Path, streams: list[str], methods: list[str], seeds: i
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--streams", default=",".join(STREAMS))
-    ap.add_argument("--methods", default=",".join(DEFAULT_METHODS))
-    ap.add_argument("--out", default=str(HERE / "results" / "domain_incremental"))
-    ap.add_argument("--jobs", type=int, default=1, help="runs side by side, one core each")
-    args = ap.parse_args()
-    streams = [s for s in args.streams.split(",") if s]
-    methods = [m for m in args.methods.split(",") if m]
-    unknown = sorted(set(streams) - set(STREAMS)) + sorted(set(methods) - set(METHODS))
-    if unknown:
-        print(f"unknown stream or method: {unknown}", file=sys.stderr)
+    done = study(__doc__, STREAMS, DEFAULT_METHODS, HERE / "results" / "domain_incremental", "domain-incremental, no task labels")
+    if not done:
         return 2
-    out = Path(args.out)
-    summary(run_all({s: STREAMS[s] for s in streams}, methods, args.seeds, out, args.jobs), out, "domain-incremental, no task labels")
-    (out / "growth_decisions.json").write_text(json.dumps(growth_decisions(out, streams, methods, args.seeds), indent=1))
+    streams, methods, out, seeds = done
+    (out / "growth_decisions.json").write_text(json.dumps(growth_decisions(out, streams, methods, seeds), indent=1))
     return 0
 
 

@@ -386,7 +386,8 @@ class MoEClassifier(ContinualModule):
         heads = [self.heads[str(e)] for e in post.experiences]
         if not heads:  # the untrained model
             return pooled.new_full((pooled.shape[0], self.n_classes), NEG)
-        col = torch.cat([torch.full((len(h.classes),), k, device=pooled.device) for k, h in enumerate(heads)])  # (K,)
+        sizes = torch.tensor([len(h.classes) for h in heads], device=pooled.device)
+        col = torch.repeat_interleave(torch.arange(len(heads), device=pooled.device), sizes)  # (K,) head of each column
         out = pooled @ torch.cat([h.linear.weight for h in heads]).T + torch.cat([h.linear.bias for h in heads])  # (B, K)
         cond = out - segment_logsumexp(out, col, len(heads)).gather(1, col.expand_as(out))  # softmax within each head
         if post.conditional is not None:

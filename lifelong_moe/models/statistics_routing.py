@@ -89,9 +89,6 @@ class StatisticsRouting(nn.Module):
         """Row indices grouped by experience, classes in each experience's order: the heads' column order."""
         return torch.argsort(self.posterior.row_experience, stable=True)
 
-    def rows_of(self, experience: int) -> torch.Tensor:
-        return (self.posterior.row_experience == experience).nonzero(as_tuple=True)[0]
-
     @staticmethod
     def combine(stat: torch.Tensor, head: torch.Tensor, routed: torch.Tensor, weight: float) -> torch.Tensor:
         """log p(c | x, e): the statistics' conditional, mixed with the head's where e is the routed experience
