@@ -131,6 +131,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                 print(f"  {name:<20} {doc}")
         return 0
     cfg = lm.load_config(args.config, args.overrides)
+    from lifelong_moe.interrupts import deferred
+
+    with deferred():  # torch, Lightning and their C++ extensions import here: a signal raised while C++ code
+        import lifelong_moe.runner  # runs Python (pybind11) can abort the process, so it waits for the imports
     if args.command == "validate":
         from lifelong_moe.preparation import prepare
 

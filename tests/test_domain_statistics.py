@@ -9,13 +9,15 @@ from test_class_statistics import batch_statistics, blobs
 from conftest import build_model_and_stream, tiny_config, train_experience
 from lifelong_moe.moe.class_statistics import ClassStatistics, pooled
 
-DOMAINS = {
-    "scenario": "domain_incremental",
-    "sources": {f"d{k}": {"kind": "synthetic", "params": {"n_classes": 3, "n_modalities": 2, "dim": 6, "n_train_per_class": 30,
-                                                           "n_test_per_class": 10, "separation": 3.0, "domain": k}}
-                for k in range(3)},
-    "experiences": [{"source": f"d{k}"} for k in range(3)],
-}
+
+def domain_stream(dim: int = 6, n_train: int = 30, n_test: int = 10) -> dict:
+    """Three synthetic domains of the same 3 classes, one per experience."""
+    params = {"n_classes": 3, "n_modalities": 2, "dim": dim, "n_train_per_class": n_train, "n_test_per_class": n_test, "separation": 3.0}
+    return {"scenario": "domain_incremental", "experiences": [{"source": f"d{k}"} for k in range(3)],
+            "sources": {f"d{k}": {"kind": "synthetic", "params": {**params, "domain": k}} for k in range(3)}}
+
+
+DOMAINS = domain_stream()
 
 
 def test_pooled_rows_equal_the_statistics_of_the_pooled_data():
@@ -91,3 +93,31 @@ def test_a_reused_group_keeps_its_earlier_experiences_within_tolerance(tmp_path)
     trained = [p for p in model.layers[0].pool.experts_of(0)[0].parameters()]
     assert all(p.requires_grad for p in trained)  # the reused experts did train
     assert abs(_accuracy(model, stream.test_stream[0].dataset) - before) <= 0.05
+
+
+def _conditional(model, dataset) -> torch.Tensor:
+    """log p_stat(c | x, e) per row, over a test set."""
+    model.eval()
+    with torch.no_grad():
+        parts = [model.statistics.experience_posterior(x, present, [0])[1] for x, present, _ in model._batches(dataset)]
+    return torch.cat(parts)
+
+
+def test_a_later_domain_leaves_the_earlier_conditional_frozen(tmp_path):
+    """Once a class recurs (`stats_conditional: auto`), how experience 0 tells its classes apart (its
+    discriminants, floor and expert weight) stays as it was when it ended, while the later domain reshapes
+    the shared covariance used for routing (`current` lets the conditional move too)."""
+    moved = {}
+    for mode in ("auto", "current"):
+        cfg, stream, model = _domain_model(tmp_path / mode, stats_conditional=mode)
+        train_experience(cfg, model, stream.train_stream[0], seed=0)
+        test = stream.test_stream[0].dataset
+        before = _conditional(model, test)[:, :3]
+        train_experience(cfg, model, stream.train_stream[1], seed=1)
+        assert model.statistics.posterior.recurring
+        moved[mode] = float((_conditional(model, test)[:, :3] - before).abs().max())
+        if mode == "auto":  # the expert weight experience 0 mixes with is the one chosen when it ended
+            weights = model.statistics.column_weights([0, 1], torch.tensor([0, 0, 0, 1, 1, 1]))
+            assert weights[:3].tolist() == [model.statistics.choices[0]["expert_weight"]] * 3
+    assert moved["auto"] < 1e-4, moved
+    assert moved["current"] > 1e-2, moved

@@ -153,3 +153,26 @@ def test_class_statistics_survive_checkpoint_and_resume_bit_identically(tmp_path
     assert resumed.keys() == straight.keys()
     for key in straight:
         assert torch.equal(resumed[key], straight[key]), key
+
+
+def test_a_domain_stream_resumes_with_its_frozen_conditionals(tmp_path):
+    """The frozen discriminants, floors and expert weights of a domain-incremental stream (classes recur)
+    travel with the checkpoint: a resumed run ends with the same R as an uninterrupted one."""
+    import torch
+    from test_domain_statistics import domain_stream
+
+    from lifelong_moe.checkpointing import load_checkpoint
+
+    cfgs = []
+    for where in ("full", "stopped"):
+        cfg = moe_cfg(tmp_path / where)
+        cfg["stream"] = domain_stream()
+        cfgs.append(config_from_dict(cfg))
+    straight = run(cfgs[0], progress=lambda s: None)
+    with pytest.raises(Crash):
+        run(cfgs[1], progress=crash_after(2))
+    run_dir = tmp_path / "stopped" / "tiny" / "version_0"
+    resumed = run(cfgs[1], progress=lambda s: None, resume=str(run_dir))
+    assert resumed.accuracy_matrix.tolist() == straight.accuracy_matrix.tolist()
+    frozen = {k: v for k, v in load_checkpoint(run_dir)["model"].items() if "frozen" in k}
+    assert frozen and all(torch.equal(v, load_checkpoint(straight.run_dir)["model"][k]) for k, v in frozen.items())

@@ -54,6 +54,8 @@ class MoEParams:
     task_routing: str = "statistics"  # statistics: p(e | x) and p(c | x, e) from class statistics in fixed
     # feature spaces (statistics_routing.py); keys: per-experience diagonal Gaussians of raw-input views
     stats_classifier: str = "lda"  # lda | ridge, on each modality's fixed features
+    stats_conditional: str = "auto"  # p_stat(c | x, e) from each experience's discriminant as it was when e ended
+    # (frozen), as it is now (current), or frozen once a class recurs (auto: domain-incremental streams)
     stats_width: int = 2048  # most features per modality (ROCKET: 2 per kernel); 4 per first-experience sample below that
     stats_seed: int = 1234  # the fixed feature spaces' seed (independent of the run's)
     shrinkages: list[float] = field(default_factory=lambda: [0.1, 0.01, 0.03, 0.3, 0.6, 0.9])  # candidates,
@@ -129,6 +131,7 @@ class MoEClassifier(ContinualModule):
         self.statistics = StatisticsRouting(
             classifier=params.stats_classifier, width=params.stats_width, seed=params.stats_seed,
             shrinkages=params.shrinkages, floors=params.floors, expert_weights=params.expert_weights,
+            conditional=params.stats_conditional,
         ) if params.task_routing == "statistics" else None
         self.experience_group: dict[int, int] = {}
         self.experience_task: dict[int, int] = {}
@@ -391,7 +394,7 @@ class MoEClassifier(ContinualModule):
         out = pooled @ torch.cat([h.linear.weight for h in heads]).T + torch.cat([h.linear.bias for h in heads])  # (B, K)
         cond = out - segment_logsumexp(out, col, len(heads)).gather(1, col.expand_as(out))  # softmax within each head
         if post.conditional is not None:
-            weight = self.statistics.expert_weight if expert_weight is None else expert_weight
+            weight = self.statistics.column_weights(post.experiences, col) if expert_weight is None else expert_weight
             stat = post.conditional[:, self.statistics.rows_in_experience_order()]  # row k = head column k
             cond = self.statistics.combine(stat, cond, post.routing.argmax(1, keepdim=True) == col, weight)
         classes = torch.cat([h.classes for h in heads])
@@ -516,6 +519,8 @@ def _check(p: MoEParams) -> None:
         bad("task_routing", f"use statistics or keys, got '{p.task_routing}'")
     if p.stats_classifier not in ("lda", "ridge"):
         bad("stats_classifier", f"use lda or ridge, got '{p.stats_classifier}'")
+    if p.stats_conditional not in ("auto", "current", "frozen"):
+        bad("stats_conditional", f"use auto, current or frozen, got '{p.stats_conditional}'")
     if not 0.0 <= p.reuse_accuracy <= 1.0:
         bad("reuse_accuracy", f"must lie in [0, 1], got {p.reuse_accuracy}")
     if p.stats_width < 1:

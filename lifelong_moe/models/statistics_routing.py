@@ -10,7 +10,11 @@ that experience's classes:
     p(c | x) = p(e | x) * p_stat(c | x, e)                                 for every other e,
 
 with the expert weight w chosen on validation data, like the shrinkage and the floor of the statistics
-(see `ClassPosterior`). After an experience trains, its training data pass once through the fixed
+(see `ClassPosterior`). p_stat(c | x, e) and w are those of the end of e (`conditional: frozen`; `auto`
+does so once a class recurs, i.e. on domain-incremental streams, where a later domain reshapes the shared
+covariance), or the latest ones (`current`: later data refine how an earlier experience is told apart,
+which helps when it had few samples and hurts when a later domain spreads differently). p(e | x) always
+uses the latest statistics. After an experience trains, its training data pass once through the fixed
 spaces; its validation split scores the candidates and is then added to the statistics too."""
 
 from __future__ import annotations
@@ -34,18 +38,37 @@ Batches = Iterator[tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]]
 
 class StatisticsRouting(nn.Module):
     def __init__(self, *, classifier: str, width: int, seed: int, shrinkages: Sequence[float], floors: Sequence[float],
-                 expert_weights: Sequence[float]) -> None:
+                 expert_weights: Sequence[float], conditional: str = "auto") -> None:
         super().__init__()
+        self.conditional = conditional
         self.max_width, self.seed = width, seed
         self.width: int | None = None  # settled by the first experience (`settle_width`)
         self.posterior = ClassPosterior(classifier, shrinkages, floors)
         self.expert_weights = tuple(expert_weights)
         self.register_buffer("weight_correct", torch.zeros(len(self.expert_weights), dtype=torch.float64))
+        self.register_buffer("frozen_weight", torch.zeros(0))  # per experience: w when it ended
         self.choices: dict[int, dict[str, float]] = {}  # per experience: what validation chose
 
     @property
     def expert_weight(self) -> float:
         return self.expert_weights[int(self.weight_correct.argmax())]
+
+    @property
+    def frozen(self) -> bool:
+        """Whether p_stat(c | x, e) and w come from each experience's end (see the module's docstring)."""
+        return self.conditional == "frozen" or (self.conditional == "auto" and self.posterior.recurring)
+
+    def column_weights(self, experiences: list[int], col: torch.Tensor) -> float | torch.Tensor:
+        """The expert weight: one value, or with frozen conditionals each head column's experience's (K,)."""
+        if not self.frozen:
+            return self.expert_weight
+        return self.frozen_weight[torch.as_tensor(experiences, device=col.device)][col]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        saved = state_dict.get(prefix + "frozen_weight")
+        if saved is not None:
+            self.frozen_weight = self.frozen_weight.new_zeros(saved.shape)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     @property
     def nbytes(self) -> int:
@@ -73,32 +96,46 @@ class StatisticsRouting(nn.Module):
 
     def start(self, exp: Experience) -> None:
         self.posterior.add_rows(exp.index, exp.classes)
+        if exp.index >= len(self.frozen_weight):
+            self.frozen_weight = torch.cat([self.frozen_weight, self.frozen_weight.new_zeros(exp.index + 1 - len(self.frozen_weight))])
 
     # ---- inference ----------------------------------------------------------------------------------
     def experience_posterior(self, inputs: dict[str, Any], present: dict[str, torch.Tensor],
                              experiences: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p(e | x) (B, n_exp) over `experiences`, log p_stat(c | x, e(row)) per row (B, R))."""
-        rows = self.posterior.row_log_posterior(inputs, present)  # (B, R)
+        if self.frozen:
+            rows, conditional = self.posterior.frozen_conditional(inputs, present)  # (B, R) each
+        else:
+            rows, conditional = self.posterior.row_log_posterior(inputs, present), None
         col_of = {e: k for k, e in enumerate(experiences)}
         extra = len(experiences)  # rows of an experience outside `experiences` sum into a column dropped below
         cols = torch.as_tensor([col_of.get(e, extra) for e in self.posterior.row_experience.tolist()], device=rows.device)
         exp_logp = segment_logsumexp(rows, cols, extra + 1)
-        return exp_logp[:, :extra], rows - exp_logp.gather(1, cols.expand_as(rows))
+        if conditional is None:
+            conditional = rows - exp_logp.gather(1, cols.expand_as(rows))
+        return exp_logp[:, :extra], conditional
 
     def rows_in_experience_order(self) -> torch.Tensor:
         """Row indices grouped by experience, classes in each experience's order: the heads' column order."""
         return torch.argsort(self.posterior.row_experience, stable=True)
 
     @staticmethod
-    def combine(stat: torch.Tensor, head: torch.Tensor, routed: torch.Tensor, weight: float) -> torch.Tensor:
+    def combine(stat: torch.Tensor, head: torch.Tensor, routed: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
         """log p(c | x, e): the statistics' conditional, mixed with the head's where e is the routed experience
-        (`routed`: a bool mask broadcastable to `stat`)."""
+        (`routed`: a bool mask broadcastable to `stat`); `weight`: one w, or one per column (K,)."""
+        if isinstance(weight, torch.Tensor):
+            mixed = torch.logaddexp(stat + torch.log1p(-weight), head + weight.log())  # log 0 = -inf drops a side
+            return torch.where(routed, mixed, stat)
         if weight <= 0:
             return stat
         mixed = head if weight >= 1 else torch.logaddexp(stat + math.log(1 - weight), head + math.log(weight))
         return torch.where(routed, mixed, stat)
 
     # ---- after an experience ------------------------------------------------------------------------
+    def _freeze(self, experience: int) -> None:
+        self.posterior.freeze_rows(experience)
+        self.frozen_weight[experience] = self.expert_weight
+
     @torch.no_grad()
     def finish(self, exp: Experience, batches: Any, score: Any) -> dict[str, float]:
         """Add the experience's training data to the statistics, choose the candidates on its validation
@@ -109,6 +146,7 @@ class StatisticsRouting(nn.Module):
             post.observe(post.featurize(x, present, fit_views=True), post.row_of(exp.index, y))
         if exp.validation is None:
             self.choices[exp.index] = {**post.fit(None), "expert_weight": self.expert_weight}
+            self._freeze(exp.index)
             return self.choices[exp.index]
         val = [(x, present, y) for x, present, y in batches(exp.validation)]
         feats: Features = {}
@@ -117,9 +155,11 @@ class StatisticsRouting(nn.Module):
                 feats[m] = (torch.cat([feats[m][0], z]), torch.cat([feats[m][1], keep])) if m in feats else (z, keep)
         labels = torch.cat([y for _, _, y in val])
         post.fit((feats, post.row_of(exp.index, labels)))
+        post.freeze_rows(exp.index)  # the candidates for w are scored through the conditional just fitted
         for k, w in enumerate(self.expert_weights):
             self.weight_correct[k] += sum(float((score(x, w).argmax(1) == y).sum()) for x, _, y in val)
         post.observe(feats, post.row_of(exp.index, labels))  # the held-out samples count, once chosen
         chosen = {**post.fit(None), "expert_weight": self.expert_weight}
+        self._freeze(exp.index)
         self.choices[exp.index] = chosen
         return chosen

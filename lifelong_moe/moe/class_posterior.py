@@ -10,6 +10,12 @@ with a share `floor` of the uniform distribution first, so a modality that is wr
 corrupted) cannot veto the others; a row whose set of modalities differs from the sample's ranks below
 every row that matches (routing by what is present).
 
+Each row's discriminant is also kept as it was when its experience ended (`freeze_rows`): the conditional
+p(c | x, e) can be read from those, so that data arriving later (a new domain of the same classes, which
+reshapes the shared covariance) does not move how an earlier experience tells its classes apart, while the
+posterior over experiences keeps using everything seen. A new experience's discriminant is fitted with
+all the statistics so far, so earlier domains still help it.
+
 Shrinkage (per modality) and the floor are chosen on validation data: at the end of every experience
 its validation split is scored under every candidate, the counts of correct answers add up over the
 experiences (each measured while its split was at hand, so no sample is kept), and the best so far wins.
@@ -25,6 +31,7 @@ import torch
 from torch import nn
 
 from lifelong_moe.moe.class_statistics import ClassStatistics, lda_weights, ridge_weights
+from lifelong_moe.moe.segments import segment_logsumexp
 
 NEG = -1e9  # log-probability of the impossible; finite, so no NaN appears downstream
 MODALITY_MISMATCH = 1e3  # log-score cost per modality a row and a sample do not share
@@ -43,6 +50,7 @@ class ClassPosterior(nn.Module):
         self.register_buffer("row_experience", torch.zeros(0, dtype=torch.long))
         self.register_buffer("row_class", torch.zeros(0, dtype=torch.long))
         self.register_buffer("floor_correct", torch.zeros(len(self.floors), dtype=torch.float64))
+        self.register_buffer("frozen_floor", torch.zeros(0))  # per row: the floor when its experience ended
 
     # ---- structure ----------------------------------------------------------------------------------
     @property
@@ -51,9 +59,9 @@ class ClassPosterior(nn.Module):
 
     @property
     def nbytes(self) -> int:
-        """Everything kept about the data: statistics and fitted discriminants."""
-        fitted = sum(getattr(self, f"W_{m}").numel() + getattr(self, f"b_{m}").numel() for m in self.views) * 4
-        return sum(s.nbytes for s in self.stats.values()) + fitted + 16 * self.n_rows
+        """Everything kept about the data: statistics and fitted discriminants (current and frozen)."""
+        fitted = sum(getattr(self, f"{kind}_{m}").numel() for m in self.views for kind in ("W", "b", "frozen_W", "frozen_b")) * 4
+        return sum(s.nbytes for s in self.stats.values()) + fitted + 20 * self.n_rows
 
     def add_modality(self, name: str, view: nn.Module) -> None:
         device = self.row_class.device
@@ -61,6 +69,8 @@ class ClassPosterior(nn.Module):
         self.stats[name] = ClassStatistics(view.out_dim, self.n_rows).to(device)
         self.register_buffer(f"W_{name}", torch.zeros(view.out_dim, self.n_rows, device=device))
         self.register_buffer(f"b_{name}", torch.full((self.n_rows,), NEG, device=device))
+        self.register_buffer(f"frozen_W_{name}", torch.zeros(view.out_dim, self.n_rows, device=device))
+        self.register_buffer(f"frozen_b_{name}", torch.full((self.n_rows,), NEG, device=device))
         self.register_buffer(f"shrinkage_correct_{name}", torch.zeros(len(self.shrinkages), dtype=torch.float64, device=device))
 
     def add_rows(self, experience: int, classes: Sequence[int]) -> None:
@@ -68,21 +78,24 @@ class ClassPosterior(nn.Module):
         new_e = torch.full((len(classes),), experience, dtype=torch.long, device=self.row_class.device)
         self.row_experience = torch.cat([self.row_experience, new_e])
         self.row_class = torch.cat([self.row_class, torch.as_tensor(list(classes), dtype=torch.long, device=self.row_class.device)])
+        self.frozen_floor = torch.cat([self.frozen_floor, self.frozen_floor.new_zeros(len(classes))])
         for m, stats in self.stats.items():
             stats.grow(self.n_rows)
             self._resize_discriminant(m)
 
     def _resize_discriminant(self, m: str) -> None:
-        W, b = getattr(self, f"W_{m}"), getattr(self, f"b_{m}")
-        extra = self.n_rows - W.shape[1]
-        if extra > 0:
-            setattr(self, f"W_{m}", torch.cat([W, W.new_zeros(W.shape[0], extra)], 1))
-            setattr(self, f"b_{m}", torch.cat([b, b.new_full((extra,), NEG)]))
+        for prefix in ("", "frozen_"):
+            W, b = getattr(self, f"{prefix}W_{m}"), getattr(self, f"{prefix}b_{m}")
+            extra = self.n_rows - W.shape[1]
+            if extra > 0:
+                setattr(self, f"{prefix}W_{m}", torch.cat([W, W.new_zeros(W.shape[0], extra)], 1))
+                setattr(self, f"{prefix}b_{m}", torch.cat([b, b.new_full((extra,), NEG)]))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         rows = state_dict.get(prefix + "row_class")
         if rows is not None:  # grow to the checkpoint's rows before its values load
             self.row_class, self.row_experience = torch.zeros_like(rows), torch.zeros_like(rows)
+            self.frozen_floor = self.frozen_floor.new_zeros(len(rows))
             for m in self.views:
                 self._resize_discriminant(m)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -146,6 +159,20 @@ class ClassPosterior(nn.Module):
         chosen["floor"] = self.floor
         return chosen
 
+    @torch.no_grad()
+    def freeze_rows(self, experience: int) -> None:
+        """Keep the current discriminant (and floor) of `experience`'s rows as their frozen one."""
+        mine = self.row_experience == experience
+        self.frozen_floor[mine] = self.floor
+        for m in self.views:
+            getattr(self, f"frozen_W_{m}")[:, mine] = getattr(self, f"W_{m}")[:, mine]
+            getattr(self, f"frozen_b_{m}")[mine] = getattr(self, f"b_{m}")[mine]
+
+    @property
+    def recurring(self) -> bool:
+        """Whether some class has rows in more than one experience (a domain-incremental stream)."""
+        return len(self.row_class.unique()) < self.n_rows
+
     @property
     def floor(self) -> float:
         return self.floors[int(self.floor_correct.argmax())]
@@ -186,3 +213,29 @@ class ClassPosterior(nn.Module):
 
     def row_log_posterior(self, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.combine(self.modality_log_posteriors(self.featurize(inputs, present)))
+
+    def frozen_conditional(self, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p(row | x) (B, R), log p(row | x, e(row)) (B, R) from the frozen discriminants). Frozen rows of
+        different experiences were fitted under different covariances, so each modality's scores are
+        normalised within the row's experience, mixed there with its frozen floor, fused over the modalities
+        present and normalised within the experience again."""
+        feats = self.featurize(inputs, present)
+        seg, E = self.row_experience, int(self.row_experience.max()) + 1
+        floor = self.frozen_floor.clamp(1e-12, 1.0 - 1e-12)  # (R,)
+        total = None
+        for m, (z, keep) in feats.items():
+            known = self.stats[m].seen  # (R,)
+            scores = torch.where(known, z @ self.frozen_W(m) + self.frozen_b(m), torch.full_like(self.frozen_b(m), NEG))
+            logp = scores - segment_logsumexp(scores, seg, E).gather(1, seg.expand_as(scores))
+            uniform = -torch.bincount(seg[known], minlength=E).clamp_min(1).float().log()[seg]  # (R,)
+            mixed = torch.logaddexp(logp + torch.log1p(-floor), uniform + floor.log())
+            part = torch.where(known, mixed, torch.zeros_like(mixed)) * keep.unsqueeze(1).float()
+            total = part if total is None else total + part
+        conditional = total - segment_logsumexp(total, seg, E).gather(1, seg.expand_as(total))
+        return self.combine(self.modality_log_posteriors(feats)), conditional
+
+    def frozen_W(self, m: str) -> torch.Tensor:
+        return getattr(self, f"frozen_W_{m}")
+
+    def frozen_b(self, m: str) -> torch.Tensor:
+        return getattr(self, f"frozen_b_{m}")
