@@ -123,18 +123,22 @@ def _stopped(stop: Any, args: argparse.Namespace | None) -> str:
 
 def _dispatch(args: argparse.Namespace) -> int:
     import lifelong_moe as lm
+    from lifelong_moe.interrupts import deferred
 
+    # torch, Lightning and their C++ extensions import in this block (the registries load them): a signal
+    # raised while C++ code runs Python (pybind11) can abort the process, so it waits for the block to end
+    with deferred():
+        if args.command == "list":
+            tables = lm.registered_components()
+        else:
+            cfg = lm.load_config(args.config, args.overrides)
+            import lifelong_moe.runner
     if args.command == "list":
-        for title, table in lm.registered_components().items():
+        for title, table in tables.items():
             print(f"{title}:")
             for name, doc in table.items():
                 print(f"  {name:<20} {doc}")
         return 0
-    cfg = lm.load_config(args.config, args.overrides)
-    from lifelong_moe.interrupts import deferred
-
-    with deferred():  # torch, Lightning and their C++ extensions import here: a signal raised while C++ code
-        import lifelong_moe.runner  # runs Python (pybind11) can abort the process, so it waits for the imports
     if args.command == "validate":
         from lifelong_moe.preparation import prepare
 

@@ -113,11 +113,17 @@ def test_a_later_domain_leaves_the_earlier_conditional_frozen(tmp_path):
         train_experience(cfg, model, stream.train_stream[0], seed=0)
         test = stream.test_stream[0].dataset
         before = _conditional(model, test)[:, :3]
+        assert not model.statistics.frozen  # nothing recurs yet: nothing frozen is kept
         train_experience(cfg, model, stream.train_stream[1], seed=1)
-        assert model.statistics.posterior.recurring
+        assert model.statistics.frozen == (mode == "auto")
         moved[mode] = float((_conditional(model, test)[:, :3] - before).abs().max())
         if mode == "auto":  # the expert weight experience 0 mixes with is the one chosen when it ended
             weights = model.statistics.column_weights([0, 1], torch.tensor([0, 0, 0, 1, 1, 1]))
             assert weights[:3].tolist() == [model.statistics.choices[0]["expert_weight"]] * 3
+            x = next(iter(model._batches(test)))[0]
+            with torch.no_grad():
+                kept = model.forward_outputs(x).logits
+                model.statistics.frozen_weight[0] = 0.0 if model.statistics.frozen_weight[0] > 0 else 1.0
+                assert not torch.allclose(model.forward_outputs(x).logits, kept)  # the prediction reads it
     assert moved["auto"] < 1e-4, moved
     assert moved["current"] > 1e-2, moved

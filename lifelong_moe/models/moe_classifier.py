@@ -55,7 +55,7 @@ class MoEParams:
     # feature spaces (statistics_routing.py); keys: per-experience diagonal Gaussians of raw-input views
     stats_classifier: str = "lda"  # lda | ridge, on each modality's fixed features
     stats_conditional: str = "auto"  # p_stat(c | x, e) from each experience's discriminant as it was when e ended
-    # (frozen), as it is now (current), or frozen once a class recurs (auto: domain-incremental streams)
+    # (frozen), as it is now (current), or frozen from the first experience whose classes recur (auto)
     stats_width: int = 2048  # most features per modality (ROCKET: 2 per kernel); 4 per first-experience sample below that
     stats_seed: int = 1234  # the fixed feature spaces' seed (independent of the run's)
     shrinkages: list[float] = field(default_factory=lambda: [0.1, 0.01, 0.03, 0.3, 0.6, 0.9])  # candidates,
@@ -394,7 +394,7 @@ class MoEClassifier(ContinualModule):
         out = pooled @ torch.cat([h.linear.weight for h in heads]).T + torch.cat([h.linear.bias for h in heads])  # (B, K)
         cond = out - segment_logsumexp(out, col, len(heads)).gather(1, col.expand_as(out))  # softmax within each head
         if post.conditional is not None:
-            weight = self.statistics.column_weights(post.experiences, col) if expert_weight is None else expert_weight
+            weight = self.statistics.column_weights(post.experiences, col, candidate=expert_weight)
             stat = post.conditional[:, self.statistics.rows_in_experience_order()]  # row k = head column k
             cond = self.statistics.combine(stat, cond, post.routing.argmax(1, keepdim=True) == col, weight)
         classes = torch.cat([h.classes for h in heads])

@@ -10,11 +10,12 @@ that experience's classes:
     p(c | x) = p(e | x) * p_stat(c | x, e)                                 for every other e,
 
 with the expert weight w chosen on validation data, like the shrinkage and the floor of the statistics
-(see `ClassPosterior`). p_stat(c | x, e) and w are those of the end of e (`conditional: frozen`; `auto`
-does so once a class recurs, i.e. on domain-incremental streams, where a later domain reshapes the shared
-covariance), or the latest ones (`current`: later data refine how an earlier experience is told apart,
-which helps when it had few samples and hurts when a later domain spreads differently). p(e | x) always
-uses the latest statistics. After an experience trains, its training data pass once through the fixed
+(see `ClassPosterior`). p_stat(c | x, e) and w are those of the end of e (`conditional: frozen`), or the
+latest ones (`current`: later data refine how an earlier experience is told apart, which helps when it
+had few samples and hurts when a later domain spreads differently); `auto` is `current` until an
+experience brings a class seen before (a new domain, which reshapes the shared covariance), and from then
+on freezes: the experiences before it keep what they had then, every later one what it ends with.
+p(e | x) always uses the latest statistics. After an experience trains, its training data pass once through the fixed
 spaces; its validation split scores the candidates and is then added to the statistics too."""
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class StatisticsRouting(nn.Module):
         self.posterior = ClassPosterior(classifier, shrinkages, floors)
         self.expert_weights = tuple(expert_weights)
         self.register_buffer("weight_correct", torch.zeros(len(self.expert_weights), dtype=torch.float64))
-        self.register_buffer("frozen_weight", torch.zeros(0))  # per experience: w when it ended
+        self.register_buffer("frozen_weight", torch.zeros(0))  # per experience once freezing: its w
         self.choices: dict[int, dict[str, float]] = {}  # per experience: what validation chose
 
     @property
@@ -55,14 +56,18 @@ class StatisticsRouting(nn.Module):
 
     @property
     def frozen(self) -> bool:
-        """Whether p_stat(c | x, e) and w come from each experience's end (see the module's docstring)."""
-        return self.conditional == "frozen" or (self.conditional == "auto" and self.posterior.recurring)
+        """Whether p_stat(c | x, e) and w are the frozen ones (see the module's docstring)."""
+        return self.posterior.freezing
 
-    def column_weights(self, experiences: list[int], col: torch.Tensor) -> float | torch.Tensor:
-        """The expert weight: one value, or with frozen conditionals each head column's experience's (K,)."""
+    def column_weights(self, experiences: list[int], col: torch.Tensor, candidate: float | None = None) -> float | torch.Tensor:
+        """The expert weight: one value, or with frozen conditionals each head column's experience's (K,).
+        `candidate`: a value of w to score for the newest experience (the others keep theirs)."""
         if not self.frozen:
-            return self.expert_weight
-        return self.frozen_weight[torch.as_tensor(experiences, device=col.device)][col]
+            return self.expert_weight if candidate is None else candidate
+        weights = self.frozen_weight[torch.as_tensor(experiences, device=col.device)]
+        if candidate is not None:
+            weights = torch.where(torch.as_tensor(experiences, device=col.device) == max(experiences), candidate, weights)
+        return weights[col]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         saved = state_dict.get(prefix + "frozen_weight")
@@ -95,9 +100,15 @@ class StatisticsRouting(nn.Module):
         self.posterior.add_modality(name, fixed_features(spec, self.width, self.seed + zlib.crc32(name.encode())))
 
     def start(self, exp: Experience) -> None:
+        recurs = bool(torch.isin(torch.as_tensor(exp.classes, device=self.posterior.row_class.device), self.posterior.row_class).any())
         self.posterior.add_rows(exp.index, exp.classes)
-        if exp.index >= len(self.frozen_weight):
-            self.frozen_weight = torch.cat([self.frozen_weight, self.frozen_weight.new_zeros(exp.index + 1 - len(self.frozen_weight))])
+        if not self.frozen and (self.conditional == "frozen" or (self.conditional == "auto" and recurs)):
+            self.posterior.start_freezing()  # the experiences so far keep what they have now
+            self.frozen_weight = torch.full((exp.index,), self.expert_weight, device=self.frozen_weight.device)
+        if self.frozen:  # this experience's w until it ends: the current choice
+            grown = torch.full((exp.index + 1,), self.expert_weight, device=self.frozen_weight.device)
+            grown[: len(self.frozen_weight)] = self.frozen_weight[: exp.index + 1]
+            self.frozen_weight = grown
 
     # ---- inference ----------------------------------------------------------------------------------
     def experience_posterior(self, inputs: dict[str, Any], present: dict[str, torch.Tensor],
@@ -134,7 +145,8 @@ class StatisticsRouting(nn.Module):
     # ---- after an experience ------------------------------------------------------------------------
     def _freeze(self, experience: int) -> None:
         self.posterior.freeze_rows(experience)
-        self.frozen_weight[experience] = self.expert_weight
+        if self.frozen:
+            self.frozen_weight[experience] = self.expert_weight
 
     @torch.no_grad()
     def finish(self, exp: Experience, batches: Any, score: Any) -> dict[str, float]:

@@ -10,11 +10,12 @@ with a share `floor` of the uniform distribution first, so a modality that is wr
 corrupted) cannot veto the others; a row whose set of modalities differs from the sample's ranks below
 every row that matches (routing by what is present).
 
-Each row's discriminant is also kept as it was when its experience ended (`freeze_rows`): the conditional
-p(c | x, e) can be read from those, so that data arriving later (a new domain of the same classes, which
-reshapes the shared covariance) does not move how an earlier experience tells its classes apart, while the
-posterior over experiences keeps using everything seen. A new experience's discriminant is fitted with
-all the statistics so far, so earlier domains still help it.
+Once `start_freezing` is called, each row's discriminant is also kept as it was then, and every later
+experience's as it was when that experience ended (`freeze_rows`): the conditional p(c | x, e) can be read
+from those, so that data arriving later (a new domain of the same classes, which reshapes the shared
+covariance) does not move how an earlier experience tells its classes apart, while the posterior over
+experiences keeps using everything seen. A new experience's discriminant is fitted with all the
+statistics so far, so earlier domains still help it. Before that, nothing frozen is kept.
 
 Shrinkage (per modality) and the floor are chosen on validation data: at the end of every experience
 its validation split is scored under every candidate, the counts of correct answers add up over the
@@ -50,7 +51,7 @@ class ClassPosterior(nn.Module):
         self.register_buffer("row_experience", torch.zeros(0, dtype=torch.long))
         self.register_buffer("row_class", torch.zeros(0, dtype=torch.long))
         self.register_buffer("floor_correct", torch.zeros(len(self.floors), dtype=torch.float64))
-        self.register_buffer("frozen_floor", torch.zeros(0))  # per row: the floor when its experience ended
+        self.register_buffer("frozen_floor", torch.zeros(0))  # per row once freezing: the floor it was frozen with
 
     # ---- structure ----------------------------------------------------------------------------------
     @property
@@ -61,7 +62,7 @@ class ClassPosterior(nn.Module):
     def nbytes(self) -> int:
         """Everything kept about the data: statistics and fitted discriminants (current and frozen)."""
         fitted = sum(getattr(self, f"{kind}_{m}").numel() for m in self.views for kind in ("W", "b", "frozen_W", "frozen_b")) * 4
-        return sum(s.nbytes for s in self.stats.values()) + fitted + 20 * self.n_rows
+        return sum(s.nbytes for s in self.stats.values()) + fitted + 16 * self.n_rows + 4 * len(self.frozen_floor)
 
     def add_modality(self, name: str, view: nn.Module) -> None:
         device = self.row_class.device
@@ -69,8 +70,8 @@ class ClassPosterior(nn.Module):
         self.stats[name] = ClassStatistics(view.out_dim, self.n_rows).to(device)
         self.register_buffer(f"W_{name}", torch.zeros(view.out_dim, self.n_rows, device=device))
         self.register_buffer(f"b_{name}", torch.full((self.n_rows,), NEG, device=device))
-        self.register_buffer(f"frozen_W_{name}", torch.zeros(view.out_dim, self.n_rows, device=device))
-        self.register_buffer(f"frozen_b_{name}", torch.full((self.n_rows,), NEG, device=device))
+        self.register_buffer(f"frozen_W_{name}", torch.zeros(view.out_dim, len(self.frozen_floor), device=device))
+        self.register_buffer(f"frozen_b_{name}", torch.full((len(self.frozen_floor),), NEG, device=device))
         self.register_buffer(f"shrinkage_correct_{name}", torch.zeros(len(self.shrinkages), dtype=torch.float64, device=device))
 
     def add_rows(self, experience: int, classes: Sequence[int]) -> None:
@@ -78,13 +79,14 @@ class ClassPosterior(nn.Module):
         new_e = torch.full((len(classes),), experience, dtype=torch.long, device=self.row_class.device)
         self.row_experience = torch.cat([self.row_experience, new_e])
         self.row_class = torch.cat([self.row_class, torch.as_tensor(list(classes), dtype=torch.long, device=self.row_class.device)])
-        self.frozen_floor = torch.cat([self.frozen_floor, self.frozen_floor.new_zeros(len(classes))])
+        if self.freezing:
+            self.frozen_floor = torch.cat([self.frozen_floor, self.frozen_floor.new_zeros(len(classes))])
         for m, stats in self.stats.items():
             stats.grow(self.n_rows)
             self._resize_discriminant(m)
 
     def _resize_discriminant(self, m: str) -> None:
-        for prefix in ("", "frozen_"):
+        for prefix in ("", "frozen_") if self.freezing else ("",):
             W, b = getattr(self, f"{prefix}W_{m}"), getattr(self, f"{prefix}b_{m}")
             extra = self.n_rows - W.shape[1]
             if extra > 0:
@@ -95,7 +97,7 @@ class ClassPosterior(nn.Module):
         rows = state_dict.get(prefix + "row_class")
         if rows is not None:  # grow to the checkpoint's rows before its values load
             self.row_class, self.row_experience = torch.zeros_like(rows), torch.zeros_like(rows)
-            self.frozen_floor = self.frozen_floor.new_zeros(len(rows))
+            self.frozen_floor = self.frozen_floor.new_zeros(state_dict.get(prefix + "frozen_floor", self.frozen_floor[:0]).shape)
             for m in self.views:
                 self._resize_discriminant(m)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -159,19 +161,28 @@ class ClassPosterior(nn.Module):
         chosen["floor"] = self.floor
         return chosen
 
+    @property
+    def freezing(self) -> bool:
+        return len(self.frozen_floor) > 0
+
+    @torch.no_grad()
+    def start_freezing(self) -> None:
+        """From now on keep frozen discriminants: every existing row's current one, as it is now."""
+        self.frozen_floor = torch.full((self.n_rows,), self.floor, device=self.row_class.device)
+        for m in self.views:
+            setattr(self, f"frozen_W_{m}", getattr(self, f"W_{m}").clone())
+            setattr(self, f"frozen_b_{m}", getattr(self, f"b_{m}").clone())
+
     @torch.no_grad()
     def freeze_rows(self, experience: int) -> None:
-        """Keep the current discriminant (and floor) of `experience`'s rows as their frozen one."""
+        """Keep the current discriminant (and floor) of `experience`'s rows as their frozen one (once freezing)."""
+        if not self.freezing:
+            return
         mine = self.row_experience == experience
         self.frozen_floor[mine] = self.floor
         for m in self.views:
             getattr(self, f"frozen_W_{m}")[:, mine] = getattr(self, f"W_{m}")[:, mine]
             getattr(self, f"frozen_b_{m}")[mine] = getattr(self, f"b_{m}")[mine]
-
-    @property
-    def recurring(self) -> bool:
-        """Whether some class has rows in more than one experience (a domain-incremental stream)."""
-        return len(self.row_class.unique()) < self.n_rows
 
     @property
     def floor(self) -> float:
