@@ -23,10 +23,13 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import shutil
 import statistics
 import sys
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -71,26 +74,34 @@ def tuned(config: str, out: Path) -> tuple[float, int]:
     return saved["lr"], saved["epochs"]
 
 
-def one_run(config: str, method: str, seed: int, out: Path, spec: tuple[str, str, list[str]]) -> dict:
-    """One (stream, method, seed), `spec` = (model, strategy, overrides): its results.json content (read
-    back if it already exists)."""
-    torch.set_num_threads(1)  # many runs side by side, one core each
-    run_dir = out / "runs" / method / f"seed{seed}"
+def study_overrides(spec: tuple[str, str, list[str]], seed: int, lr: float, epochs: int, root: Path, name: str) -> list[str]:
+    """The overrides of one study run, `spec` = (model, strategy, extra overrides): a quiet CPU trainer, the
+    method's model and strategy, the backbone's lr and epochs, the run written to root/name/seed<seed>."""
+    model, strategy, extra = spec
+    return [*QUIET, f"seed={seed}", f"model.name={model}", "model.params={}", f"strategy.name={strategy}",
+            f"train.lr={lr}", f"train.epochs={epochs}", "train.validation_fraction=0", *extra,
+            f"output.root={root}", f"name={name}", f"output.version=seed{seed}"]
+
+
+def read_back_or_run(run_dir: Path, make_config: Callable[[], Any]) -> dict:
+    """The results.json content of the complete run in `run_dir`, or of a new run of `make_config()` there
+    (an unfinished attempt is removed first)."""
     if (run_dir / "results.json").is_file():
         saved = json.loads((run_dir / "results.json").read_text())
         if saved.get("status") == "complete":
             return saved
-    lr, epochs = tuned(config, out)
-    model, strategy, extra = spec
-    cfg = load_config(ROOT / config, [
-        *QUIET, f"seed={seed}", f"model.name={model}", "model.params={}", f"strategy.name={strategy}",
-        f"train.lr={lr}", f"train.epochs={epochs}", "train.validation_fraction=0", *extra,
-        f"output.root={out / 'runs'}", f"name={method}", f"output.version=seed{seed}"])
-    if run_dir.exists():  # an unfinished attempt: start over
-        import shutil
-
+    cfg = make_config()
+    if run_dir.exists():
         shutil.rmtree(run_dir)
     return run(cfg, progress=lambda _: None).results
+
+
+def one_run(config: str, method: str, seed: int, out: Path, spec: tuple[str, str, list[str]]) -> dict:
+    """One (stream, method, seed), `spec` = (model, strategy, overrides): its results.json content (read
+    back if it already exists)."""
+    torch.set_num_threads(1)  # many runs side by side, one core each
+    return read_back_or_run(out / "runs" / method / f"seed{seed}",
+                            lambda: load_config(ROOT / config, study_overrides(spec, seed, *tuned(config, out), out / "runs", method)))
 
 
 def run_all(streams: dict[str, str], methods: list[str], seeds: int, out: Path, jobs: int) -> dict[str, dict[str, list[dict]]]:

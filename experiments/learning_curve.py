@@ -20,49 +20,41 @@ import statistics
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
+from class_incremental import METHODS as STUDY_METHODS
+from class_incremental import read_back_or_run, study_overrides
 
-from lifelong_moe import load_config, run
+from lifelong_moe import load_config
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 CONFIG = ROOT / "configs" / "domains_digits_fewshot.yaml"
 TUNING = HERE / "results" / "domain_incremental" / "domains_digits" / "tuning.json"
-METHODS = {  # name -> (model, strategy, extra overrides)
-    "moe": ("moe", "naive", ["train.validation_fraction=0.2"]),
-    "moe_scratch": ("moe", "naive", ["train.validation_fraction=0.2"]),
-    "naive": ("multimodal_mlp", "naive", ["train.validation_fraction=0"]),
-}
-QUIET = ["trainer.enable_progress_bar=false", "trainer.accelerator=cpu", "trainer.devices=1", "output.plots=false"]
+METHODS = {"moe": STUDY_METHODS["moe"], "moe_scratch": STUDY_METHODS["moe"], "naive": STUDY_METHODS["naive"]}
 
 
 def later_accuracies(method: str, shots: int, seed: int, out: Path) -> list[float]:
     """Accuracy on each later domain right after learning it, with `shots` training images per class."""
     torch.set_num_threads(1)
     saved = json.loads(TUNING.read_text())
-    model, strategy, extra = METHODS[method]
     n_domains = len(load_config(CONFIG, []).stream.experiences)
-    parts = [[0, i] for i in range(1, n_domains)] if method == "moe_scratch" else [list(range(n_domains))]
+    domains = range(1, n_domains) if method == "moe_scratch" else [None]  # scratch: one run per later domain
     accs: list[float] = []
-    for keep in parts:
-        name = f"{method}-{shots}shot" + (f"-domain{keep[-1]}" if method == "moe_scratch" else "")
-        run_dir = out / "runs" / name / f"seed{seed}"
-        if not (run_dir / "results.json").is_file() or json.loads((run_dir / "results.json").read_text()).get("status") != "complete":
-            if run_dir.exists():  # an unfinished attempt: start over
-                import shutil
+    for domain in domains:
+        name = f"{method}-{shots}shot" + (f"-domain{domain}" if domain is not None else "")
 
-                shutil.rmtree(run_dir)
-            cfg = load_config(CONFIG, [*QUIET, f"seed={seed}", f"model.name={model}", "model.params={}", f"strategy.name={strategy}",
-                                       f"train.lr={saved['lr']}", f"train.epochs={saved['epochs']}", *extra,
-                                       f"output.root={out / 'runs'}", f"name={name}", f"output.version=seed{seed}"])
+        def config(name: str = name, domain: int | None = domain) -> Any:
+            cfg = load_config(CONFIG, study_overrides(METHODS[method], seed, saved["lr"], saved["epochs"], out / "runs", name))
             for exp in cfg.stream.experiences[1:]:
                 exp.train_size = 10 * shots  # ten classes
-            if method == "moe_scratch":
-                cfg.stream.experiences = [cfg.stream.experiences[keep[-1]]]
-            run(cfg, progress=lambda _: None)
-        R = json.loads((run_dir / "results.json").read_text())["accuracy_matrix"]
-        accs.extend([R[0][0]] if method == "moe_scratch" else [R[i][i] for i in range(1, len(R))])
+            if domain is not None:
+                cfg.stream.experiences = [cfg.stream.experiences[domain]]
+            return cfg
+
+        R = read_back_or_run(out / "runs" / name / f"seed{seed}", config)["accuracy_matrix"]
+        accs.extend([R[0][0]] if domain is not None else [R[i][i] for i in range(1, len(R))])
     return accs
 
 

@@ -15,8 +15,9 @@ latest ones (`current`: later data refine how an earlier experience is told apar
 had few samples and hurts when a later domain spreads differently); `auto` is `current` until an
 experience brings a class seen before (a new domain, which reshapes the shared covariance), and from then
 on freezes: the experiences before it keep what they had then, every later one what it ends with.
-p(e | x) always uses the latest statistics. After an experience trains, its training data pass once through the fixed
-spaces; its validation split scores the candidates and is then added to the statistics too."""
+p(e | x) always uses the latest statistics. After an experience trains, its training data pass once
+through the fixed spaces; its validation split scores the candidates and is then added to the statistics
+too."""
 
 from __future__ import annotations
 
@@ -64,9 +65,10 @@ class StatisticsRouting(nn.Module):
         `candidate`: a value of w to score for the newest experience (the others keep theirs)."""
         if not self.frozen:
             return self.expert_weight if candidate is None else candidate
-        weights = self.frozen_weight[torch.as_tensor(experiences, device=col.device)]
+        index = torch.as_tensor(experiences, device=col.device)
+        weights = self.frozen_weight[index]
         if candidate is not None:
-            weights = torch.where(torch.as_tensor(experiences, device=col.device) == max(experiences), candidate, weights)
+            weights = torch.where(index == max(experiences), candidate, weights)
         return weights[col]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
@@ -103,9 +105,8 @@ class StatisticsRouting(nn.Module):
         recurs = bool(torch.isin(torch.as_tensor(exp.classes, device=self.posterior.row_class.device), self.posterior.row_class).any())
         self.posterior.add_rows(exp.index, exp.classes)
         if not self.frozen and (self.conditional == "frozen" or (self.conditional == "auto" and recurs)):
-            self.posterior.start_freezing()  # the experiences so far keep what they have now
-            self.frozen_weight = torch.full((exp.index,), self.expert_weight, device=self.frozen_weight.device)
-        if self.frozen:  # this experience's w until it ends: the current choice
+            self.posterior.start_freezing()  # the experiences so far keep what they have now (w below)
+        if self.frozen:  # w of experiences without one, this one's until it ends: the current choice
             grown = torch.full((exp.index + 1,), self.expert_weight, device=self.frozen_weight.device)
             grown[: len(self.frozen_weight)] = self.frozen_weight[: exp.index + 1]
             self.frozen_weight = grown

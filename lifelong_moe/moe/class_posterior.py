@@ -236,7 +236,8 @@ class ClassPosterior(nn.Module):
         total = None
         for m, (z, keep) in feats.items():
             known = self.stats[m].seen  # (R,)
-            scores = torch.where(known, z @ self.frozen_W(m) + self.frozen_b(m), torch.full_like(self.frozen_b(m), NEG))
+            W, b = getattr(self, f"frozen_W_{m}"), getattr(self, f"frozen_b_{m}")
+            scores = torch.where(known, z @ W + b, torch.full_like(b, NEG))
             logp = scores - segment_logsumexp(scores, seg, E).gather(1, seg.expand_as(scores))
             uniform = -torch.bincount(seg[known], minlength=E).clamp_min(1).float().log()[seg]  # (R,)
             mixed = torch.logaddexp(logp + torch.log1p(-floor), uniform + floor.log())
@@ -244,9 +245,3 @@ class ClassPosterior(nn.Module):
             total = part if total is None else total + part
         conditional = total - segment_logsumexp(total, seg, E).gather(1, seg.expand_as(total))
         return self.combine(self.modality_log_posteriors(feats)), conditional
-
-    def frozen_W(self, m: str) -> torch.Tensor:
-        return getattr(self, f"frozen_W_{m}")
-
-    def frozen_b(self, m: str) -> torch.Tensor:
-        return getattr(self, f"frozen_b_{m}")
