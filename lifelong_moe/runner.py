@@ -104,6 +104,7 @@ def _loop(p: Prepared, outputs: Any, progress: Callable[[str], None]) -> RunResu
         params = {**model.parameter_counts(), **model.structure_summary()}
         strategy.fit(model, stream.train_stream, i, FitContext(cfg.train, cfg.trainer, cfg.seed * 1000 + i, outputs.logger))
         model.on_experience_end(exp)
+        params.update(model.structure_summary())  # what training changed (e.g. how far shared experts drifted)
         t1 = time.perf_counter()
         # what is kept about past data, in bytes: stored samples (replay buffers) and statistics (the MoE's)
         params["stored_bytes"] = strategy.stored_samples(stream.train_stream, i) * sample_bytes(stream) + model.stored_bytes()

@@ -12,6 +12,7 @@ from test_domain_statistics import domain_stream
 from conftest import build_model_and_stream, tiny_config, train_experience
 from lifelong_moe import ConfigError, config_from_dict, run
 from lifelong_moe.moe import MoELayer
+from lifelong_moe.moe.drift_bound import project_into_bound, relative_drift
 
 STREAM = {
     "scenario": "class_incremental",
@@ -19,7 +20,7 @@ STREAM = {
                                                      "n_test_per_class": 20, "separation": 3.0}}},
     "split": {"source": "s", "n_experiences": 3},
 }
-MODES = ["none", "lateral", "attention", "shared"]
+MODES = ["none", "lateral", "attention", "pnn", "shared"]
 
 
 def comm_config(root, mode, **params):
@@ -76,12 +77,19 @@ def test_every_mode_runs_forward_and_backward_under_growth(tmp_path, mode):
         assert torch.allclose(attn.sum(-1), torch.ones(2, 3, 2), atol=1e-5)  # rows are distributions
         assert attn[:, 0, :, 2].abs().max() == 0  # experience 0's group has no older group to read
         assert attn[:, 2, :, 2].min() > 0  # experience 2's group attends to the older summary
+    if mode == "pnn":
+        share = report["lateral_share"]  # per test experience, the laterals' share of the routed output norm
+        assert len(share) == 3 and share[0] == 0 and 0 < share[2] < 1  # group 0 has nothing older to read
+        assert [{g: sorted(o) for g, o in layer.items()} for layer in report["lateral_weight_norm"]] == \
+            [{"0": [], "1": ["0"], "2": ["0", "1"]}] * 2  # one adapter per older group (JSON keys), trained from zero
+        assert all(v > 0 for layer in report["lateral_weight_norm"] for o in layer.values() for v in o.values())
     if mode == "shared":
         assert all(0 < v < 1 for v in report["shared_share"])
 
 
-def test_lateral_gradients_reach_only_new_parameters(tmp_path):
-    cfg, s, model = build_model_and_stream(comm_config(tmp_path, "lateral"))
+@pytest.mark.parametrize("mode", ["lateral", "pnn"])
+def test_lateral_gradients_reach_only_new_parameters(tmp_path, mode):
+    cfg, s, model = build_model_and_stream(comm_config(tmp_path, mode))
     train_experience(cfg, model, s.train_stream[0])
     old = {id(p) for p in model.parameters()}
     model.on_experience_start(s.train_stream[1])
@@ -93,15 +101,21 @@ def test_lateral_gradients_reach_only_new_parameters(tmp_path):
     loss.backward()
     with_grad = {name for name, p in model.named_parameters() if p.grad is not None}
     assert with_grad and all(id(dict(model.named_parameters())[n]) not in old for n in with_grad)
-    adapter = model.layers[0].comm["1"].proj.weight
+    if mode == "lateral":
+        adapter = model.layers[0].comm["1"].proj.weight
+        assert model.layers[0].comm["0"].proj.weight.grad is None  # the old group's adapter is not trained
+    else:  # the new group's adapter onto group 0's hidden units; group 0 has no adapter at all
+        adapter = model.layers[0].comm["1"].project["0"].weight
+        assert len(model.layers[0].comm["0"].project) == 0
+        assert model.layers[0].comm["1"].reduce["0"].in_features == 2 * 32  # 2 experts x 32 hidden units
     assert adapter.grad is not None and adapter.grad.abs().sum() > 0  # the lateral path is trained
-    assert model.layers[0].comm["0"].proj.weight.grad is None  # the old group's adapter is not
 
 
-def test_communication_starts_as_none(tmp_path):
+@pytest.mark.parametrize("mode", ["lateral", "attention", "pnn"])
+def test_communication_starts_as_none(tmp_path, mode):
     """Adapters are zero-initialised: a freshly grown group computes what `none` would."""
     torch.manual_seed(0)
-    plain, talk = MoELayer(8, 16, k=2), MoELayer(8, 16, k=2, communication="attention")
+    plain, talk = MoELayer(8, 16, k=2), MoELayer(8, 16, k=2, communication=mode)
     talk.load_state_dict(plain.state_dict(), strict=False)
     for layer in (plain, talk):
         torch.manual_seed(1)
@@ -121,6 +135,46 @@ def test_bad_communication_settings_are_named(tmp_path):
     cfg["model"]["params"]["n_shared_experts"] = 0
     with pytest.raises(ConfigError, match="needs at least 1 shared expert"):
         run(config_from_dict(cfg), progress=lambda s: None)
+    for mode, bound in (("lateral", 0.1), ("shared", -0.5)):
+        with pytest.raises(ConfigError, match=r"model\.params\.shared_drift_bound: a bound >= 0 for communication=shared"):
+            run(config_from_dict(comm_config(tmp_path, mode, shared_drift_bound=bound)), progress=lambda s: None)
+    with pytest.raises(ConfigError, match=r"model\.params\.shared_drift_bound: must be a finite number, got nan"):
+        run(config_from_dict(comm_config(tmp_path, "shared", shared_drift_bound=float("nan"))), progress=lambda s: None)
+
+
+def test_projection_puts_an_expert_back_on_its_bound():
+    origin = [torch.tensor([3.0, 4.0]), torch.tensor([0.0])]  # ||origin|| = 5
+    far = [(torch.tensor([3.0, 4.0]) + torch.tensor([6.0, 8.0]), origin[0]), (torch.tensor([0.0]), origin[1])]
+    near = [(torch.tensor([3.1, 4.0]), origin[0]), (torch.tensor([0.0]), origin[1])]
+    assert project_into_bound([far, near], 0.2) == pytest.approx(0.2)
+    assert torch.allclose(far[0][0], torch.tensor([3.6, 4.8]))  # moved back along its direction to 0.2 * 5 = 1
+    assert torch.equal(near[0][0], torch.tensor([3.1, 4.0]))  # inside the bound: untouched (drift 0.02)
+    assert relative_drift(near) == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("bound", [0.0, 0.02])
+def test_shared_experts_stay_within_their_drift_bound(tmp_path, bound):
+    """Bound 0 keeps the old experiences' computation as under the frozen modes; a positive bound lets the
+    shared experts move, never further than the bound from their first-experience values."""
+    cfg, s, model = build_model_and_stream(comm_config(tmp_path, "shared", shared_drift_bound=bound, shared_anchor=0.0))
+    train_experience(cfg, model, s.train_stream[0])
+    x = old_batch(s)
+    shared = [p.detach().clone() for p in model.layers[0].pool.shared.parameters()]
+    model.eval()
+    with torch.no_grad():
+        before = model.forward_outputs(x, current=0).logits
+    for i in (1, 2):
+        train_experience(cfg, model, s.train_stream[i], seed=i)
+        assert model.shared_drift() <= bound + 1e-6
+    model.eval()
+    with torch.no_grad():
+        drift = (before - model.forward_outputs(x, current=0).logits).abs().max().item()
+    moved = [not torch.equal(a, p) for a, p in zip(shared, model.layers[0].pool.shared.parameters(), strict=True)]
+    if bound == 0:
+        assert not any(moved) and drift < 1e-5
+    else:
+        assert any(moved) and model.shared_drift() == pytest.approx(bound, rel=1e-3)  # unanchored: it hits the bound
+        assert drift > 1e-4
 
 
 @pytest.fixture

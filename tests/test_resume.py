@@ -155,6 +155,21 @@ def test_class_statistics_survive_checkpoint_and_resume_bit_identically(tmp_path
         assert torch.equal(resumed[key], straight[key]), key
 
 
+def straight_and_resumed(tmp_path: Path, edit, stop_after: int):
+    """An uninterrupted run and one stopped after `stop_after` experiences then resumed, of the tiny MoE
+    config changed by `edit(cfg)`: (straight result, resumed result, the resumed run's directory)."""
+    cfgs = []
+    for where in ("full", "stopped"):
+        cfg = moe_cfg(tmp_path / where)
+        edit(cfg)
+        cfgs.append(config_from_dict(cfg))
+    straight = run(cfgs[0], progress=lambda s: None)
+    with pytest.raises(Crash):
+        run(cfgs[1], progress=crash_after(stop_after))
+    run_dir = tmp_path / "stopped" / "tiny" / "version_0"
+    return straight, run(cfgs[1], progress=lambda s: None, resume=str(run_dir)), run_dir
+
+
 def test_a_domain_stream_resumes_with_its_frozen_conditionals(tmp_path):
     """The frozen discriminants, floors and expert weights of a domain-incremental stream (classes recur)
     travel with the checkpoint: a resumed run ends with the same R as an uninterrupted one."""
@@ -163,16 +178,23 @@ def test_a_domain_stream_resumes_with_its_frozen_conditionals(tmp_path):
 
     from lifelong_moe.checkpointing import load_checkpoint
 
-    cfgs = []
-    for where in ("full", "stopped"):
-        cfg = moe_cfg(tmp_path / where)
-        cfg["stream"] = domain_stream()
-        cfgs.append(config_from_dict(cfg))
-    straight = run(cfgs[0], progress=lambda s: None)
-    with pytest.raises(Crash):
-        run(cfgs[1], progress=crash_after(2))
-    run_dir = tmp_path / "stopped" / "tiny" / "version_0"
-    resumed = run(cfgs[1], progress=lambda s: None, resume=str(run_dir))
+    straight, resumed, run_dir = straight_and_resumed(tmp_path, lambda cfg: cfg.update(stream=domain_stream()), 2)
     assert resumed.accuracy_matrix.tolist() == straight.accuracy_matrix.tolist()
     frozen = {k: v for k, v in load_checkpoint(run_dir)["model"].items() if "frozen" in k}
     assert frozen and all(torch.equal(v, load_checkpoint(straight.run_dir)["model"][k]) for k, v in frozen.items())
+
+
+@pytest.mark.parametrize("params", [{"communication": "pnn"},
+                                    {"communication": "shared", "n_shared_experts": 1, "shared_drift_bound": 0.05}])
+def test_communication_modules_and_drift_origins_resume(tmp_path, params):
+    """pnn's per-older-group adapters are rebuilt with the same shapes, and a bounded shared expert's origin
+    travels with the checkpoint: the resumed run ends with the same R and parameters as an uninterrupted one."""
+    import torch
+
+    from lifelong_moe.checkpointing import load_checkpoint
+
+    straight, resumed, run_dir = straight_and_resumed(tmp_path, lambda cfg: cfg["model"]["params"].update(params), 1)
+    assert resumed.accuracy_matrix.tolist() == straight.accuracy_matrix.tolist()
+    a, b = load_checkpoint(run_dir)["model"], load_checkpoint(straight.run_dir)["model"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(".comm." in k for k in a) if params["communication"] == "pnn" else any(k.startswith("origin__") for k in a)

@@ -249,7 +249,8 @@ class ContinualModule(L.LightningModule):
 
     # ---- accounting -----------------------------------------------------------------------------
     def structure_summary(self) -> dict[str, Any]:
-        """How the model grew at the current experience (experts, groups), for results.json."""
+        """How the model grew at the current experience (experts, groups), for results.json; read when the
+        experience starts and again when it ends (so it may also say what training changed)."""
         return {}
 
     def stored_bytes(self) -> int:

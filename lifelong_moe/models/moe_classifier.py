@@ -26,6 +26,7 @@ from lifelong_moe.models.encoders import key_view
 from lifelong_moe.models.moe_probes import NEG, CommunicationProbe, RoutingProbe, StatisticsProbe
 from lifelong_moe.models.statistics_routing import StatisticsRouting
 from lifelong_moe.moe import COMMUNICATION, GROWTH, MoELayer, PrototypeKeys, decide_growth
+from lifelong_moe.moe.drift_bound import project_into_bound, relative_drift
 from lifelong_moe.moe.segments import segment_logsumexp
 from lifelong_moe.registry import MODELS
 from scenarios import Experience
@@ -72,6 +73,8 @@ class MoEParams:
     communication: str = "none"  # none | lateral | attention | shared (lifelong_moe/moe/communication.py)
     router: str = "shared"  # shared: one router for all tokens; per_modality: one per modality over the same experts
     shared_anchor: float = 1.0  # shared: weight of the L2 pull of shared experts to their previous values
+    shared_drift_bound: float | None = None  # shared: most relative distance a shared expert may move from its
+    # values at the end of the first experience (0: frozen after it; None: no bound, the anchor alone)
 
 
 class ExperienceHead(nn.Module):
@@ -125,6 +128,15 @@ class MoEClassifier(ContinualModule):
             for name, p in self._anchored:
                 self.register_buffer(name, p.detach().clone())
             self.register_buffer("anchor_set", torch.tensor(False))
+        # with a drift bound, each shared expert's values when first anchored: [(parameter, origin buffer name)]
+        self._bounded: list[list[tuple[nn.Parameter, str]]] = []
+        if self._anchors_shared and params.shared_drift_bound is not None:
+            experts: dict[str, list[tuple[nn.Parameter, str]]] = {}
+            for name, p in self._anchored:
+                origin = name.replace("anchor__", "origin__", 1)
+                self.register_buffer(origin, p.detach().clone())
+                experts.setdefault(name.rsplit("__", 2)[0], []).append((p, origin))
+            self._bounded = list(experts.values())
         self.final_norm = nn.LayerNorm(params.embed_dim)
         self.heads = nn.ModuleDict()
         self.keys = PrototypeKeys(params.key_var_floor)
@@ -208,6 +220,10 @@ class MoEClassifier(ContinualModule):
         self.keys.fit(exp.index, tokens, present, labels)
         self._trained = {id(p) for p in self.parameters()}
         if self._anchors_shared:
+            if not bool(self.anchor_set):
+                for expert in self._bounded:
+                    for p, origin in expert:
+                        getattr(self, origin).copy_(p.detach())
             for name, p in self._anchored:
                 getattr(self, name).copy_(p.detach())
             self.anchor_set.fill_(True)
@@ -233,6 +249,20 @@ class MoEClassifier(ContinualModule):
         mask = inputs.get(MASK_KEY, {})
         return {m: mask[m].bool() if m in mask else torch.ones(len(inputs[m]), dtype=torch.bool, device=inputs[m].device)
                 for m in self.encoders if m in inputs}
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """After each optimizer step: shared experts back within their drift bound (if one is set)."""
+        if self._bounded and bool(self.anchor_set):
+            project_into_bound(self._bounded_pairs(), self.settings.shared_drift_bound)
+
+    def _bounded_pairs(self) -> list[list[tuple[nn.Parameter, torch.Tensor]]]:
+        return [[(p, getattr(self, origin)) for p, origin in expert] for expert in self._bounded]
+
+    def shared_drift(self) -> float | None:
+        """Largest relative distance of a shared expert from its first anchored values (bounded runs only)."""
+        if not self._bounded or not bool(self.anchor_set):
+            return None
+        return max(relative_drift(expert) for expert in self._bounded_pairs())
 
     def anchor_penalty(self) -> torch.Tensor:
         """shared communication: squared distance of the shared experts from their last experience's values."""
@@ -485,7 +515,8 @@ class MoEClassifier(ContinualModule):
 
     def structure_summary(self) -> dict[str, Any]:
         e = self.experience
-        return {"group": self.experience_group.get(e), "growth": self.growth_log.get(e), "n_groups": self.n_groups}
+        summary = {"group": self.experience_group.get(e), "growth": self.growth_log.get(e), "n_groups": self.n_groups}
+        return {**summary, "shared_drift": self.shared_drift()} if self._bounded else summary
 
 
 def _check(p: MoEParams) -> None:
@@ -513,6 +544,9 @@ def _check(p: MoEParams) -> None:
         bad("router", f"use shared or per_modality, got '{p.router}'")
     if p.communication not in COMMUNICATION:
         bad("communication", f"unknown mode '{p.communication}'; use one of {', '.join(COMMUNICATION)}")
+    if p.shared_drift_bound is not None and (p.shared_drift_bound < 0 or not COMMUNICATION.get(p.communication).anchors_shared_experts):
+        bad("shared_drift_bound", f"a bound >= 0 for communication=shared, got {p.shared_drift_bound} with "
+            f"communication={p.communication}")
     if COMMUNICATION.get(p.communication).anchors_shared_experts and p.n_shared_experts < 1:
         bad("n_shared_experts", f"communication={p.communication} needs at least 1 shared expert")
     if p.task_routing not in ("statistics", "keys"):

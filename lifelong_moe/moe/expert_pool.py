@@ -20,7 +20,11 @@ class MLPExpert(nn.Module):
         nn.init.zeros_(self.fc2.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x)))
+        return self.fc2(self.hidden_units(x))
+
+    def hidden_units(self, x: torch.Tensor) -> torch.Tensor:
+        """The activations between the two layers: (n, d) -> (n, hidden)."""
+        return F.gelu(self.fc1(x))
 
 
 class ExpertPool(nn.Module):

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from lifelong_moe.moe.communication import COMMUNICATION, Stats, add_stats, older_summary
+from lifelong_moe.moe.communication import COMMUNICATION, Stats, add_stats
 from lifelong_moe.moe.dispatch import sparse_dispatch
 from lifelong_moe.moe.expert_pool import ExpertPool
 from lifelong_moe.moe.losses import load_balancing_loss, router_z_loss
@@ -36,7 +36,7 @@ class MoELayer(nn.Module):
         self.modality_routers = nn.ModuleDict()
         self.pool = ExpertPool(dim, hidden, n_shared)
         self.communication = communication
-        self._comm_factory = COMMUNICATION.get(communication, "model.params.communication").build
+        self._comm_mode = COMMUNICATION.get(communication, "model.params.communication")
         self.comm = nn.ModuleDict()  # group -> its communication module (none for `none` and `shared`)
 
     @property
@@ -52,7 +52,7 @@ class MoELayer(nn.Module):
         routers = ([] if self.router_per_modality else [self.router]) + list(self.modality_routers.values())
         for router in routers:
             router.add_columns(n, device)
-        module = self._comm_factory(self.pool.dim)
+        module = self._comm_mode.module_for(self.pool, group)
         if module is not None and str(group) not in self.comm:
             self.comm[str(group)] = module.to(device)
         added = self.pool.add(n, group, device)
@@ -130,7 +130,7 @@ class MoELayer(nn.Module):
         stats: Stats = {}
         for g in token_group.unique().tolist():
             rows = (token_group == g).nonzero(as_tuple=True)[0]
-            older = older_summary(h[rows], self.pool.experts, self.pool.owner, g)
+            older = self._comm_mode.reads(h[rows], self.pool, g)
             combined, group_stats = self.comm[str(g)](slots[rows], weights[rows], older)
             routed = routed.index_put((rows,), combined)
             stats = add_stats(stats, group_stats)
