@@ -4,7 +4,7 @@ structure, several seeds each.
 
     python experiments/ablate_communication.py [--seeds 3] [--modes none,lateral,attention,pnn,shared,shared_bounded]
         [--configs configs/default.yaml configs/domains_synthetic.yaml configs/domains_digits_fewshot.yaml]
-        [--experts-only]
+        [--experts-only] [--set KEY=VALUE ... --tag NAME]
 
 Writes experiments/results/communication/<stream>/comparison.{md,csv} (ACC, average incremental accuracy,
 BWT, FWT, forgetting, parameters, train step time; mean ± std over seeds) and the two comparison plots.
@@ -17,6 +17,8 @@ experiments/results/runs/communication/, so a re-run only trains what is missing
 `--experts-only` runs everything (scratch models included) with the expert weight w fixed at 1: the routed
 experience's prediction is its experts' head alone, so the table shows what communication does to the experts'
 own path, which the statistics otherwise share with every mode; written to `<stream>-experts_only/`.
+`--set` adds config overrides to every run (e.g. `model.params.encoder_training=per_group`), written to
+`<stream>-<tag>/`.
 
 Transfer gain, per mode: the accuracy on each new experience right after learning it (R[i][i], i >= 1) minus
 that of the same model trained from scratch on that experience alone (same config, seed and epochs), averaged
@@ -101,8 +103,13 @@ def main() -> None:
     ap.add_argument("--modes", default=",".join(MODE_OVERRIDES))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--experts-only", action="store_true", help="fix the expert weight w at 1 (see above)")
+    ap.add_argument("--set", nargs="*", default=[], help="config overrides for every run (needs --tag)")
+    ap.add_argument("--tag", default="", help="names the runs and the output folder of a --set variant")
     args = ap.parse_args()
+    if bool(args.set) != bool(args.tag):
+        ap.error("--set and --tag go together")
     extra, tag = (EXPERTS_ONLY, "-experts_only") if args.experts_only else ([], "")
+    extra, tag = [*extra, *args.set], tag + (f"-{args.tag}" if args.tag else "")
     for path in args.configs:
         rows: dict[str, list[dict]] = {}
         gains: dict[str, list[list[float]]] = {}

@@ -4,7 +4,7 @@ reuse-or-grow decisions. Same protocol as experiments/class_incremental.py (the 
 chosen on validation splits of the training data; the MoE chooses its settings on its own splits).
 
     python experiments/domain_incremental.py [--seeds 3] [--streams domains_digits,domains_digits_fewshot,domains_synthetic]
-        [--methods moe,moe_evidence,naive,replay,der,joint] [--out experiments/results/domain_incremental] [--jobs 1]
+        [--methods moe,moe_evidence,moe_per_group,naive,replay,der,joint] [--out experiments/results/domain_incremental] [--jobs 1]
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ STREAMS = {
     "domains_synthetic": "configs/domains_synthetic.yaml",
 }
 METHODS["moe_evidence"] = ("moe", "naive", ["train.validation_fraction=0.2", "model.params.growth=evidence"])
-DEFAULT_METHODS = ["moe", "moe_evidence", "naive", "replay", "der", "joint"]
+METHODS["moe_per_group"] = ("moe", "naive", ["train.validation_fraction=0.2", "model.params.encoder_training=per_group"])
+DEFAULT_METHODS = ["moe", "moe_evidence", "moe_per_group", "naive", "replay", "der", "joint"]
 
 
 def growth_decisions(out: Path, streams: list[str], methods: list[str], seeds: int) -> dict:

@@ -184,11 +184,12 @@ def test_a_domain_stream_resumes_with_its_frozen_conditionals(tmp_path):
     assert frozen and all(torch.equal(v, load_checkpoint(straight.run_dir)["model"][k]) for k, v in frozen.items())
 
 
-@pytest.mark.parametrize("params", [{"communication": "pnn"},
+@pytest.mark.parametrize("params", [{"communication": "pnn"}, {"encoder_training": "per_group"},
                                     {"communication": "shared", "n_shared_experts": 1, "shared_drift_bound": 0.05}])
 def test_communication_modules_and_drift_origins_resume(tmp_path, params):
-    """pnn's per-older-group adapters are rebuilt with the same shapes, and a bounded shared expert's origin
-    travels with the checkpoint: the resumed run ends with the same R and parameters as an uninterrupted one."""
+    """pnn's per-older-group adapters and per-group encoders are rebuilt with the same shapes, and a bounded
+    shared expert's origin travels with the checkpoint: the resumed run ends with the same R and parameters
+    as an uninterrupted one."""
     import torch
 
     from lifelong_moe.checkpointing import load_checkpoint
@@ -197,4 +198,5 @@ def test_communication_modules_and_drift_origins_resume(tmp_path, params):
     assert resumed.accuracy_matrix.tolist() == straight.accuracy_matrix.tolist()
     a, b = load_checkpoint(run_dir)["model"], load_checkpoint(straight.run_dir)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert any(".comm." in k for k in a) if params["communication"] == "pnn" else any(k.startswith("origin__") for k in a)
+    made = {"pnn": ".comm.", "per_group": "group_encoders.", "shared": "origin__"}[params.get("communication", "per_group")]
+    assert any(made in k for k in a)

@@ -10,6 +10,7 @@ Shape key: B samples, M modalities, n present tokens, D width, E routed experts,
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +52,9 @@ class MoEParams:
     freeze_old: bool = True  # experts, router columns, heads and norms of past experiences stop training
     old_expert_lr_scale: float = 0.0  # > 0: a reused group's old experts keep training at lr * scale
     encoder_training: str = "introduced"  # introduced: train a modality's encoder in the experience that brings
-    # it, then freeze; never: keep random encoders frozen; always: keep training (old paths and keys drift)
+    # it, then freeze; never: keep random encoders frozen; always: keep training (old paths and keys drift);
+    # per_group: every new group gets its own copy of the encoders, warm-started from the group it grew from
+    # (or the previous experience's), trained with its experts and frozen with them
     task_routing: str = "statistics"  # statistics: p(e | x) and p(c | x, e) from class statistics in fixed
     # feature spaces (statistics_routing.py); keys: per-experience diagonal Gaussians of raw-input views
     stats_classifier: str = "lda"  # lda | ridge, on each modality's fixed features
@@ -146,6 +149,9 @@ class MoEClassifier(ContinualModule):
             conditional=params.stats_conditional,
         ) if params.task_routing == "statistics" else None
         self.experience_group: dict[int, int] = {}
+        # per_group encoders: group -> {modality: that group's encoder}; group 0, and modalities a group's
+        # copy lacks (added after it grew), use self.encoders
+        self.group_encoders = nn.ModuleDict()
         self.experience_task: dict[int, int] = {}
         self.growth_log: dict[int, str] = {}
         self._old_reused: set = set()  # ids of a reused group's old expert parameters (trained at a lower rate)
@@ -163,7 +169,8 @@ class MoEClassifier(ContinualModule):
     def on_experience_start(self, exp: Experience) -> None:
         e = exp.index
         old_params = [p for p in self.parameters() if id(p) in self._trained]
-        new_modality = any(m not in self.encoders for m in exp.modality_specs)
+        known = list(self.encoders)  # modalities seen before: a new one's encoder trains as under `introduced`
+        new_modality = any(m not in known for m in exp.modality_specs)
         known_accuracy, route_share = self._growth_evidence(exp)  # the model as it was, before this experience
         if self.statistics is not None:
             self.statistics.settle_width(exp.spec.n_train)
@@ -181,6 +188,9 @@ class MoEClassifier(ContinualModule):
             group = self.n_groups
             for layer in self.layers:
                 layer.grow(self.settings.experts_per_growth, group, init_from=decision.init_from)
+            if self.settings.encoder_training == "per_group" and group > 0:
+                source = decision.init_from if decision.init_from is not None else self.experience_group[e - 1]
+                self._grow_encoders(group, self._encoders_of(source), known)
         else:
             group = int(decision.reuse_group)
         self.experience_group[e] = group
@@ -189,6 +199,30 @@ class MoEClassifier(ContinualModule):
         if self.statistics is not None:
             self.statistics.start(exp)
         self._freeze(old_params, group)
+
+    def _encoders_of(self, group: int) -> dict[str, nn.Module]:
+        # nn.ModuleDict has no .get()
+        own = self.group_encoders[str(group)] if str(group) in self.group_encoders else {}  # noqa: SIM401
+        return {m: own[m] if m in own else enc for m, enc in self.encoders.items()}  # noqa: SIM401
+
+    def _grow_encoders(self, group: int, source: dict[str, nn.Module], modalities: list[str]) -> None:
+        """`group`'s own encoders for `modalities`: trainable copies of `source`'s."""
+        copies = nn.ModuleDict({m: copy.deepcopy(source[m]) for m in modalities})
+        self.group_encoders[str(group)] = copies.requires_grad_(True)
+
+    def _tokens_by_group(self, inputs: dict[str, Any], tokens: dict[str, torch.Tensor], post: ExperiencePosterior) -> dict[str, torch.Tensor]:
+        """per_group encoders: each sample's tokens from the encoders of its most likely experience's group."""
+        exp_groups = torch.as_tensor([self.experience_group[e] for e in post.experiences], device=post.routing.device)
+        sample_group = exp_groups[post.routing.argmax(1)]  # (B,)
+        out = dict(tokens)
+        for g in sample_group.unique().tolist():
+            if str(g) not in self.group_encoders:
+                continue
+            rows = (sample_group == g).nonzero(as_tuple=True)[0]
+            for m, encoder in self.group_encoders[str(g)].items():
+                if m in out:
+                    out[m] = out[m].index_put((rows,), encoder(inputs[m][rows]) + self.modality_embed[m])
+        return out
 
     def _freeze(self, old_params: list[nn.Parameter], group: int) -> None:
         """Everything that existed before this experience stops training, except what the settings keep:
@@ -378,6 +412,8 @@ class MoEClassifier(ContinualModule):
                         current: int | None = None, expert_weight: float | None = None) -> MoEForward:
         tokens, present = self.modality_tokens(inputs)
         post = self.experience_log_posterior(inputs, tokens, present, task_labels, current)
+        if len(self.group_encoders):
+            tokens = self._tokens_by_group(inputs, tokens, post)
         B = post.routing.shape[0]
         groups = torch.as_tensor([self.experience_group[e] for e in post.experiences], device=post.routing.device)
         group_logp = segment_logsumexp(post.routing, groups, self.n_groups)  # (B, G)
@@ -488,6 +524,7 @@ class MoEClassifier(ContinualModule):
             "old_reused": sorted(names[i] for i in self._old_reused if i in names),
             "statistics_choices": dict(self.statistics.choices) if self.statistics is not None else {},
             "statistics_width": self.statistics.width if self.statistics is not None else None,
+            "group_encoders": {g: list(encoders) for g, encoders in self.group_encoders.items()},
         }
 
     def restore_structure(self, state: dict[str, Any]) -> None:
@@ -500,6 +537,8 @@ class MoEClassifier(ContinualModule):
                 groups_seen.append(g)
                 for layer in self.layers:
                     layer.grow(state["expert_owner"].count(g), g)
+        for g, modalities in state.get("group_encoders", {}).items():  # the values come with the state dict
+            self._grow_encoders(int(g), self.encoders, modalities)
         for e, classes in state["heads"].items():
             self.heads[str(e)] = ExperienceHead(self.settings.embed_dim, classes).to(self.device)
         for name, shape in state["keys"].items():
@@ -536,8 +575,8 @@ def _check(p: MoEParams) -> None:
         bad("k", f"must not exceed experts_per_growth ({p.experts_per_growth}): a sample is routed within one group")
     if p.key_space not in ("input", "features"):
         bad("key_space", f"use input or features, got '{p.key_space}'")
-    if p.encoder_training not in ("introduced", "never", "always"):
-        bad("encoder_training", f"use introduced, never or always, got '{p.encoder_training}'")
+    if p.encoder_training not in ("introduced", "never", "always", "per_group"):
+        bad("encoder_training", f"use introduced, never, always or per_group, got '{p.encoder_training}'")
     if p.key_temperature <= 0:
         bad("key_temperature", "must be positive")
     if p.router not in ("shared", "per_modality"):
