@@ -210,10 +210,11 @@ class MoEClassifier(ContinualModule):
         copies = nn.ModuleDict({m: copy.deepcopy(source[m]) for m in modalities})
         self.group_encoders[str(group)] = copies.requires_grad_(True)
 
-    def _tokens_by_group(self, inputs: dict[str, Any], tokens: dict[str, torch.Tensor], post: ExperiencePosterior) -> dict[str, torch.Tensor]:
-        """per_group encoders: each sample's tokens from the encoders of its most likely experience's group."""
-        exp_groups = torch.as_tensor([self.experience_group[e] for e in post.experiences], device=post.routing.device)
-        sample_group = exp_groups[post.routing.argmax(1)]  # (B,)
+    def _tokens_by_group(self, inputs: dict[str, Any], tokens: dict[str, torch.Tensor], post: ExperiencePosterior,
+                         groups: torch.Tensor) -> dict[str, torch.Tensor]:
+        """per_group encoders: each sample's tokens from the encoders of its most likely experience's group
+        (`groups`: the group of each experience in `post`)."""
+        sample_group = groups[post.routing.argmax(1)]  # (B,)
         out = dict(tokens)
         for g in sample_group.unique().tolist():
             if str(g) not in self.group_encoders:
@@ -412,10 +413,10 @@ class MoEClassifier(ContinualModule):
                         current: int | None = None, expert_weight: float | None = None) -> MoEForward:
         tokens, present = self.modality_tokens(inputs)
         post = self.experience_log_posterior(inputs, tokens, present, task_labels, current)
-        if len(self.group_encoders):
-            tokens = self._tokens_by_group(inputs, tokens, post)
         B = post.routing.shape[0]
         groups = torch.as_tensor([self.experience_group[e] for e in post.experiences], device=post.routing.device)
+        if len(self.group_encoders):
+            tokens = self._tokens_by_group(inputs, tokens, post, groups)
         group_logp = segment_logsumexp(post.routing, groups, self.n_groups)  # (B, G)
         expert_logp = group_logp[:, torch.as_tensor(self.expert_owner, device=group_logp.device)]  # (B, E)
 
