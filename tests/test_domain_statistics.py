@@ -3,6 +3,7 @@ if its data had arrived at once, and the reuse-or-grow decision is a determinist
 
 from __future__ import annotations
 
+import pytest
 import torch
 from test_class_statistics import batch_statistics, blobs
 
@@ -32,9 +33,9 @@ def test_pooled_rows_equal_the_statistics_of_the_pooled_data():
     assert torch.allclose(by_class.scatter, scatter, rtol=1e-10, atol=1e-9)
 
 
-def _domain_model(tmp_path, **params):
+def _domain_model(tmp_path, stream: dict = DOMAINS, **params):
     cfg = tiny_config(tmp_path, model={"name": "moe", "params": {"embed_dim": 16, "expert_hidden": 32, **params}})
-    cfg["stream"] = DOMAINS
+    cfg["stream"] = stream
     cfg["train"]["epochs"] = 1
     return build_model_and_stream(cfg)
 
@@ -104,12 +105,12 @@ def _conditional(model, dataset) -> torch.Tensor:
 
 
 def test_a_later_domain_leaves_the_earlier_conditional_frozen(tmp_path):
-    """Once a class recurs (`stats_conditional: auto`), how experience 0 tells its classes apart (its
-    discriminants, floor and expert weight) stays as it was when it ended, while the later domain reshapes
-    the shared covariance used for routing (`current` lets the conditional move too)."""
+    """Once a class recurs (`stats_conditional: auto`, `stats_refit: never`), how experience 0 tells its
+    classes apart (its discriminants, floor and expert weight) stays as it was when it ended, while the later
+    domain reshapes the shared covariance used for routing (`current` lets the conditional move too)."""
     moved = {}
     for mode in ("auto", "current"):
-        cfg, stream, model = _domain_model(tmp_path / mode, stats_conditional=mode)
+        cfg, stream, model = _domain_model(tmp_path / mode, stats_conditional=mode, stats_refit="never")
         train_experience(cfg, model, stream.train_stream[0], seed=0)
         test = stream.test_stream[0].dataset
         before = _conditional(model, test)[:, :3]
@@ -127,3 +128,50 @@ def test_a_later_domain_leaves_the_earlier_conditional_frozen(tmp_path):
                 assert not torch.allclose(model.forward_outputs(x).logits, kept)  # the prediction reads it
     assert moved["auto"] < 1e-4, moved
     assert moved["current"] > 1e-2, moved
+
+
+def _two_domains(noise: float | None) -> dict:
+    """Two experiences of the same 3 classes: 150 samples of a synthetic source, then 90 more of the same
+    source (noise None: another random subset of the same distribution) or of a noisier copy."""
+    params = {"n_classes": 3, "n_modalities": 2, "dim": 6, "n_train_per_class": 100, "n_test_per_class": 10, "separation": 3.0}
+    second = {"source": "first", "train_size": 90} if noise is None else {"source": "noisier", "train_size": 90}
+    return {"scenario": "domain_incremental", "experiences": [{"source": "first", "train_size": 150}, second],
+            "sources": {"first": {"kind": "synthetic", "params": params},
+                        "noisier": {"kind": "synthetic", "params": {**params, "noise": noise or 1.0}}}}
+
+
+@pytest.mark.parametrize(("noise", "shares"), [(None, True), (3.0, False)])
+def test_a_later_domain_refits_the_earlier_conditional_only_on_evidence(tmp_path, noise, shares):
+    """`stats_refit: evidence`: the later domain's validation split decides whether experience 0 takes the
+    discriminants refitted with its data (its conditional moves) or keeps its own (it does not move, < 1e-4);
+    the decision and its evidence are recorded, and they are the same on a second run with the same seed."""
+    decisions = []
+    for attempt in range(2):
+        cfg, stream, model = _domain_model(tmp_path / str(attempt), _two_domains(noise), stats_refit="evidence")
+        train_experience(cfg, model, stream.train_stream[0], seed=0)
+        before = _conditional(model, stream.test_stream[0].dataset)[:, :3]
+        train_experience(cfg, model, stream.train_stream[1], seed=1)
+        moved = float((_conditional(model, stream.test_stream[0].dataset)[:, :3] - before).abs().max())
+        choice = model.statistics.choices[1]
+        assert choice["pooling/shares"] == float(shares), choice
+        assert (moved > 1e-3) if shares else (moved < 1e-4), (moved, choice)
+        decisions.append({k: v for k, v in choice.items() if k.startswith("pooling/")})
+    assert decisions[0] == decisions[1]
+
+
+def test_with_one_modality_the_floors_tie_on_the_statistics_and_the_model_decides(tmp_path):
+    """One modality: the floor only flattens the statistics' posterior, so their answers are the same under
+    every floor; the model's answers (through how much p(e | x) each experience keeps) are what rank them."""
+    stream = domain_stream()
+    for source in stream["sources"].values():
+        source["params"]["n_modalities"] = 1
+    cfg, stream, model = _domain_model(tmp_path, stream)
+    for i, exp in enumerate(stream.train_stream[:2]):
+        train_experience(cfg, model, exp, seed=i)
+    post = model.statistics.posterior
+    n_val = sum(len(y) for _, _, y in model._batches(stream.train_stream[0].validation))
+    n_val += sum(len(y) for _, _, y in model._batches(stream.train_stream[1].validation))
+    assert len(set(post.floor_correct.tolist())) == 1 and post.floor_correct[0] > 0  # a tie, with evidence
+    assert 0 < float(post.floor_model_correct.max()) <= n_val
+    ranked = max(post.floors, key=lambda f: (float(post.floor_model_correct[post.floors.index(f)]), -f))
+    assert post.floor == ranked == model.statistics.choices[1]["floor"]

@@ -172,7 +172,8 @@ def straight_and_resumed(tmp_path: Path, edit, stop_after: int):
 
 def test_a_domain_stream_resumes_with_its_frozen_conditionals(tmp_path):
     """The frozen discriminants, floors and expert weights of a domain-incremental stream (classes recur)
-    travel with the checkpoint: a resumed run ends with the same R as an uninterrupted one."""
+    travel with the checkpoint: a resumed run ends with the same R, and makes the same pooling decisions,
+    as an uninterrupted one."""
     import torch
     from test_domain_statistics import domain_stream
 
@@ -180,6 +181,8 @@ def test_a_domain_stream_resumes_with_its_frozen_conditionals(tmp_path):
 
     straight, resumed, run_dir = straight_and_resumed(tmp_path, lambda cfg: cfg.update(stream=domain_stream()), 2)
     assert resumed.accuracy_matrix.tolist() == straight.accuracy_matrix.tolist()
+    chosen = [r.results["evaluations"][-1]["statistics"]["chosen_per_experience"] for r in (straight, resumed)]
+    assert chosen[0] == chosen[1] and "pooling/shares" in chosen[1][2]  # the decision after the resume, as without it
     frozen = {k: v for k, v in load_checkpoint(run_dir)["model"].items() if "frozen" in k}
     assert frozen and all(torch.equal(v, load_checkpoint(straight.run_dir)["model"][k]) for k, v in frozen.items())
 

@@ -60,6 +60,8 @@ class MoEParams:
     stats_classifier: str = "lda"  # lda | ridge, on each modality's fixed features
     stats_conditional: str = "auto"  # p_stat(c | x, e) from each experience's discriminant as it was when e ended
     # (frozen), as it is now (current), or frozen from the first experience whose classes recur (auto)
+    stats_refit: str = "evidence"  # once frozen, earlier experiences take the refitted discriminants when a later
+    # experience's validation split shows it shares their within-class covariance (evidence), or never
     stats_width: int = 2048  # most features per modality (ROCKET: 2 per kernel); 4 per first-experience sample below that
     stats_seed: int = 1234  # the fixed feature spaces' seed (independent of the run's)
     shrinkages: list[float] = field(default_factory=lambda: [0.1, 0.01, 0.03, 0.3, 0.6, 0.9])  # candidates,
@@ -146,7 +148,7 @@ class MoEClassifier(ContinualModule):
         self.statistics = StatisticsRouting(
             classifier=params.stats_classifier, width=params.stats_width, seed=params.stats_seed,
             shrinkages=params.shrinkages, floors=params.floors, expert_weights=params.expert_weights,
-            conditional=params.stats_conditional,
+            conditional=params.stats_conditional, refit=params.stats_refit,
         ) if params.task_routing == "statistics" else None
         self.experience_group: dict[int, int] = {}
         # per_group encoders: group -> {modality: that group's encoder}; group 0, and modalities a group's
@@ -595,6 +597,8 @@ def _check(p: MoEParams) -> None:
         bad("stats_classifier", f"use lda or ridge, got '{p.stats_classifier}'")
     if p.stats_conditional not in ("auto", "current", "frozen"):
         bad("stats_conditional", f"use auto, current or frozen, got '{p.stats_conditional}'")
+    if p.stats_refit not in ("evidence", "never"):
+        bad("stats_refit", f"use evidence or never, got '{p.stats_refit}'")
     if not 0.0 <= p.reuse_accuracy <= 1.0:
         bad("reuse_accuracy", f"must lie in [0, 1], got {p.reuse_accuracy}")
     if p.stats_width < 1:

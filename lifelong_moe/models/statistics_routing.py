@@ -15,6 +15,11 @@ latest ones (`current`: later data refine how an earlier experience is told apar
 had few samples and hurts when a later domain spreads differently); `auto` is `current` until an
 experience brings a class seen before (a new domain, which reshapes the shared covariance), and from then
 on freezes: the experiences before it keep what they had then, every later one what it ends with.
+Frozen is not final: with `refit: evidence` (the default) each later experience's validation split tells
+whether it shares the earlier experiences' within-class covariance (`ClassPosterior.pooling_evidence`),
+and if it does, the earlier experiences take the discriminants refitted with its data too: a later
+domain improves an earlier one without any of the earlier one's samples (backward transfer), while a
+domain that spreads differently (e.g. a noisier one) leaves them as they were.
 p(e | x) always uses the latest statistics. After an experience trains, its training data pass once
 through the fixed spaces; its validation split scores the candidates and is then added to the statistics
 too."""
@@ -40,9 +45,9 @@ Batches = Iterator[tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]]
 
 class StatisticsRouting(nn.Module):
     def __init__(self, *, classifier: str, width: int, seed: int, shrinkages: Sequence[float], floors: Sequence[float],
-                 expert_weights: Sequence[float], conditional: str = "auto") -> None:
+                 expert_weights: Sequence[float], conditional: str = "auto", refit: str = "evidence") -> None:
         super().__init__()
-        self.conditional = conditional
+        self.conditional, self.refit = conditional, refit
         self.max_width, self.seed = width, seed
         self.width: int | None = None  # settled by the first experience (`settle_width`)
         self.posterior = ClassPosterior(classifier, shrinkages, floors)
@@ -152,9 +157,13 @@ class StatisticsRouting(nn.Module):
     @torch.no_grad()
     def finish(self, exp: Experience, batches: Any, score: Any) -> dict[str, float]:
         """Add the experience's training data to the statistics, choose the candidates on its validation
-        split (if any), then add that split too and refit. `batches(dataset)` yields (inputs, presence,
-        labels) on the model's device; `score(inputs, weight)` gives the model's logits with expert weight w."""
+        split (if any), then add that split too and refit. Once frozen, the split also decides whether the
+        earlier experiences take the refitted discriminants (`refit: evidence`). `batches(dataset)` yields
+        (inputs, presence, labels) on the model's device; `score(inputs, weight)` gives the model's logits
+        with expert weight w."""
         post = self.posterior
+        judge = self.refit == "evidence" and self.frozen and exp.validation is not None
+        before = post.scatters() if judge else {}
         for x, present, y in batches(exp.dataset):
             post.observe(post.featurize(x, present, fit_views=True), post.row_of(exp.index, y))
         if exp.validation is None:
@@ -166,13 +175,30 @@ class StatisticsRouting(nn.Module):
         for x, present, _ in val:
             for m, (z, keep) in post.featurize(x, present).items():
                 feats[m] = (torch.cat([feats[m][0], z]), torch.cat([feats[m][1], keep])) if m in feats else (z, keep)
-        labels = torch.cat([y for _, _, y in val])
-        post.fit((feats, post.row_of(exp.index, labels)))
-        post.freeze_rows(exp.index)  # the candidates for w are scored through the conditional just fitted
-        for k, w in enumerate(self.expert_weights):
-            self.weight_correct[k] += sum(float((score(x, w).argmax(1) == y).sum()) for x, _, y in val)
-        post.observe(feats, post.row_of(exp.index, labels))  # the held-out samples count, once chosen
-        chosen = {**post.fit(None), "expert_weight": self.expert_weight}
+        rows = post.row_of(exp.index, torch.cat([y for _, _, y in val]))
+        evidence = {f"pooling/{k}": v for k, v in post.pooling_evidence(exp.index, before, (feats, rows)).items()} if judge else {}
+        post.fit((feats, rows))
+        post.freeze_rows(exp.index)  # the candidates are scored through the conditional just fitted
+        self._score_candidates(exp.index, val, score)
+        post.observe(feats, rows)  # the held-out samples count, once chosen
+        self.choices[exp.index] = {**post.fit(None), "expert_weight": self.expert_weight, **evidence}
         self._freeze(exp.index)
-        self.choices[exp.index] = chosen
-        return chosen
+        if evidence.get("pooling/shares"):  # the earlier experiences take the discriminants refitted with this one's data
+            for e in range(exp.index):
+                post.freeze_rows(e)
+        return self.choices[exp.index]
+
+    def _score_candidates(self, experience: int, val: list, score: Any) -> None:
+        """Add each expert weight's and each floor's correct answers on the validation split `val`, as the
+        model gives them (the other setting at its choice so far); the statistics' own answers rank the
+        floors first (`ClassPosterior.floor`)."""
+        correct = lambda w: sum(float((score(x, w).argmax(1) == y).sum()) for x, _, y in val)  # noqa: E731
+        for k, w in enumerate(self.expert_weights):
+            self.weight_correct[k] += correct(w)
+        post = self.posterior
+        for k, floor in enumerate(post.floors):
+            post.floor_override = floor
+            post.freeze_rows(experience)  # once freezing, this experience's rows read their frozen floor
+            post.floor_model_correct[k] += correct(None)
+        post.floor_override = None
+        post.freeze_rows(experience)

@@ -15,11 +15,17 @@ experience's as it was when that experience ended (`freeze_rows`): the condition
 from those, so that data arriving later (a new domain of the same classes, which reshapes the shared
 covariance) does not move how an earlier experience tells its classes apart, while the posterior over
 experiences keeps using everything seen. A new experience's discriminant is fitted with all the
-statistics so far, so earlier domains still help it. Before that, nothing frozen is kept.
+statistics so far, so earlier domains still help it. Before that, nothing frozen is kept. An earlier
+experience may take a later refit when the later experience's held-out data show that the two share
+their within-class covariance (`pooling_evidence`): pooling then serves both sides.
 
 Shrinkage (per modality) and the floor are chosen on validation data: at the end of every experience
 its validation split is scored under every candidate, the counts of correct answers add up over the
 experiences (each measured while its split was at hand, so no sample is kept), and the best so far wins.
+Both are scored here, by the posterior's own answers; floors those cannot tell apart (with one modality
+the floor changes no answer of the posterior, it only flattens it) are scored again by the answers of the
+model that uses the posterior (`floor_override` while a candidate is scored), since the floor sets how
+much of p(e | x) each experience keeps.
 
 Shape key: B samples, D features, R rows, C classes, E experiences."""
 
@@ -31,7 +37,13 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from lifelong_moe.moe.class_statistics import ClassStatistics, lda_weights, ridge_weights
+from lifelong_moe.moe.class_statistics import (
+    ClassStatistics,
+    gaussian_log_likelihood,
+    lda_weights,
+    ridge_weights,
+    shrunk,
+)
 from lifelong_moe.moe.segments import segment_logsumexp
 
 NEG = -1e9  # log-probability of the impossible; finite, so no NaN appears downstream
@@ -51,7 +63,9 @@ class ClassPosterior(nn.Module):
         self.register_buffer("row_experience", torch.zeros(0, dtype=torch.long))
         self.register_buffer("row_class", torch.zeros(0, dtype=torch.long))
         self.register_buffer("floor_correct", torch.zeros(len(self.floors), dtype=torch.float64))
+        self.register_buffer("floor_model_correct", torch.zeros(len(self.floors), dtype=torch.float64))
         self.register_buffer("frozen_floor", torch.zeros(0))  # per row once freezing: the floor it was frozen with
+        self.floor_override: float | None = None  # a candidate floor being scored
 
     # ---- structure ----------------------------------------------------------------------------------
     @property
@@ -134,6 +148,41 @@ class ClassPosterior(nn.Module):
         W, b = ridge_weights(stats, shrinkage) if self.classifier == "ridge" else lda_weights(stats, shrinkage)
         return W.float(), b.clamp_min(NEG).float()
 
+    def scatters(self) -> dict[str, torch.Tensor]:
+        """A copy of every modality's pooled scatter (D, D): taken before an experience's data arrive, it
+        tells that experience's own scatter apart afterwards (its rows are new, so the two simply add)."""
+        return {m: stats.scatter.clone() for m, stats in self.stats.items()}
+
+    @torch.no_grad()
+    def pooling_evidence(self, experience: int, before: dict[str, torch.Tensor], validation: tuple[Features, torch.Tensor]) -> dict[str, float]:
+        """Whether `experience` shares the within-class covariance of the experiences before it, judged on
+        its validation split (features and rows, not yet in the statistics): the mean Gaussian
+        log-likelihood of the split's deviations from their class means under the covariance pooled over
+        every row so far (its training data included), under its own training data's covariance alone,
+        and under the pooled one rescaled to its own width (trace), each at its best shrinkage on the split,
+        summed over modalities. `before`: the scatters before its data arrived (`scatters`). It shares
+        when pooling describes it better than its own estimate and no rescaling improves on that: then
+        the one pooled matrix is taken to serve the earlier experiences as well as it serves this one."""
+        (feats, rows), mine = validation, self.row_experience == experience
+        out = {"pooled_loglik": 0.0, "own_loglik": 0.0, "rescaled_loglik": 0.0}
+        for m, (z, keep) in feats.items():
+            stats = self.stats[m]
+            dof = float(stats.count[mine].sum() - stats.seen[mine].sum())
+            if m not in before or not bool(keep.any()) or dof < 1:
+                continue
+            deviation = z[keep].double() - stats.mean[rows[keep]]  # (N, D): the rows hold this experience's training means
+            pooled, own = stats.covariance(), (stats.scatter - before[m]) / dof
+            width = float(torch.trace(own) / torch.trace(pooled))
+            if not math.isfinite(width) or width <= 0:  # no spread to compare (e.g. a constant feature map)
+                continue
+            by_shrinkage = [gaussian_log_likelihood(deviation, shrunk(pooled, s), (1.0, width)) for s in self.shrinkages]
+            out["pooled_loglik"] += max(unscaled for unscaled, _ in by_shrinkage)
+            out["rescaled_loglik"] += max(rescaled for _, rescaled in by_shrinkage)
+            out["own_loglik"] += max(gaussian_log_likelihood(deviation, shrunk(own, s))[0] for s in self.shrinkages)
+            out[f"width_ratio/{m}"] = width
+        out["shares"] = float(out["pooled_loglik"] > out["own_loglik"] and out["pooled_loglik"] >= out["rescaled_loglik"])
+        return out
+
     @torch.no_grad()
     def fit(self, validation: tuple[Features, torch.Tensor] | None = None) -> dict[str, float]:
         """Refit every modality's discriminant. With validation (features, rows) of the current experience,
@@ -149,8 +198,9 @@ class ClassPosterior(nn.Module):
                 for k, shrinkage in enumerate(self.shrinkages):
                     W, b = fitted[shrinkage] = self._discriminant(m, shrinkage)
                     counts[k] += float((self._classes((z[keep] @ W + b).log_softmax(1)).argmax(1) == self.row_class[rows[keep]]).sum())
-            chosen[m] = self.shrinkages[int(counts.argmax())]  # ties and no evidence: the first candidate
-            W, b = fitted[chosen[m]] if chosen[m] in fitted else self._discriminant(m, chosen[m])
+            shrinkage = self.shrinkages[int(counts.argmax())]  # ties and no evidence: the first candidate
+            chosen[f"shrinkage/{m}"] = shrinkage
+            W, b = fitted[shrinkage] if shrinkage in fitted else self._discriminant(m, shrinkage)
             getattr(self, f"W_{m}").copy_(W)
             getattr(self, f"b_{m}").copy_(b)
         if validation is not None:
@@ -186,7 +236,18 @@ class ClassPosterior(nn.Module):
 
     @property
     def floor(self) -> float:
-        return self.floors[int(self.floor_correct.argmax())]
+        """The floor with the most correct validation answers of the statistics (`floor_correct`); among
+        floors those cannot tell apart (always so with one modality, whose posterior the floor only
+        flattens), the one with the most correct answers of the model that uses them (`floor_model_correct`,
+        counted in `StatisticsRouting.finish`: there the floor sets how much p(e | x) each experience keeps);
+        among floors neither can tell apart, the smallest. Without validation data, the first candidate.
+        `floor_override`, while set, is a candidate being scored."""
+        if self.floor_override is not None:
+            return self.floor_override
+        if not bool(self.floor_correct.any() or self.floor_model_correct.any()):
+            return self.floors[0]
+        rank = {f: (float(a), float(b), -f) for f, a, b in zip(self.floors, self.floor_correct, self.floor_model_correct)}
+        return max(self.floors, key=rank.__getitem__)
 
     # ---- inference ----------------------------------------------------------------------------------
     def modality_log_posteriors(self, feats: Features) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:

@@ -51,13 +51,17 @@ class StreamBoard:
         self.writer.flush()
 
     def log_report(self, step: int, report: dict[str, Any], names: Sequence[str]) -> None:
-        """Routing accuracy per test experience (scalars) and routing mass heatmaps (images), if the model routes."""
+        """Routing accuracy per test experience (scalars) and routing mass heatmaps (images), if the model routes;
+        the statistics' choices for the experience just learned (e.g. `statistics/pooling/shares`)."""
         if "routing_accuracy" not in report:
             return
         for j, acc in enumerate(report["routing_accuracy"]):
             self.writer.add_scalar(f"routing_accuracy/exp{j:02d}", acc, step)
         for name, value in report.get("communication", {}).get("scalars", {}).items():
             self.writer.add_scalar(f"communication/{name}", value, step)
+        # what the class statistics chose at this experience's end, and the evidence for pooling (if judged)
+        for name, value in report.get("statistics", {}).get("chosen_per_experience", {}).get(step, {}).items():
+            self.writer.add_scalar(f"statistics/{name}", value, step)
         fig = routing_mass_figure(report, names)
         self.writer.add_figure("routing_mass", fig, step)
         plt.close(fig)
