@@ -132,8 +132,9 @@ def test_a_later_domain_leaves_the_earlier_conditional_frozen(tmp_path):
 
 def _two_domains(noise: float | None) -> dict:
     """Two experiences of the same 3 classes: 150 samples of a synthetic source, then 90 more of the same
-    source (noise None: another random subset of the same distribution) or of a noisier copy."""
-    params = {"n_classes": 3, "n_modalities": 2, "dim": 6, "n_train_per_class": 100, "n_test_per_class": 10, "separation": 3.0}
+    source (noise None: another random subset of the same distribution, drawn from 3,000 so that the two
+    share few samples) or of a noisier copy."""
+    params = {"n_classes": 3, "n_modalities": 2, "dim": 6, "n_train_per_class": 1000, "n_test_per_class": 10, "separation": 3.0}
     second = {"source": "first", "train_size": 90} if noise is None else {"source": "noisier", "train_size": 90}
     return {"scenario": "domain_incremental", "experiences": [{"source": "first", "train_size": 150}, second],
             "sources": {"first": {"kind": "synthetic", "params": params},

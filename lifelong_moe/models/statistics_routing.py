@@ -15,11 +15,12 @@ latest ones (`current`: later data refine how an earlier experience is told apar
 had few samples and hurts when a later domain spreads differently); `auto` is `current` until an
 experience brings a class seen before (a new domain, which reshapes the shared covariance), and from then
 on freezes: the experiences before it keep what they had then, every later one what it ends with.
-Frozen is not final: with `refit: evidence` (the default) each later experience's validation split tells
-whether it shares the earlier experiences' within-class covariance (`ClassPosterior.pooling_evidence`),
-and if it does, the earlier experiences take the discriminants refitted with its data too: a later
-domain improves an earlier one without any of the earlier one's samples (backward transfer), while a
-domain that spreads differently (e.g. a noisier one) leaves them as they were.
+Frozen is not final: with `refit: evidence` (the default) the validation split of each later experience
+that brings classes seen before tells whether it shares the earlier experiences' within-class covariance
+(`ClassPosterior.pooling_evidence`), and if it does, the earlier experiences take the discriminants and
+floor refitted with its data too (their w stays): a later domain improves an earlier one without any of
+the earlier one's samples (backward transfer), while a domain that spreads differently (e.g. a noisier
+one) leaves them as they were, and is itself left out of later refits.
 p(e | x) always uses the latest statistics. After an experience trains, its training data pass once
 through the fixed spaces; its validation split scores the candidates and is then added to the statistics
 too."""
@@ -34,6 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lifelong_moe.distributed import as_rank_zero_has_it
 from lifelong_moe.models.encoders import fixed_features
 from lifelong_moe.moe.class_posterior import ClassPosterior, Features
 from lifelong_moe.moe.segments import segment_logsumexp
@@ -162,7 +164,9 @@ class StatisticsRouting(nn.Module):
         (inputs, presence, labels) on the model's device; `score(inputs, weight)` gives the model's logits
         with expert weight w."""
         post = self.posterior
-        judge = self.refit == "evidence" and self.frozen and exp.validation is not None
+        earlier = post.row_experience < exp.index
+        recurs = bool(torch.isin(post.row_class[earlier], torch.as_tensor(exp.classes, device=earlier.device)).any())
+        judge = self.refit == "evidence" and self.frozen and recurs and exp.validation is not None
         before = post.scatters() if judge else {}
         for x, present, y in batches(exp.dataset):
             post.observe(post.featurize(x, present, fit_views=True), post.row_of(exp.index, y))
@@ -176,16 +180,17 @@ class StatisticsRouting(nn.Module):
             for m, (z, keep) in post.featurize(x, present).items():
                 feats[m] = (torch.cat([feats[m][0], z]), torch.cat([feats[m][1], keep])) if m in feats else (z, keep)
         rows = post.row_of(exp.index, torch.cat([y for _, _, y in val]))
-        evidence = {f"pooling/{k}": v for k, v in post.pooling_evidence(exp.index, before, (feats, rows)).items()} if judge else {}
+        evidence = as_rank_zero_has_it({f"pooling/{k}": v for k, v in post.pooling_evidence(exp.index, before, (feats, rows)).items()}) if judge else {}
         post.fit((feats, rows))
         post.freeze_rows(exp.index)  # the candidates are scored through the conditional just fitted
         self._score_candidates(exp.index, val, score)
         post.observe(feats, rows)  # the held-out samples count, once chosen
         self.choices[exp.index] = {**post.fit(None), "expert_weight": self.expert_weight, **evidence}
         self._freeze(exp.index)
-        if evidence.get("pooling/shares"):  # the earlier experiences take the discriminants refitted with this one's data
-            for e in range(exp.index):
-                post.freeze_rows(e)
+        if evidence.get("pooling/shares"):  # the earlier experiences take what was refitted with this one's data,
+            for e in range(exp.index):  # except those whose own evidence said they spread differently
+                if self.choices.get(e, {}).get("pooling/shares", 1.0):
+                    post.freeze_rows(e)
         return self.choices[exp.index]
 
     def _score_candidates(self, experience: int, val: list, score: Any) -> None:
@@ -195,10 +200,14 @@ class StatisticsRouting(nn.Module):
         correct = lambda w: sum(float((score(x, w).argmax(1) == y).sum()) for x, _, y in val)  # noqa: E731
         for k, w in enumerate(self.expert_weights):
             self.weight_correct[k] += correct(w)
+        if self.frozen:  # the floors are scored with the w chosen so far, which this experience's columns read
+            self.frozen_weight[experience] = self.expert_weight
         post = self.posterior
-        for k, floor in enumerate(post.floors):
-            post.floor_override = floor
-            post.freeze_rows(experience)  # once freezing, this experience's rows read their frozen floor
-            post.floor_model_correct[k] += correct(None)
-        post.floor_override = None
-        post.freeze_rows(experience)
+        try:
+            for k, floor in enumerate(post.floors):
+                post.floor_override = floor
+                post.freeze_rows(experience)  # once freezing, this experience's rows read their frozen floor
+                post.floor_model_correct[k] += correct(None)
+        finally:
+            post.floor_override = None
+            post.freeze_rows(experience)

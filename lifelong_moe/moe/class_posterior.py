@@ -23,9 +23,9 @@ Shrinkage (per modality) and the floor are chosen on validation data: at the end
 its validation split is scored under every candidate, the counts of correct answers add up over the
 experiences (each measured while its split was at hand, so no sample is kept), and the best so far wins.
 Both are scored here, by the posterior's own answers; floors those cannot tell apart (with one modality
-the floor changes no answer of the posterior, it only flattens it) are scored again by the answers of the
-model that uses the posterior (`floor_override` while a candidate is scored), since the floor sets how
-much of p(e | x) each experience keeps.
+and as many rows per class, the floor changes no answer of the posterior, it only flattens it) are scored
+again by the answers of the model that uses the posterior (`floor_override` while a candidate is scored),
+since the floor sets how much of p(e | x) each experience keeps.
 
 Shape key: B samples, D features, R rows, C classes, E experiences."""
 
@@ -48,6 +48,7 @@ from lifelong_moe.moe.segments import segment_logsumexp
 
 NEG = -1e9  # log-probability of the impossible; finite, so no NaN appears downstream
 MODALITY_MISMATCH = 1e3  # log-score cost per modality a row and a sample do not share
+WIDTH_Z = 2.576  # two-sided 1% level: a later experience's spread differs from the pooled one beyond it
 
 Features = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (features (B, D), present (B,) bool)
 
@@ -156,31 +157,44 @@ class ClassPosterior(nn.Module):
     @torch.no_grad()
     def pooling_evidence(self, experience: int, before: dict[str, torch.Tensor], validation: tuple[Features, torch.Tensor]) -> dict[str, float]:
         """Whether `experience` shares the within-class covariance of the experiences before it, judged on
-        its validation split (features and rows, not yet in the statistics): the mean Gaussian
-        log-likelihood of the split's deviations from their class means under the covariance pooled over
-        every row so far (its training data included), under its own training data's covariance alone,
-        and under the pooled one rescaled to its own width (trace), each at its best shrinkage on the split,
-        summed over modalities. `before`: the scatters before its data arrived (`scatters`). It shares
-        when pooling describes it better than its own estimate and no rescaling improves on that: then
-        the one pooled matrix is taken to serve the earlier experiences as well as it serves this one."""
+        its validation split (features and rows, not yet in the statistics), from the split's deviations
+        from their class means (scaled by sqrt(n_c / (n_c + 1)), since the means come from n_c training
+        samples), per modality:
+        - shape: their mean Gaussian log-likelihood under the covariance pooled over every row so far (its
+          training data included) and under its own training data's covariance alone (`before`: the
+          scatters before its data arrived, see `scatters`), each at its best shrinkage on the split;
+        - width: the trace of its own covariance against the pooled one's (from the training data, many
+          more samples than the split), with a z-score of the log ratio from the sampling variance of each
+          trace (`_log_trace_variance`).
+        It shares when pooling describes it better than its own estimate and no modality's width differs
+        at the 1% level (|z| <= 2.576): then the one pooled matrix is taken to serve the earlier
+        experiences as well as it serves this one. Returns {} when no modality can be judged."""
         (feats, rows), mine = validation, self.row_experience == experience
-        out = {"pooled_loglik": 0.0, "own_loglik": 0.0, "rescaled_loglik": 0.0}
+        out: dict[str, float] = {"pooled_loglik": 0.0, "own_loglik": 0.0}
+        widths_agree = True
         for m, (z, keep) in feats.items():
             stats = self.stats[m]
+            keep = keep & stats.seen[rows]  # a class without training data in m has no mean to deviate from
             dof = float(stats.count[mine].sum() - stats.seen[mine].sum())
-            if m not in before or not bool(keep.any()) or dof < 1:
+            pooled = stats.covariance()
+            trace = float(torch.trace(pooled))
+            if m not in before or int(keep.sum()) < 2 or dof < 1 or not math.isfinite(trace) or trace <= 0:
                 continue
-            deviation = z[keep].double() - stats.mean[rows[keep]]  # (N, D): the rows hold this experience's training means
-            pooled, own = stats.covariance(), (stats.scatter - before[m]) / dof
-            width = float(torch.trace(own) / torch.trace(pooled))
-            if not math.isfinite(width) or width <= 0:  # no spread to compare (e.g. a constant feature map)
+            own = (stats.scatter - before[m]) / dof
+            width = float(torch.trace(own)) / trace
+            if not width > 0:  # no spread of its own (e.g. a constant feature map)
                 continue
-            by_shrinkage = [gaussian_log_likelihood(deviation, shrunk(pooled, s), (1.0, width)) for s in self.shrinkages]
-            out["pooled_loglik"] += max(unscaled for unscaled, _ in by_shrinkage)
-            out["rescaled_loglik"] += max(rescaled for _, rescaled in by_shrinkage)
+            pooled_dof = float(stats.count.sum() - stats.seen.sum())
+            width_z = math.log(width) / math.sqrt(_log_trace_variance(own, dof) + _log_trace_variance(pooled, pooled_dof))
+            n_c = stats.count[rows[keep]]
+            deviation = (z[keep].double() - stats.mean[rows[keep]]) * (n_c / (n_c + 1)).sqrt()[:, None]  # (N, D)
+            out["pooled_loglik"] += max(gaussian_log_likelihood(deviation, shrunk(pooled, s))[0] for s in self.shrinkages)
             out["own_loglik"] += max(gaussian_log_likelihood(deviation, shrunk(own, s))[0] for s in self.shrinkages)
-            out[f"width_ratio/{m}"] = width
-        out["shares"] = float(out["pooled_loglik"] > out["own_loglik"] and out["pooled_loglik"] >= out["rescaled_loglik"])
+            out[f"width_ratio/{m}"], out[f"width_z/{m}"] = width, width_z
+            widths_agree = widths_agree and abs(width_z) <= WIDTH_Z
+        if not any(k.startswith("width_ratio/") for k in out):
+            return {}
+        out["shares"] = float(out["pooled_loglik"] > out["own_loglik"] and widths_agree)
         return out
 
     @torch.no_grad()
@@ -237,11 +251,11 @@ class ClassPosterior(nn.Module):
     @property
     def floor(self) -> float:
         """The floor with the most correct validation answers of the statistics (`floor_correct`); among
-        floors those cannot tell apart (always so with one modality, whose posterior the floor only
-        flattens), the one with the most correct answers of the model that uses them (`floor_model_correct`,
-        counted in `StatisticsRouting.finish`: there the floor sets how much p(e | x) each experience keeps);
-        among floors neither can tell apart, the smallest. Without validation data, the first candidate.
-        `floor_override`, while set, is a candidate being scored."""
+        floors those cannot tell apart (e.g. one modality, whose posterior the floor only flattens when
+        every class has as many rows), the one with the most correct answers of the model that uses them
+        (`floor_model_correct`, counted in `StatisticsRouting._score_candidates`: there the floor sets how
+        much p(e | x) each experience keeps); among floors neither can tell apart, the smallest. Without
+        validation data, the first candidate. `floor_override`, while set, is a candidate being scored."""
         if self.floor_override is not None:
             return self.floor_override
         if not bool(self.floor_correct.any() or self.floor_model_correct.any()):
@@ -306,3 +320,12 @@ class ClassPosterior(nn.Module):
             total = part if total is None else total + part
         conditional = total - segment_logsumexp(total, seg, E).gather(1, seg.expand_as(total))
         return self.combine(self.modality_log_posteriors(feats)), conditional
+
+
+
+def _log_trace_variance(cov: torch.Tensor, dof: float) -> float:
+    """Sampling variance of log tr(cov) for a covariance estimated with `dof` degrees of freedom, Gaussian
+    data: 2 tr(S^2) / (dof tr(S)^2), with tr(S^2) estimated without its bias tr(S)^2 / dof."""
+    trace, square = float(torch.trace(cov)), float(cov.pow(2).sum())
+    unbiased = max((square - trace**2 / dof) / (1.0 + 1.0 / dof), square / dof**2)
+    return 2.0 * unbiased / (dof * trace**2)
