@@ -130,25 +130,28 @@ def test_a_later_domain_leaves_the_earlier_conditional_frozen(tmp_path):
     assert moved["current"] > 1e-2, moved
 
 
-def _two_domains(noise: float | None) -> dict:
-    """Two experiences of the same 3 classes: 150 samples of a synthetic source, then 90 more of the same
-    source (noise None: another random subset of the same distribution, drawn from 3,000 so that the two
-    share few samples) or of a noisier copy."""
+def _two_domains(*later: dict | None, sizes: tuple[int, ...] = ()) -> dict:
+    """Experiences of the same 3 classes: 150 samples of a synthetic source, then 90 (or `sizes`) for each
+    of `later`: None, another random subset of the same distribution (drawn from 3,000, so that they share
+    few samples), or a copy with those source parameters changed (e.g. {"noise": 3.0})."""
     params = {"n_classes": 3, "n_modalities": 2, "dim": 6, "n_train_per_class": 1000, "n_test_per_class": 10, "separation": 3.0}
-    second = {"source": "first", "train_size": 90} if noise is None else {"source": "noisier", "train_size": 90}
-    return {"scenario": "domain_incremental", "experiences": [{"source": "first", "train_size": 150}, second],
-            "sources": {"first": {"kind": "synthetic", "params": params},
-                        "noisier": {"kind": "synthetic", "params": {**params, "noise": noise or 1.0}}}}
+    sources = {"first": {"kind": "synthetic", "params": params}}
+    experiences = [{"source": "first", "train_size": 150}]
+    for k, changed in enumerate(later):
+        name = "first" if changed is None else f"changed{k}"
+        sources[name] = {"kind": "synthetic", "params": {**params, **(changed or {})}}
+        experiences.append({"source": name, "train_size": sizes[k] if sizes else 90})
+    return {"scenario": "domain_incremental", "experiences": experiences, "sources": sources}
 
 
-@pytest.mark.parametrize(("noise", "shares"), [(None, True), (3.0, False)])
-def test_a_later_domain_refits_the_earlier_conditional_only_on_evidence(tmp_path, noise, shares):
+@pytest.mark.parametrize(("changed", "shares"), [(None, True), ({"noise": 3.0}, False)])
+def test_a_later_domain_refits_the_earlier_conditional_only_on_evidence(tmp_path, changed, shares):
     """`stats_refit: evidence`: the later domain's validation split decides whether experience 0 takes the
     discriminants refitted with its data (its conditional moves) or keeps its own (it does not move, < 1e-4);
     the decision and its evidence are recorded, and they are the same on a second run with the same seed."""
     decisions = []
     for attempt in range(2):
-        cfg, stream, model = _domain_model(tmp_path / str(attempt), _two_domains(noise), stats_refit="evidence")
+        cfg, stream, model = _domain_model(tmp_path / str(attempt), _two_domains(changed), stats_refit="evidence")
         train_experience(cfg, model, stream.train_stream[0], seed=0)
         before = _conditional(model, stream.test_stream[0].dataset)[:, :3]
         train_experience(cfg, model, stream.train_stream[1], seed=1)
@@ -176,3 +179,37 @@ def test_with_one_modality_the_floors_tie_on_the_statistics_and_the_model_decide
     assert 0 < float(post.floor_model_correct.max()) <= n_val
     ranked = max(post.floors, key=lambda f: (float(post.floor_model_correct[post.floors.index(f)]), -f))
     assert post.floor == ranked == model.statistics.choices[1]["floor"]
+
+
+def test_a_domain_that_did_not_share_stays_out_of_later_refits(tmp_path):
+    """A differently shaped (rotated) domain keeps its own discriminants when a later domain shares with the
+    first one: the refit reaches experience 0 (its conditional moves) but not experience 1 (< 1e-4)."""
+    cfg, stream, model = _domain_model(tmp_path, _two_domains({"domain": 1}, None), stats_refit="evidence")
+    for i in range(2):
+        train_experience(cfg, model, stream.train_stream[i], seed=i)
+    before = [_conditional_of(model, stream.test_stream[j].dataset, j) for j in range(2)]
+    train_experience(cfg, model, stream.train_stream[2], seed=2)
+    choices = model.statistics.choices
+    assert choices[1]["pooling/shares"] == 0.0 and choices[2]["pooling/shares"] == 1.0, choices
+    moved = [float((_conditional_of(model, stream.test_stream[j].dataset, j) - before[j]).abs().max()) for j in range(2)]
+    assert moved[0] > 1e-3 and moved[1] < 1e-4, moved
+
+
+def _conditional_of(model, dataset, experience: int) -> torch.Tensor:
+    """log p_stat(c | x, e) over a test set, for the rows of one experience."""
+    rows = (model.statistics.posterior.row_experience == experience).nonzero().flatten()
+    model.eval()
+    with torch.no_grad():
+        parts = [model.statistics.experience_posterior(x, present, [0])[1][:, rows] for x, present, _ in model._batches(dataset)]
+    return torch.cat(parts)
+
+
+def test_class_incremental_streams_are_never_judged(tmp_path):
+    """No class recurs, so no experience is judged for pooling, even with `stats_conditional: frozen`."""
+    cfg = tiny_config(tmp_path, model={"name": "moe", "params": {"embed_dim": 16, "expert_hidden": 32, "stats_conditional": "frozen"}})
+    cfg["train"]["epochs"] = 1
+    cfg, stream, model = build_model_and_stream(cfg)
+    for i, exp in enumerate(stream.train_stream):
+        train_experience(cfg, model, exp, seed=i)
+    assert model.statistics.frozen and len(model.statistics.choices) == len(stream.train_stream)
+    assert not any(k.startswith("pooling/") for c in model.statistics.choices.values() for k in c)
