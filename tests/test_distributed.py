@@ -100,6 +100,7 @@ def _decide_on_rank(rank: int, port: int, out: str) -> None:
         torch.distributed.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_every_rank_takes_rank_zeros_decision(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
