@@ -109,7 +109,9 @@ def test_sigterm_before_the_first_experience_leaves_nothing(tmp_path):
     cfg_path = write_config(tmp_path / "c.yaml", moe_cfg(tmp_path / "runs"))
     run_dir = tmp_path / "runs" / "tiny" / "version_0"
     proc = _start(cfg_path)
-    _wait_for(lambda: (run_dir / "config.yaml").is_file(), proc)
+    # the stream's event file comes after config.yaml, once the run's outputs exist: a signal between the
+    # two finds no run yet (its directory is removed as it is created, "nothing was written")
+    _wait_for(lambda: (run_dir / "config.yaml").is_file() and any(run_dir.glob("events.out.tfevents.*")), proc)
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait(timeout=120) == 143
     line = _one_line(proc)

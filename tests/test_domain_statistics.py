@@ -213,3 +213,21 @@ def test_class_incremental_streams_are_never_judged(tmp_path):
         train_experience(cfg, model, exp, seed=i)
     assert model.statistics.frozen and len(model.statistics.choices) == len(stream.train_stream)
     assert not any(k.startswith("pooling/") for c in model.statistics.choices.values() for k in c)
+
+
+def test_the_pooling_decision_reaches_tensorboard(tmp_path):
+    """The statistics' choices at each experience's end, the pooling evidence among them, are scalars
+    under `statistics/` with the experience as the step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lifelong_moe import config_from_dict
+    from lifelong_moe.runner import run
+
+    cfg = tiny_config(tmp_path, model={"name": "moe", "params": {"embed_dim": 16, "expert_hidden": 32, "stats_refit": "evidence"}})
+    cfg["stream"], cfg["train"]["epochs"], cfg["train"]["validation_fraction"] = _two_domains(None), 1, 0.2
+    res = run(config_from_dict(cfg), progress=lambda _: None)
+    acc = EventAccumulator(str(res.run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    shares = acc.Scalars("statistics/pooling/shares")
+    assert [e.step for e in shares] == [1] and shares[0].value == 1.0
+    assert [e.step for e in acc.Scalars("statistics/floor")] == [0, 1]

@@ -62,7 +62,8 @@ def test_the_log_likelihood_is_the_gaussian_density_at_every_scale():
     a = torch.randn(DIM, DIM, generator=g, dtype=torch.float64)
     cov = a @ a.T + 0.1 * torch.eye(DIM, dtype=torch.float64)
     x = torch.randn(50, DIM, generator=g, dtype=torch.float64)
-    for scale, value in zip((1.0, 2.5), gaussian_log_likelihood(x, cov, (1.0, 2.5))):
+    for scale in (1.0, 2.5):
+        value = gaussian_log_likelihood(x, scale * cov)
         density = torch.distributions.MultivariateNormal(torch.zeros(DIM, dtype=torch.float64), scale * cov)
         assert value == pytest.approx(float(density.log_prob(x).mean()) + DIM / 2 * math.log(2 * math.pi), rel=1e-6)
 
@@ -81,8 +82,8 @@ def test_the_evidence_is_computed_from_the_own_and_the_pooled_statistics():
     pooled = (scatter0 + own * (len(y1) - CLASSES)) / (len(y0) + len(y1) - 2 * CLASSES)
     deviation = (xv - means1[yv]) * math.sqrt(20 / 21)
     shrinkages = (0.0, 0.1, 0.3)
-    expect_own = max(gaussian_log_likelihood(deviation, shrunk(own, s))[0] for s in shrinkages)
-    expect_pooled = max(gaussian_log_likelihood(deviation, shrunk(pooled, s))[0] for s in shrinkages)
+    expect_own = max(gaussian_log_likelihood(deviation, shrunk(own, s)) for s in shrinkages)
+    expect_pooled = max(gaussian_log_likelihood(deviation, shrunk(pooled, s)) for s in shrinkages)
     assert out["own_loglik"] == pytest.approx(expect_own, rel=1e-6)
     assert out["pooled_loglik"] == pytest.approx(expect_pooled, rel=1e-6)
     def log_trace_variance(cov: torch.Tensor, n: int) -> float:  # Wishart: E tr(S^2) = (1 + 1/n) tr(C^2) + tr(C)^2 / n
@@ -143,7 +144,7 @@ def test_the_floor_is_ranked_by_the_statistics_then_by_the_model_then_the_smalle
 
 def test_a_degenerate_covariance_is_no_evidence_not_a_crash():
     """A covariance without a Cholesky factor scores -inf; a modality without spread is left out."""
-    assert gaussian_log_likelihood(torch.ones(4, 3, dtype=torch.float64), torch.zeros(3, 3, dtype=torch.float64), (1.0, 2.0)) == [float("-inf")] * 2
+    assert gaussian_log_likelihood(torch.ones(4, 3, dtype=torch.float64), torch.zeros(3, 3, dtype=torch.float64)) == float("-inf")
     post = ClassPosterior("lda", shrinkages=(0.0,), floors=(0.0,))
     post.add_modality("x", Identity())
     y = torch.arange(CLASSES).repeat_interleave(5)

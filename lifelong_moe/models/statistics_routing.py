@@ -197,7 +197,9 @@ class StatisticsRouting(nn.Module):
         """Add each expert weight's and each floor's correct answers on the validation split `val`, as the
         model gives them (the other setting at its choice so far); the statistics' own answers rank the
         floors first (`ClassPosterior.floor`)."""
-        correct = lambda w: sum(float((score(x, w).argmax(1) == y).sum()) for x, _, y in val)  # noqa: E731
+        def correct(w: float | None) -> float:
+            return sum(float((score(x, w).argmax(1) == y).sum()) for x, _, y in val)
+
         for k, w in enumerate(self.expert_weights):
             self.weight_correct[k] += correct(w)
         if self.frozen:  # the floors are scored with the w chosen so far, which this experience's columns read

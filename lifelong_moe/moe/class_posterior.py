@@ -188,8 +188,8 @@ class ClassPosterior(nn.Module):
             width_z = math.log(width) / math.sqrt(_log_trace_variance(own, dof) + _log_trace_variance(pooled, pooled_dof))
             n_c = stats.count[rows[keep]]
             deviation = (z[keep].double() - stats.mean[rows[keep]]) * (n_c / (n_c + 1)).sqrt()[:, None]  # (N, D)
-            out["pooled_loglik"] += max(gaussian_log_likelihood(deviation, shrunk(pooled, s))[0] for s in self.shrinkages)
-            out["own_loglik"] += max(gaussian_log_likelihood(deviation, shrunk(own, s))[0] for s in self.shrinkages)
+            out["pooled_loglik"] += max(gaussian_log_likelihood(deviation, shrunk(pooled, s)) for s in self.shrinkages)
+            out["own_loglik"] += max(gaussian_log_likelihood(deviation, shrunk(own, s)) for s in self.shrinkages)
             out[f"width_ratio/{m}"], out[f"width_z/{m}"] = width, width_z
             widths_agree = widths_agree and abs(width_z) <= WIDTH_Z
         if not any(k.startswith("width_ratio/") for k in out):
@@ -320,7 +320,6 @@ class ClassPosterior(nn.Module):
             total = part if total is None else total + part
         conditional = total - segment_logsumexp(total, seg, E).gather(1, seg.expand_as(total))
         return self.combine(self.modality_log_posteriors(feats)), conditional
-
 
 
 def _log_trace_variance(cov: torch.Tensor, dof: float) -> float:

@@ -12,9 +12,6 @@ Shape key: N samples, D features, C classes."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import torch
 from torch import nn
 
@@ -99,17 +96,15 @@ def shrunk(cov: torch.Tensor, shrinkage: float) -> torch.Tensor:
     return (1.0 - shrinkage) * cov + shrinkage * target * torch.eye(d, dtype=cov.dtype, device=cov.device)
 
 
-def gaussian_log_likelihood(x: torch.Tensor, cov: torch.Tensor, scales: Sequence[float] = (1.0,)) -> list[float]:
-    """Mean log-density of the rows of x (N, D) under N(0, a * cov) for each a in `scales`, up to the
-    constant -D/2 log(2 pi): -(q / a + D log a + log det cov) / 2, with q the mean of x^T cov^-1 x. One
-    Cholesky factor serves every scale; a covariance that has none (not positive definite) gives -inf."""
+def gaussian_log_likelihood(x: torch.Tensor, cov: torch.Tensor) -> float:
+    """Mean log-density of the rows of x (N, D) under N(0, cov), up to the constant -D/2 log(2 pi); a
+    covariance without a Cholesky factor (not positive definite) gives -inf."""
     d = cov.shape[0]
     chol, info = torch.linalg.cholesky_ex(cov + 1e-9 * torch.trace(cov) / d * torch.eye(d, dtype=cov.dtype, device=cov.device))
     if int(info) != 0:
-        return [float("-inf")] * len(scales)
+        return float("-inf")
     q = float(torch.linalg.solve_triangular(chol, x.to(cov.dtype).T, upper=False).pow(2).sum(0).mean())
-    logdet = 2.0 * float(chol.diagonal().log().sum())
-    return [-0.5 * (q / a + d * math.log(a) + logdet) for a in scales]
+    return -0.5 * (q + 2.0 * float(chol.diagonal().log().sum()))
 
 
 def lda_weights(stats: ClassStatistics, shrinkage: float) -> tuple[torch.Tensor, torch.Tensor]:
