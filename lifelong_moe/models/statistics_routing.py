@@ -21,9 +21,9 @@ that brings classes seen before tells whether it shares the earlier experiences'
 floor refitted with its data too (their w stays): a later domain improves an earlier one without any of
 the earlier one's samples (backward transfer), while a domain that spreads differently (e.g. a noisier
 one) leaves them as they were, and is itself left out of later refits.
-p(e | x) always uses the latest statistics. After an experience trains, its training data pass once
-through the fixed spaces; its validation split scores the candidates and is then added to the statistics
-too."""
+p(e | x) always uses the latest statistics, and once frozen a floor of its own
+(`ClassPosterior.experience_floor`). After an experience trains, its training data pass once through the
+fixed spaces; its validation split scores the candidates and is then added to the statistics too."""
 
 from __future__ import annotations
 
@@ -92,7 +92,10 @@ class StatisticsRouting(nn.Module):
         """The candidates in use: shrinkage per modality, the floor and the expert weight."""
         post = self.posterior
         chosen = {f"shrinkage/{m}": post.shrinkages[int(getattr(post, f"shrinkage_correct_{m}").argmax())] for m in post.views}
-        return {**chosen, "floor": post.floor, "expert_weight": self.expert_weight}
+        return {**chosen, "floor": post.floor, **self._experience_floor(), "expert_weight": self.expert_weight}
+
+    def _experience_floor(self) -> dict[str, float]:
+        return {"experience_floor": self.posterior.experience_floor} if self.frozen else {}
 
     def settle_width(self, n_train: int) -> None:
         """Fix the feature width once, from the first experience's size: 4 features per training sample,
@@ -185,7 +188,7 @@ class StatisticsRouting(nn.Module):
         post.freeze_rows(exp.index)  # the candidates are scored through the conditional just fitted
         self._score_candidates(exp.index, val, score)
         post.observe(feats, rows)  # the held-out samples count, once chosen
-        self.choices[exp.index] = {**post.fit(None), "expert_weight": self.expert_weight, **evidence}
+        self.choices[exp.index] = {**post.fit(None), **self._experience_floor(), "expert_weight": self.expert_weight, **evidence}
         self._freeze(exp.index)
         if evidence.get("pooling/shares"):  # the earlier experiences take what was refitted with this one's data,
             for e in range(exp.index):  # except those whose own evidence said they spread differently
@@ -195,8 +198,9 @@ class StatisticsRouting(nn.Module):
 
     def _score_candidates(self, experience: int, val: list, score: Any) -> None:
         """Add each expert weight's and each floor's correct answers on the validation split `val`, as the
-        model gives them (the other setting at its choice so far); the statistics' own answers rank the
-        floors first (`ClassPosterior.floor`)."""
+        model gives them (the other settings at their choice so far); the statistics' own answers rank the
+        floors first (`ClassPosterior.floor`). Once frozen and two experiences or more are known, the floor
+        of p(e | x) (`ClassPosterior.experience_floor`) is scored too, after the conditional's."""
         def correct(w: float | None) -> float:
             return sum(float((score(x, w).argmax(1) == y).sum()) for x, _, y in val)
 
@@ -213,3 +217,10 @@ class StatisticsRouting(nn.Module):
         finally:
             post.floor_override = None
             post.freeze_rows(experience)
+        if self.frozen and int(post.row_experience.max()) > 0:  # with one experience p(e | x) = 1 whatever its floor
+            try:
+                for k, floor in enumerate(post.floors):
+                    post.experience_floor_override = floor
+                    post.experience_floor_correct[k] += correct(None)
+            finally:
+                post.experience_floor_override = None

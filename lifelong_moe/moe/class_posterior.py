@@ -25,7 +25,11 @@ experiences (each measured while its split was at hand, so no sample is kept), a
 Both are scored here, by the posterior's own answers; floors those cannot tell apart (with one modality
 and as many rows per class, the floor changes no answer of the posterior, it only flattens it) are scored
 again by the answers of the model that uses the posterior (`floor_override` while a candidate is scored),
-since the floor sets how much of p(e | x) each experience keeps.
+since the floor sets how much of p(e | x) each experience keeps. Once conditionals are frozen, p(e | x)
+takes a floor of its own (`experience_floor`), scored by the model's answers on every later experience's
+split: the floor inside each frozen conditional and the share every experience gets of every sample are
+different questions, and one value chosen for the first (on the first experience, where the second has
+no effect) let every later experience take a share of every earlier one's samples.
 
 Shape key: B samples, D features, R rows, C classes, E experiences."""
 
@@ -66,7 +70,9 @@ class ClassPosterior(nn.Module):
         self.register_buffer("floor_correct", torch.zeros(len(self.floors), dtype=torch.float64))
         self.register_buffer("floor_model_correct", torch.zeros(len(self.floors), dtype=torch.float64))
         self.register_buffer("frozen_floor", torch.zeros(0))  # per row once freezing: the floor it was frozen with
+        self.register_buffer("experience_floor_correct", torch.zeros(len(self.floors), dtype=torch.float64))
         self.floor_override: float | None = None  # a candidate floor being scored
+        self.experience_floor_override: float | None = None  # a candidate floor of p(e | x) being scored
 
     # ---- structure ----------------------------------------------------------------------------------
     @property
@@ -115,6 +121,9 @@ class ClassPosterior(nn.Module):
             self.frozen_floor = self.frozen_floor.new_zeros(state_dict.get(prefix + "frozen_floor", self.frozen_floor[:0]).shape)
             for m in self.views:
                 self._resize_discriminant(m)
+        if prefix + "row_class" in state_dict and prefix + "experience_floor_correct" not in state_dict:
+            # saved before p(e | x) had a floor of its own: no evidence yet, so it keeps reading `floor`
+            state_dict[prefix + "experience_floor_correct"] = torch.zeros_like(self.experience_floor_correct)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     # ---- data ---------------------------------------------------------------------------------------
@@ -263,6 +272,22 @@ class ClassPosterior(nn.Module):
         rank = {f: (float(a), float(b), -f) for f, a, b in zip(self.floors, self.floor_correct, self.floor_model_correct)}
         return max(self.floors, key=rank.__getitem__)
 
+    @property
+    def experience_floor(self) -> float:
+        """The floor of p(e | x) once conditionals are frozen (each experience's conditional keeps the
+        floor it was frozen with, `frozen_floor`). Mixing p(row | x) with the uniform gives every experience
+        a share of every sample, so a later experience's conditional gets a say on an earlier one's samples;
+        how much share pays off is a question about the mixing over experiences, not about telling classes
+        apart, and gets its own validation answers (`experience_floor_correct`, counted by the model while
+        two experiences or more are known): the most correct, ties to the smallest. Before any, `floor`.
+        `experience_floor_override`, while set, is a candidate being scored."""
+        if self.experience_floor_override is not None:
+            return self.experience_floor_override
+        if not bool(self.experience_floor_correct.any()):
+            return self.floor
+        rank = {f: (float(a), -f) for f, a in zip(self.floors, self.experience_floor_correct)}
+        return max(self.floors, key=rank.__getitem__)
+
     # ---- inference ----------------------------------------------------------------------------------
     def modality_log_posteriors(self, feats: Features) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per modality: (log p_m(row | x) over the rows it has statistics for (B, R), presence (B,))."""
@@ -301,10 +326,11 @@ class ClassPosterior(nn.Module):
         return self.combine(self.modality_log_posteriors(self.featurize(inputs, present)))
 
     def frozen_conditional(self, inputs: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log p(row | x) (B, R), log p(row | x, e(row)) (B, R) from the frozen discriminants). Frozen rows of
-        different experiences were fitted under different covariances, so each modality's scores are
-        normalised within the row's experience, mixed there with its frozen floor, fused over the modalities
-        present and normalised within the experience again."""
+        """(log p(row | x) (B, R) under the floor of p(e | x) (`experience_floor`), log p(row | x, e(row))
+        (B, R) from the frozen discriminants). Frozen rows of different experiences were fitted under
+        different covariances, so each modality's scores are normalised within the row's experience, mixed
+        there with its frozen floor, fused over the modalities present and normalised within the experience
+        again."""
         feats = self.featurize(inputs, present)
         seg, E = self.row_experience, int(self.row_experience.max()) + 1
         floor = self.frozen_floor.clamp(1e-12, 1.0 - 1e-12)  # (R,)
@@ -319,7 +345,7 @@ class ClassPosterior(nn.Module):
             part = torch.where(known, mixed, torch.zeros_like(mixed)) * keep.unsqueeze(1).float()
             total = part if total is None else total + part
         conditional = total - segment_logsumexp(total, seg, E).gather(1, seg.expand_as(total))
-        return self.combine(self.modality_log_posteriors(feats)), conditional
+        return self.combine(self.modality_log_posteriors(feats), self.experience_floor), conditional
 
 
 def _log_trace_variance(cov: torch.Tensor, dof: float) -> float:
