@@ -231,3 +231,25 @@ def test_the_pooling_decision_reaches_tensorboard(tmp_path):
     shares = acc.Scalars("statistics/pooling/shares")
     assert [e.step for e in shares] == [1] and shares[0].value == 1.0
     assert [e.step for e in acc.Scalars("statistics/floor")] == [0, 1]
+
+
+def test_a_refit_reaches_only_the_earlier_experiences_with_the_same_modalities(tmp_path):
+    """The same distribution, first with modality m0 alone, then with m0 and m1: the pair shares (pooling
+    describes it), but its shrinkage and floor were chosen on both modalities' answers, which say nothing
+    about m0 alone, so the m0-only experience keeps its conditional bit for bit; with m0 and m1 in both
+    experiences the same data move it."""
+    moved = {}
+    for alone in (True, False):
+        stream = _two_domains(None)
+        stream["experiences"][0]["modalities"] = ["m0"] if alone else ["m0", "m1"]
+        stream["experiences"][1]["modalities"] = ["m0", "m1"]
+        if alone:
+            stream["scenario"] = "modality_incremental"
+        cfg, stream, model = _domain_model(tmp_path / str(alone), stream, stats_refit="evidence")
+        train_experience(cfg, model, stream.train_stream[0], seed=0)
+        assert model.statistics.posterior.modalities_of(0) == ({"m0"} if alone else {"m0", "m1"})
+        before = _conditional_of(model, stream.test_stream[0].dataset, 0)
+        train_experience(cfg, model, stream.train_stream[1], seed=1)
+        assert model.statistics.choices[1]["pooling/shares"] == 1.0, model.statistics.choices[1]
+        moved[alone] = float((_conditional_of(model, stream.test_stream[0].dataset, 0) - before).abs().max())
+    assert moved[True] == 0.0 and moved[False] > 1e-3, moved

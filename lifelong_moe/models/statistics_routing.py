@@ -17,8 +17,9 @@ experience brings a class seen before (a new domain, which reshapes the shared c
 on freezes: the experiences before it keep what they had then, every later one what it ends with.
 Frozen is not final: with `refit: evidence` (the default) the validation split of each later experience
 that brings classes seen before tells whether it shares the earlier experiences' within-class covariance
-(`ClassPosterior.pooling_evidence`), and if it does, the earlier experiences take the discriminants and
-floor refitted with its data too (their w stays): a later domain improves an earlier one without any of
+(`ClassPosterior.pooling_evidence`), and if it does, the earlier experiences with the same modalities take
+the discriminants and floor refitted with its data too (their w stays; the shrinkage and floor come from
+validation answers on those modalities together, which do not speak for a modality alone): a later domain improves an earlier one without any of
 the earlier one's samples (backward transfer), while a domain that spreads differently (e.g. a noisier
 one) leaves them as they were, and is itself left out of later refits.
 p(e | x) always uses the latest statistics, and once frozen a floor of its own
@@ -191,8 +192,9 @@ class StatisticsRouting(nn.Module):
         self.choices[exp.index] = {**post.fit(None), **self._experience_floor(), "expert_weight": self.expert_weight, **evidence}
         self._freeze(exp.index)
         if evidence.get("pooling/shares"):  # the earlier experiences take what was refitted with this one's data,
-            for e in range(exp.index):  # except those whose own evidence said they spread differently
-                if self.choices.get(e, {}).get("pooling/shares", 1.0):
+            modalities = post.modalities_of(exp.index)  # except those whose own evidence said they spread
+            for e in range(exp.index):  # differently, and those with other modalities, which it does not speak for
+                if self.choices.get(e, {}).get("pooling/shares", 1.0) and post.modalities_of(e) == modalities:
                     post.freeze_rows(e)
         return self.choices[exp.index]
 

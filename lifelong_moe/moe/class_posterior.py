@@ -145,6 +145,11 @@ class ClassPosterior(nn.Module):
             if keep.any():
                 self.stats[m].update(z[keep], rows[keep])
 
+    def modalities_of(self, experience: int) -> frozenset[str]:
+        """The modalities `experience`'s rows have statistics in."""
+        mine = self.row_experience == experience
+        return frozenset(m for m, stats in self.stats.items() if bool(stats.seen[mine].any()))
+
     def row_of(self, experience: int, labels: torch.Tensor) -> torch.Tensor:
         """(B,) the row of each label within `experience`."""
         lookup = torch.full((int(self.row_class.max()) + 1,), -1, dtype=torch.long, device=labels.device)
