@@ -235,9 +235,8 @@ def test_the_pooling_decision_reaches_tensorboard(tmp_path):
 
 def test_a_refit_reaches_only_the_earlier_experiences_with_the_same_modalities(tmp_path):
     """The same distribution, first with modality m0 alone, then with m0 and m1: the pair shares (pooling
-    describes it), but its shrinkage and floor were chosen on both modalities' answers, which say nothing
-    about m0 alone, so the m0-only experience keeps its conditional bit for bit; with m0 and m1 in both
-    experiences the same data move it."""
+    describes it), but its evidence comes from samples that carry both modalities, so the m0-only
+    experience keeps its conditional bit for bit; with m0 and m1 in both experiences the same data move it."""
     moved = {}
     for alone in (True, False):
         stream = _two_domains(None)

@@ -72,9 +72,15 @@ def test_a_checkpoint_saved_before_the_experience_floor_existed_loads_and_reads_
 def test_the_model_scores_the_floor_of_p_e_given_x_from_the_second_experience_on(tmp_path):
     cfg, stream, model = _domain_model(tmp_path)
     post = model.statistics.posterior
+    seen: list[float] = []  # the floor of p(e | x) in use at every pass of the model
+    forward = model.forward_outputs
+    model.forward_outputs = lambda *a, **k: (seen.append(post.experience_floor), forward(*a, **k))[1]
     n_val = []
     for i, exp in enumerate(stream.train_stream):
+        seen.clear()
         train_experience(cfg, model, exp, seed=i)
+        if i > 0:  # every candidate reaches the model while it is scored
+            assert set(post.floors) <= set(seen), (post.floors, set(seen))
         n_val.append(sum(len(y) for _, _, y in model._batches(exp.validation)))
         counts = post.experience_floor_correct
         if i == 0:

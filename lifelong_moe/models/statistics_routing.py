@@ -18,10 +18,11 @@ on freezes: the experiences before it keep what they had then, every later one w
 Frozen is not final: with `refit: evidence` (the default) the validation split of each later experience
 that brings classes seen before tells whether it shares the earlier experiences' within-class covariance
 (`ClassPosterior.pooling_evidence`), and if it does, the earlier experiences with the same modalities take
-the discriminants and floor refitted with its data too (their w stays; the shrinkage and floor come from
-validation answers on those modalities together, which do not speak for a modality alone): a later domain improves an earlier one without any of
-the earlier one's samples (backward transfer), while a domain that spreads differently (e.g. a noisier
-one) leaves them as they were, and is itself left out of later refits.
+the discriminants and floor refitted with its data too (their w stays; its evidence and the choices made
+with its split are measured on samples that carry all its modalities, which need not hold for fewer): a
+later domain improves an earlier one without any of the earlier one's samples (backward transfer), while
+a domain that spreads differently (e.g. a noisier one) leaves them as they were, and is itself left out
+of later refits.
 p(e | x) always uses the latest statistics, and once frozen a floor of its own
 (`ClassPosterior.experience_floor`). After an experience trains, its training data pass once through the
 fixed spaces; its validation split scores the candidates and is then added to the statistics too."""
@@ -175,7 +176,7 @@ class StatisticsRouting(nn.Module):
         for x, present, y in batches(exp.dataset):
             post.observe(post.featurize(x, present, fit_views=True), post.row_of(exp.index, y))
         if exp.validation is None:
-            self.choices[exp.index] = {**post.fit(None), "expert_weight": self.expert_weight}
+            self.choices[exp.index] = {**post.fit(None), **self._experience_floor(), "expert_weight": self.expert_weight}
             self._freeze(exp.index)
             return self.choices[exp.index]
         val = [(x, present, y) for x, present, y in batches(exp.validation)]
@@ -193,7 +194,7 @@ class StatisticsRouting(nn.Module):
         self._freeze(exp.index)
         if evidence.get("pooling/shares"):  # the earlier experiences take what was refitted with this one's data,
             modalities = post.modalities_of(exp.index)  # except those whose own evidence said they spread
-            for e in range(exp.index):  # differently, and those with other modalities, which it does not speak for
+            for e in range(exp.index):  # differently, and those with other modalities, which its split does not show
                 if self.choices.get(e, {}).get("pooling/shares", 1.0) and post.modalities_of(e) == modalities:
                     post.freeze_rows(e)
         return self.choices[exp.index]

@@ -25,11 +25,11 @@ experiences (each measured while its split was at hand, so no sample is kept), a
 Both are scored here, by the posterior's own answers; floors those cannot tell apart (with one modality
 and as many rows per class, the floor changes no answer of the posterior, it only flattens it) are scored
 again by the answers of the model that uses the posterior (`floor_override` while a candidate is scored),
-since the floor sets how much of p(e | x) each experience keeps. Once conditionals are frozen, p(e | x)
-takes a floor of its own (`experience_floor`), scored by the model's answers on every later experience's
-split: the floor inside each frozen conditional and the share every experience gets of every sample are
-different questions, and one value chosen for the first (on the first experience, where the second has
-no effect) let every later experience take a share of every earlier one's samples.
+since (before conditionals are frozen) the floor sets how much of p(e | x) each experience keeps. Once
+they are, p(e | x) takes a floor of its own (`experience_floor`), scored by the model's answers on every
+later experience's split: the floor inside each frozen conditional and the share every experience gets
+of every sample are different questions, and one value chosen for the first (on the first experience,
+where the second has no effect) let every later experience take a share of every earlier one's samples.
 
 Shape key: B samples, D features, R rows, C classes, E experiences."""
 
@@ -268,7 +268,8 @@ class ClassPosterior(nn.Module):
         floors those cannot tell apart (e.g. one modality, whose posterior the floor only flattens when
         every class has as many rows), the one with the most correct answers of the model that uses them
         (`floor_model_correct`, counted in `StatisticsRouting._score_candidates`: there the floor sets how
-        much p(e | x) each experience keeps); among floors neither can tell apart, the smallest. Without
+        much p(e | x) each experience keeps, until `experience_floor` is scored; after that only the newest
+        experience's frozen conditional); among floors neither can tell apart, the smallest. Without
         validation data, the first candidate. `floor_override`, while set, is a candidate being scored."""
         if self.floor_override is not None:
             return self.floor_override
