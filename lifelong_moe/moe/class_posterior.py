@@ -275,8 +275,7 @@ class ClassPosterior(nn.Module):
             return self.floor_override
         if not bool(self.floor_correct.any() or self.floor_model_correct.any()):
             return self.floors[0]
-        rank = {f: (float(a), float(b), -f) for f, a, b in zip(self.floors, self.floor_correct, self.floor_model_correct)}
-        return max(self.floors, key=rank.__getitem__)
+        return _most_correct(self.floors, self.floor_correct, self.floor_model_correct)
 
     @property
     def experience_floor(self) -> float:
@@ -291,8 +290,7 @@ class ClassPosterior(nn.Module):
             return self.experience_floor_override
         if not bool(self.experience_floor_correct.any()):
             return self.floor
-        rank = {f: (float(a), -f) for f, a in zip(self.floors, self.experience_floor_correct)}
-        return max(self.floors, key=rank.__getitem__)
+        return _most_correct(self.floors, self.experience_floor_correct)
 
     # ---- inference ----------------------------------------------------------------------------------
     def modality_log_posteriors(self, feats: Features) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -352,6 +350,12 @@ class ClassPosterior(nn.Module):
             total = part if total is None else total + part
         conditional = total - segment_logsumexp(total, seg, E).gather(1, seg.expand_as(total))
         return self.combine(self.modality_log_posteriors(feats), self.experience_floor), conditional
+
+
+def _most_correct(candidates: Sequence[float], *counts: torch.Tensor) -> float:
+    """The candidate with the most correct answers by the first count, then the next; ties to the smallest."""
+    rank = {c: (*(float(n[k]) for n in counts), -c) for k, c in enumerate(candidates)}
+    return max(candidates, key=rank.__getitem__)
 
 
 def _log_trace_variance(cov: torch.Tensor, dof: float) -> float:

@@ -96,11 +96,16 @@ def shrunk(cov: torch.Tensor, shrinkage: float) -> torch.Tensor:
     return (1.0 - shrinkage) * cov + shrinkage * target * torch.eye(d, dtype=cov.dtype, device=cov.device)
 
 
+def jittered(cov: torch.Tensor) -> torch.Tensor:
+    """cov plus 1e-9 of its mean eigenvalue on the diagonal: a factorisation of a singular one still runs."""
+    d = cov.shape[0]
+    return cov + 1e-9 * torch.trace(cov) / d * torch.eye(d, dtype=cov.dtype, device=cov.device)
+
+
 def gaussian_log_likelihood(x: torch.Tensor, cov: torch.Tensor) -> float:
     """Mean log-density of the rows of x (N, D) under N(0, cov), up to the constant -D/2 log(2 pi); a
     covariance without a Cholesky factor (not positive definite) gives -inf."""
-    d = cov.shape[0]
-    chol, info = torch.linalg.cholesky_ex(cov + 1e-9 * torch.trace(cov) / d * torch.eye(d, dtype=cov.dtype, device=cov.device))
+    chol, info = torch.linalg.cholesky_ex(jittered(cov))
     if int(info) != 0:
         return float("-inf")
     q = float(torch.linalg.solve_triangular(chol, x.to(cov.dtype).T, upper=False).pow(2).sum(0).mean())
@@ -111,8 +116,7 @@ def lda_weights(stats: ClassStatistics, shrinkage: float) -> tuple[torch.Tensor,
     """Linear discriminant (W (D, C), b (C,)) over the seen classes with equal priors: score_c(x) =
     x^T S^-1 m_c - m_c^T S^-1 m_c / 2; unseen classes get W = 0 and b = -inf. Solved, never inverted."""
     seen = stats.seen
-    cov = shrunk(stats.covariance(), shrinkage)
-    cov = cov + 1e-9 * torch.trace(cov) / stats.dim * torch.eye(stats.dim, dtype=cov.dtype, device=cov.device)
+    cov = jittered(shrunk(stats.covariance(), shrinkage))
     means = stats.mean[seen]  # (c, D)
     solved = torch.linalg.solve(cov, means.T)  # (D, c) = S^-1 m
     W = torch.zeros(stats.dim, stats.n_classes, dtype=torch.float64, device=cov.device)
