@@ -9,9 +9,9 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ConfigError": "lifelong_moe.errors",
-    "DataError": "lifelong_moe.errors",
-    "UserError": "lifelong_moe.errors",
+    "ConfigError": "scenarios.errors",
+    "DataError": "scenarios.errors",
+    "UserError": "scenarios.errors",
     "Experience": "scenarios.builder",
     "ExperienceSpec": "scenarios.builder",
     "Stream": "scenarios.builder",

@@ -14,12 +14,12 @@ from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 from avalanche.benchmarks.utils.classification_dataset import TaskAwareClassificationDataset
 from avalanche.benchmarks.utils.data_attribute import DataAttribute
 
-from lifelong_moe.errors import ConfigError
-from lifelong_moe.registry import resolve_params
 from scenarios.config import ExperienceConfig, ScenarioKind, StreamConfig
 from scenarios.dataset import MultimodalDataset
+from scenarios.errors import ConfigError
 from scenarios.masking import keep_one
 from scenarios.modality import MASK_KEY, ModalitySpec
+from scenarios.registry import resolve_params
 from scenarios.sources import SOURCES, SourceData, Split, load_source
 
 MAX_TASKS = 10_000

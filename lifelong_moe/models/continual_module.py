@@ -207,7 +207,7 @@ class ContinualModule(L.LightningModule):
 
     def evaluation_probes(self) -> list[Any]:
         """Measurements specific to this model, run by the evaluator alongside accuracy
-        (objects with `start`, `update` and `compute`; see `lifelong_moe.evaluation.Probe`)."""
+        (objects with `start`, `update` and `compute`; see `lifelong_moe.models.probe.Probe`)."""
         return []
 
     def setup(self, stage: str) -> None:

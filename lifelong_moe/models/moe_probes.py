@@ -12,7 +12,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from lifelong_moe.evaluation.probe import Reduce
+from lifelong_moe.models.probe import Reduce
 from lifelong_moe.moe.communication import COMMUNICATION, Stats, add_stats
 
 NEG = -1e9  # log-probability of the impossible; finite, so no NaN appears in softmax or CE

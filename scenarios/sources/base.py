@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from lifelong_moe.errors import ConfigError, DataError
-from lifelong_moe.registry import Registry
+from scenarios.errors import ConfigError, DataError
 from scenarios.modality import ModalitySpec
+from scenarios.registry import Registry
 
 MAX_CLASSES = 100_000  # labels index classes, and models size their heads and class masks by the largest label
 MAX_GENERATED_VALUES = 500_000_000  # a generated source holds at most this many numbers per split (2 GB as float32)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
+from scenarios.errors import DataError
 from scenarios.modality import ModalitySpec
 from scenarios.sources.base import SOURCES, SourceData
 from scenarios.sources.files import POOLS, Pool, label_array, split_pool

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
+from scenarios.errors import DataError
 
 IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"]
 AUDIO_EXTENSIONS = [".wav", ".flac", ".ogg", ".aiff", ".aif"]

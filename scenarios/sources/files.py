@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
+from scenarios.errors import DataError
 from scenarios.modality import ModalitySpec
 from scenarios.sources.base import SourceData, Split, stratified_split
 from scenarios.sources.tokenize import TokenizerParams, tokenize

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
 from scenarios.cache import files_fingerprint
+from scenarios.errors import DataError
 from scenarios.modality import ModalitySpec
 from scenarios.sources.base import SOURCES, SourceData
 from scenarios.sources.decode import (
@@ -62,7 +62,7 @@ class HFDatasetParams:
 
 
 def _load(path: Path) -> Any:
-    from lifelong_moe.offline import hf_offline
+    from scenarios.offline import hf_offline
 
     hf_offline()
     if not path.is_dir():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
 from scenarios.cache import files_fingerprint
+from scenarios.errors import DataError
 from scenarios.modality import ModalitySpec
 from scenarios.sources.base import SOURCES, SourceData
 from scenarios.sources.decode import (

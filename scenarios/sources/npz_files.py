@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
+from scenarios.errors import DataError
 from scenarios.modality import MASK_KEY, ModalitySpec
 from scenarios.sources.base import MAX_CLASSES, SOURCES, SourceData, Split, file_fingerprint
 

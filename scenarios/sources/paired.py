@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lifelong_moe.errors import ConfigError, DataError
-from lifelong_moe.registry import resolve_params
 from scenarios.config import SourceConfig
+from scenarios.errors import ConfigError, DataError
+from scenarios.registry import resolve_params
 from scenarios.sources.base import SOURCES, SourceData, Split, load_source
 from scenarios.sources.files import POOLS, Pool, split_pool
 

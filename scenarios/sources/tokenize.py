@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
+from scenarios.errors import DataError
 
 PAD, UNK = 0, 1
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -59,7 +59,7 @@ def _word(train: np.ndarray, test: np.ndarray, params: TokenizerParams) -> tuple
 
 
 def _hf(train: np.ndarray, test: np.ndarray, params: TokenizerParams, key: str) -> tuple[np.ndarray, np.ndarray, int]:
-    from lifelong_moe.offline import hf_offline
+    from scenarios.offline import hf_offline
 
     hf_offline()
     if not params.path or not Path(params.path).expanduser().is_dir():
