@@ -22,7 +22,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, builtins: tuple[str, ...] = ()) -> None:
         self.kind = kind
         self._builtins = builtins
-        self._loaded = not builtins
+        self._loaded = False  # built-ins and installed plugins (entry points) load on first use
         self._entries: dict[str, T] = {}
         self._params: dict[str, type | None] = {}
         self._docs: dict[str, str] = {}
@@ -33,6 +33,9 @@ class Registry(Generic[T]):
             self._loaded = True  # before importing: the modules register into this very registry
             for module in self._builtins:
                 importlib.import_module(module)
+            from scenarios.plugins import load_entry_points
+
+            load_entry_points()  # installed plugins register after the built-ins, into any registry
 
     def register(self, name: str, params: type | None = None, **meta: Any) -> Callable[[T], T]:
         """Decorator: register `obj` under `name`, with an optional params dataclass and metadata."""

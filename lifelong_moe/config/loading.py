@@ -22,6 +22,7 @@ from lifelong_moe.config.yaml_input import parse_yaml, read_yaml_file
 from lifelong_moe.errors import ConfigError, first_line
 from lifelong_moe.features.base import check_pretrained
 from lifelong_moe.registry import MODELS, STRATEGIES, resolve_params
+from scenarios.plugins import import_modules
 
 MAX_OVERRIDE_CHARS = 10_000
 
@@ -38,11 +39,12 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {_type_name(raw)}")
-    return config_from_dict(raw, overrides)
+    return config_from_dict(raw, overrides, search=(path.parent,))
 
 
-def config_from_dict(raw: Any, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Merge `raw` and the overrides onto the schema; check registered names and their params."""
+def config_from_dict(raw: Any, overrides: Sequence[str] = (), search: Sequence[Path] = ()) -> ExperimentConfig:
+    """Merge `raw` and the overrides onto the schema; import the config's `imports` (looked for in `search`
+    and the working directory first), then check registered names and their params."""
     parsed = [_parse_override(item) for item in overrides]  # malformed overrides fail before any merge
     _check_sections(raw, ExperimentConfig, "")
     try:
@@ -61,6 +63,7 @@ def config_from_dict(raw: Any, overrides: Sequence[str] = ()) -> ExperimentConfi
     except RecursionError:  # e.g. an interpolation that refers to itself
         raise ConfigError("config: an interpolation (${...}) refers to itself") from None
     check_values(obj)  # plain values, before the registries (and torch) load
+    import_modules(obj.imports, [*search, Path.cwd()])  # the user's own registrations, before names are looked up
     for key, registry, component in (("model", MODELS, obj.model), ("strategy", STRATEGIES, obj.strategy)):
         registry.get(component.name, f"{key}.name")
         # resolved once, here: the complete params (defaults filled in) are what config.yaml records

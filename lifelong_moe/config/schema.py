@@ -91,3 +91,5 @@ class ExperimentConfig:
     evaluate_untrained: bool = True  # accuracy of the untrained model, needed for FWT
     reference_results: str | None = None  # results.json of a joint (cumulative) run, for intransigence
     pretrained: dict[str, EncoderConfig] = field(default_factory=dict)  # modality -> frozen pretrained encoder
+    imports: list[str] = field(default_factory=list)  # your modules that register components (e.g. my_pkg.models),
+    # imported before any name in the config is looked up; the config's folder and the working directory are searched first

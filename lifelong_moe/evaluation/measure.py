@@ -11,8 +11,8 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
 
 from lifelong_moe.config.schema import TrainerConfig
-from lifelong_moe.models.probe import Probe
 from lifelong_moe.models.continual_module import ContinualModule
+from lifelong_moe.models.probe import Probe
 from lifelong_moe.training import call_trainer, make_trainer
 
 
