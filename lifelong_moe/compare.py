@@ -121,6 +121,7 @@ def comparison_row(results: dict[str, Any], metrics: dict[str, Any]) -> dict[str
         "memory": results["memory"],
         "memory_bytes": int(results.get("memory_bytes", 0)),
         "wall_time_s": float(results["wall_time_s"]),
+        "contributions": {part: {"acc": v["acc"], "bwt": v["bwt"]} for part, v in results.get("contributions", {}).items()},
     }
 
 
@@ -140,6 +141,23 @@ def tabulate(out_dir: Path, label: str = "strategy") -> dict[str, list[dict[str,
         rows = {n: rows[n] for n in order if n in rows} | {n: r for n, r in rows.items() if n not in order}
     write_comparison(Path(out_dir), rows, label)
     return rows
+
+
+def contributions_table(rows: dict[str, list[dict[str, Any]]], label: str = "strategy") -> list[str]:
+    """Markdown lines: for each method whose model reports parts (e.g. the MoE's statistics and experts),
+    ACC and BWT of each part alone and of the whole, mean ± std over seeds; none if no method has parts."""
+    lines = []
+    for name, runs in rows.items():
+        for part in runs[0].get("contributions", {}):
+            cells = []
+            for key in ("acc", "bwt"):
+                vals = [r["contributions"][part][key] for r in runs if r.get("contributions", {}).get(part, {}).get(key) is not None]
+                cells.append("{:.3f} ± {:.3f}".format(*_mean_std(vals)) if vals else "n/a")
+            lines.append(f"| {name} | {part} | {cells[0]} | {cells[1]} |")
+    if not lines:
+        return []
+    return ["", "What each part contributes (the part alone; `model`: the whole):", "",
+            f"| {label} | part | ACC | BWT |", "|---|---|---|---|", *lines]
 
 
 def human_bytes(n: int) -> str:
@@ -182,6 +200,7 @@ def write_comparison(out_dir: Path, rows: dict[str, list[dict[str, Any]]], label
     n_seeds = max(len(r) for r in rows.values())
     md.append("")
     md.append(f"Mean ± standard deviation over {n_seeds} seed(s). Parameters after the last experience.")
+    md += contributions_table(rows, label)
     atomic_write_text(out_dir / "comparison.md", "\n".join(md) + "\n")
 
     final = {n: np.array([r["final_per_experience"] for r in runs]) for n, runs in rows.items()}

@@ -54,6 +54,7 @@ class RunOutputs:
         self.board.log_modality(i, state.modality[-1])
         self.board.log_step(i, state.R, state.b, self.names)
         self.board.log_report(i, state.reports[-1], self.names)
+        self.board.log_contributions(i, results.get("contributions", {}))
         with deferred():  # an interrupt waits until the checkpoint and results.json agree
             save_checkpoint(self.run_dir, checkpoint)
             self.checkpointed = state.completed

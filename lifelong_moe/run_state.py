@@ -10,7 +10,7 @@ import numpy as np
 
 from lifelong_moe.checkpointing import rng_state, set_rng_state
 from lifelong_moe.evaluation import Evaluation
-from lifelong_moe.metrics import summarize
+from lifelong_moe.metrics import contributions, summarize
 from lifelong_moe.models.continual_module import ContinualModule
 from scenarios import Stream
 
@@ -51,7 +51,7 @@ class RunState:
         """Add the evaluation after experience `self.completed`."""
         i = self.completed
         self.R[i] = evaluation.accuracies
-        self.reports.append(evaluation.report)
+        self.reports.append({**evaluation.report, "contributions": evaluation.parts} if evaluation.parts else evaluation.report)
         self.modality.append(evaluation.modality)
         self.params.append(params)
         self.timing.append({"train_s": t_trained - t_start, "eval_s": t_end - t_trained, "total_s": t_end - t_start})
@@ -92,6 +92,15 @@ class RunState:
             "modality_per_experience": self.modality,
             "wall_time_s": elapsed_s,
         }
+        parts = self.part_rows()
+        if parts:  # each part of the model alone beside the whole (e.g. the MoE's statistics and experts)
+            n = self.completed
+            results["contributions"] = contributions({k: [row[:n] for row in rows] for k, rows in parts.items()}, self.R[:n, :n])
         if self.robustness is not None:
             results["modality_evaluation"] = self.robustness
         return results
+
+    def part_rows(self) -> dict[str, list[list[float]]]:
+        """Per part the model reports: its accuracy on every test experience after each completed experience."""
+        names = self.reports[0].get("contributions", {}) if self.reports else {}
+        return {k: [r["contributions"][k] for r in self.reports] for k in names}

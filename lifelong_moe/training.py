@@ -135,9 +135,13 @@ def eval_loader(dataset: Any, cfg: TrainConfig) -> DataLoader:
 
 
 def fit_experience(model: ContinualModule, dataset: Any, train_cfg: TrainConfig, trainer_cfg: TrainerConfig,
-                   seed: int, logger: Any, callbacks: Sequence[Callback] = (), loss_terms: Sequence[LossTerm] = ()) -> L.Trainer:
+                   seed: int, logger: Any, callbacks: Sequence[Callback] = (), loss_terms: Sequence[LossTerm] = ()) -> L.Trainer | None:
     """Fit one experience's data; under DDP each process trains on its share of every global batch.
-    `callbacks` join this fit's Trainer; `loss_terms` are added to the model's loss for this fit only."""
+    `callbacks` join this fit's Trainer; `loss_terms` are added to the model's loss for this fit only.
+    A model with nothing to train (e.g. `stats`, whose statistics are gathered when the experience ends) is
+    not fitted: None."""
+    if not any(p.requires_grad for p in model.parameters()):
+        return None
     trainer = make_trainer(trainer_cfg, max_epochs=train_cfg.epochs, logger=logger,
                            conditional_parameters=model.conditional_parameters,
                            callbacks=[*callbacks, StopOnNonFiniteLoss(train_cfg.epochs)])

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lifelong_moe.errors", "lifelong_moe.offline", "lifelong_moe.registry", "lifelong_moe.metrics", "lifelong_moe.distributed"),
     ("lifelong_moe.config.schema", "lifelong_moe.config.values", "lifelong_moe.config.yaml_input", "lifelong_moe.reporting.files",
      "lifelong_moe.features.base", "lifelong_moe.interrupts"),
-    ("lifelong_moe.config", "lifelong_moe.moe"),
+    ("lifelong_moe.config", "lifelong_moe.moe", "lifelong_moe.statistics"),
     ("lifelong_moe.models", "lifelong_moe.features"),
     ("lifelong_moe.training", "lifelong_moe.checkpointing", "lifelong_moe.reporting"),
     ("lifelong_moe.evaluation", "lifelong_moe.strategies"),

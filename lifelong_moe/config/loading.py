@@ -86,10 +86,17 @@ def _check_compatible(cfg: ExperimentConfig) -> None:
 
 
 def _check_finite(params: dict[str, Any], key: str) -> None:
-    """No NaN or infinite number among a component's params (a NaN weight or lambda trains silently wrong)."""
+    """No NaN or infinite number among a component's params, nested ones included (a NaN weight or lambda
+    trains silently wrong)."""
     for name, value in params.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}.{name}: must be a finite number, got {value}")
+        if isinstance(value, dict):
+            _check_finite(value, f"{key}.{name}")
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, float) and not math.isfinite(item):
+                    raise ConfigError(f"{key}.{name}[{i}]: must be a finite number, got {item}")
 
 
 def _parse_override(item: Any) -> tuple[str, Any]:
