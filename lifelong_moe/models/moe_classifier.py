@@ -36,15 +36,15 @@ from scenarios.modality import MASK_KEY, ModalitySpec
 
 @dataclass
 class MoEParams:
-    embed_dim: int = 64
-    n_layers: int = 2
-    expert_hidden: int = 128
+    embed_dim: int = 64  # width of the modality tokens and the experts' input and output
+    n_layers: int = 2  # MoE layers
+    expert_hidden: int = 128  # hidden width of each expert's MLP
     experts_per_growth: int = 2  # experts added to every layer at each growth step
     k: int = 2  # experts per token (at most experts_per_growth under hard routing)
     n_shared_experts: int = 0  # always-on experts, trained in the first experience
     gate_noise: float = 0.0  # std of Gaussian noise on router logits in training
-    balance_loss_weight: float = 0.01
-    z_loss_weight: float = 0.001
+    balance_loss_weight: float = 0.01  # weight of the load-balancing loss
+    z_loss_weight: float = 0.001  # weight of the router z-loss (keeps router logits small)
     growth: str = "experience"  # experience | modality | novelty | evidence (moe/growth.py)
     reuse_accuracy: float = 0.9  # evidence: reuse a group when the model already classifies the new data this well
     novelty_threshold: float = 3.0  # novelty: grow when new data lies this many stds below the closest key
@@ -618,5 +618,5 @@ def _harden(logp: torch.Tensor) -> torch.Tensor:
 
 @MODELS.register("moe", params=MoEParams, routes_by_experience=True)
 def moe(params: MoEParams, **kwargs: Any) -> MoEClassifier:
-    """Lifelong MoE: experts grow per experience and freeze; task-free routing by per-experience keys."""
+    """Lifelong MoE: experts grow per experience and freeze; task-free routing by class statistics (task_routing)."""
     return MoEClassifier(params, **kwargs)
