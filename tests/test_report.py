@@ -120,6 +120,16 @@ def test_forgetting_curves_start_where_each_experience_is_trained():
         np.testing.assert_array_equal(lines[j].get_ydata(), R[j:, j])
 
 
+def test_comparison_figures_take_any_number_of_methods_and_experiences():
+    from lifelong_moe.reporting.plots import comparison_figure
+
+    final = {m: np.random.default_rng(k).random((2, 5)) for k, m in enumerate(["a", "b", "c"])}
+    for experiences in (None, ["e0", "e1", "e2", "e3", "e4"]):
+        fig_a, fig_b = comparison_figure(final, final, experiences)
+        for fig in (fig_a, fig_b):
+            assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == (experiences or ["0", "1", "2", "3", "4"])
+
+
 def _screenshot(page: Path, out: Path, height: int) -> Any:
     from PIL import Image
 

@@ -55,19 +55,20 @@ def forgetting_curves_figure(R: np.ndarray, seen_acc: Sequence[float], names: Se
 
 
 def comparison_figure(final: dict[str, np.ndarray], seen: dict[str, np.ndarray],
-                      names: Sequence[str] | None = None) -> tuple[plt.Figure, plt.Figure]:
+                      experiences: Sequence[str] | None = None) -> tuple[plt.Figure, plt.Figure]:
     """Two figures over contenders (arrays are seeds x experiences): final accuracy on each experience
     as grouped bars, and accuracy on everything seen after each experience, with one std as a band.
-    `names`: the experiences' names for the x axes (default: their indices)."""
+    `experiences`: their names for the x axes (default: their indices)."""
     names = list(final)
     T = next(iter(final.values())).shape[1]
+    ticks = list(experiences) if experiences else [str(t) for t in range(T)]
+    tilt = {"rotation": 30, "ha": "right"} if experiences else {}
     fig_a, ax = plt.subplots(figsize=(1.5 + 0.9 * T, 4))
     width = 0.8 / len(names)
     for k, name in enumerate(names):
         ax.bar(np.arange(T) + (k - (len(names) - 1) / 2) * width, final[name].mean(0), width,
                yerr=final[name].std(0), label=name, capsize=2)
-    ticks = list(names) if names else [str(t) for t in range(T)]
-    ax.set_xticks(np.arange(T), ticks, rotation=30 if names else 0, ha="right" if names else "center", fontsize=8)
+    ax.set_xticks(np.arange(T), ticks, fontsize=8, **tilt)
     ax.set_xlabel("test experience")
     ax.set_ylabel("accuracy after the last experience")
     ax.set_ylim(0, 1.02)
@@ -81,7 +82,7 @@ def comparison_figure(final: dict[str, np.ndarray], seen: dict[str, np.ndarray],
         mean, std = seen[name].mean(0), seen[name].std(0)
         ax.plot(steps, mean, marker="o", ms=3, label=name)
         ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
-    ax.set_xticks(steps, ticks, rotation=30 if names else 0, ha="right" if names else "center", fontsize=8)
+    ax.set_xticks(steps, ticks, fontsize=8, **tilt)
     ax.set_xlabel("after training experience i")
     ax.set_ylabel("accuracy on experiences seen so far")
     ax.set_ylim(0, 1.02)
