@@ -34,8 +34,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=int, default=3, help="seeds per method, from the config's seed on (default %(default)s)")
     v = sub.add_parser("validate", help="check a config, its stream, model, strategy and trainer; trains nothing",
                        description="Load CONFIG and check everything `run` checks before training: every key and "
-                                   "value, the stream and its data files, the model grown through every experience, "
-                                   "the strategy and the Trainer settings. Writes nothing.")
+                                   "value, the stream and its data files (class names resolved and printed), each "
+                                   "pretrained encoder (weights loaded, a few samples encoded; the run encodes the rest), "
+                                   "the model grown through every experience, the strategy and the Trainer settings. "
+                                   "Writes no run (decoded files go to the cache, as in a run).")
     v.add_argument("config")
     v.add_argument("overrides", nargs="*", metavar="key=value")
     ls = sub.add_parser("list", help="list registered components; with a KIND, their parameters",
