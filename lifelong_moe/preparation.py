@@ -70,13 +70,16 @@ def comparable(cfg: ExperimentConfig) -> dict[str, Any]:
     return container
 
 
-def prepare(cfg: ExperimentConfig, resume: str | None = None, progress: Callable[[str], None] = print) -> Prepared:
+def prepare(cfg: ExperimentConfig, resume: str | None = None, progress: Callable[[str], None] = print,
+            encode: bool = True) -> Prepared:
     """Check everything `run` needs, in the order `run` draws random numbers; write nothing under
-    `output.root` (pretrained features may be computed and cached, as `run` would)."""
+    `output.root` (pretrained features may be computed and cached, as `run` would). With `encode=False`
+    (validate), pretrained features missing from the cache are not computed: the encoder runs on a few
+    samples, and features of its width stand in for the rest."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.cpu_threads:
         torch.set_num_threads(cfg.trainer.cpu_threads)
-    stream = build_experiment_stream(cfg, progress)  # validation carved out; pretrained features in place
+    stream = build_experiment_stream(cfg, progress, encode)  # validation carved out; pretrained features in place
     classes = sorted({c for e in stream.experiences for c in e.classes})
     if len(classes) < 2:
         raise ConfigError(f"stream: its experiences hold only class {classes}; a classification stream needs at least two classes")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -64,7 +65,8 @@ def make_trainer(cfg: TrainerConfig, *, max_epochs: int = 1, logger: Any = False
         logger=logger,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=cfg.enable_progress_bar if progress is None else progress,
+        # a bar drawn into a file or a pipe is a line per refresh: the run's own line per experience is the record
+        enable_progress_bar=(cfg.enable_progress_bar and sys.stdout.isatty()) if progress is None else progress,
         log_every_n_steps=cfg.log_every_n_steps,
         num_sanity_val_steps=0,
         callbacks=list(callbacks),

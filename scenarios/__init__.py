@@ -6,7 +6,12 @@ checked, and must not pull in Avalanche and torch, so that a config error is rep
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
+
+# Avalanche imports qpsolvers (for GEM), which warns at import when no QP solver is installed; GEM names the
+# solver it needs (quadprog) when it runs, so the warning says nothing to anyone else
+warnings.filterwarnings("ignore", message="no QP solver found", category=UserWarning, module="qpsolvers")
 
 _EXPORTS = {
     "ConfigError": "scenarios.errors",

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lifelong_moe.training", "lifelong_moe.checkpointing", "lifelong_moe.reporting"),
     ("lifelong_moe.evaluation", "lifelong_moe.strategies"),
     ("lifelong_moe.run_state", "lifelong_moe.preparation", "lifelong_moe.run_outputs"),
-    ("lifelong_moe.runner", "lifelong_moe.tuning", "lifelong_moe.compare", "lifelong_moe.predict", "lifelong_moe.report"),
+    ("lifelong_moe.runner", "lifelong_moe.tuning", "lifelong_moe.compare", "lifelong_moe.predict", "lifelong_moe.reporting.report"),
     ("lifelong_moe.cli", "lifelong_moe.plugins", "lifelong_moe"),
 ]
 

@@ -64,15 +64,29 @@ def config_from_dict(raw: Any, overrides: Sequence[str] = (), search: Sequence[P
         raise ConfigError("config: an interpolation (${...}) refers to itself") from None
     check_values(obj)  # plain values, before the registries (and torch) load
     import_modules(obj.imports, [*search, Path.cwd()])  # the user's own registrations, before names are looked up
+    # names, sources and encoders next: their registries are light, or know their names before they load
+    MODELS.check_name(obj.model.name, "model.name")
+    STRATEGIES.check_name(obj.strategy.name, "strategy.name")
+    check_sources(obj)
+    check_pretrained(obj.pretrained)
     for key, registry, component in (("model", MODELS, obj.model), ("strategy", STRATEGIES, obj.strategy)):
-        registry.get(component.name, f"{key}.name")
         # resolved once, here: the complete params (defaults filled in) are what config.yaml records
         resolved = resolve_params(registry, component.name, component.params, f"{key}.params")
         component.params = dataclasses.asdict(resolved) if resolved is not None else {}
         _check_finite(component.params, f"{key}.params")
     _check_compatible(obj)
-    check_pretrained(obj.pretrained)
     return obj
+
+
+def check_sources(cfg: ExperimentConfig) -> None:
+    """Every `stream.sources.<name>` names a registered kind with valid params (the data itself is read
+    when the stream is built)."""
+    from scenarios.sources import SOURCES
+
+    for name, src in cfg.stream.sources.items():
+        key = f"stream.sources.{name}"
+        SOURCES.get(src.kind, f"{key}.kind")
+        resolve_params(SOURCES, src.kind, src.params, f"{key}.params")
 
 
 def _check_compatible(cfg: ExperimentConfig) -> None:
@@ -140,6 +154,9 @@ def _check_sections(value: Any, schema: Any, key: str) -> None:
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             _check_sections(value, inner[0], key)
+        elif set(inner) == {int, str} and value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
+            # OmegaConf names only the index of a list item of a union type: say where it is
+            raise ConfigError(f"{key}: expected an integer or a name, got {_type_name(value)} {value!r}")
     elif value is None:
         return
     elif origin is list and args and dataclasses.is_dataclass(args[0]) and not isinstance(value, list):

@@ -9,9 +9,10 @@ file changes the decoded arrays, a changed weights file its hash: either one mis
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import asdict, is_dataclass
+from dataclasses import asdict, is_dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,8 +21,9 @@ import numpy as np
 from lifelong_moe.errors import ConfigError, DataError
 from lifelong_moe.features.base import EXTRACTORS, Extractor, check_modality, versions
 from lifelong_moe.registry import resolve_params
-from scenarios.cache import ArrayCache, array_digest, file_digest
+from scenarios.cache import ArrayCache, array_digest, digest, file_digest, shared_memory
 from scenarios.modality import ModalitySpec
+from scenarios.progress import Ticker, reporting
 from scenarios.sources.base import SourceData, Split
 
 if TYPE_CHECKING:
@@ -35,9 +37,11 @@ class FeatureTransform:
     """`transform(source_name, data) -> data` with pretrained features in place of raw modalities.
     Extractors load lazily (only on a cache miss) and once per modality; `records` keeps what was done."""
 
-    def __init__(self, pretrained: dict[str, EncoderConfig], progress: Callable[[str], None] = print) -> None:
+    def __init__(self, pretrained: dict[str, EncoderConfig], progress: Callable[[str], None] = print,
+                 encode: bool = True) -> None:
         self.pretrained = pretrained
         self.progress = progress
+        self.encode = encode  # False (validate): features not in the cache are planned, not computed
         self.used: set[str] = set()
         self.records: list[dict[str, Any]] = []
         self._extractors: dict[str, Extractor] = {}
@@ -56,8 +60,8 @@ class FeatureTransform:
             inputs_train[modality], inputs_test[modality] = train, test
             modalities[modality] = ModalitySpec("tabular", (int(train.shape[1]),))
             files.append(_weights_fingerprint(f"pretrained.{modality}.weights", Path(enc.weights).expanduser()))
-        return SourceData(Split(inputs_train, data.train.labels), Split(inputs_test, data.test.labels), modalities,
-                          list(data.classes), files)
+        return replace(data, train=Split(inputs_train, data.train.labels), test=Split(inputs_test, data.test.labels),
+                       modalities=modalities, files=files)
 
     def check_used(self) -> None:
         unused = sorted(set(self.pretrained) - self.used)
@@ -83,12 +87,22 @@ class FeatureTransform:
                         "weights": file_digest(weights), "versions": versions(EXTRACTORS.meta(enc.kind).get("packages", ()))},
         }
         cache = ArrayCache("features", enc.cache)
-        arrays = cache.load(cache_key, prefix=f"{enc.kind}-{modality}-")
+        shared = SharedRows(("features", digest({k: v for k, v in cache_key.items() if k != "data"})), train_x, test_x)
+        arrays = shared.arrays() or cache.load(cache_key, prefix=f"{enc.kind}-{modality}-")
         hit = arrays is not None
-        if arrays is None:
+        label = f"{enc.kind} {enc.name or weights.name}"
+        n = len(train_x) + len(test_x)
+        estimate = None
+        if arrays is None and not self.encode:
+            arrays, estimate = self._dry_run(source, modality, enc, params, spec, key, train_x, test_x)
+        elif arrays is None:
             extractor = self._extractor(modality, enc, params, spec, key)
-            arrays = {"train": _encode(extractor, train_x, enc.batch_size), "test": _encode(extractor, test_x, enc.batch_size)}
+            ticker = Ticker(f"encoding {modality} of source '{source}' with {label}", n)
+            arrays = {"train": encode_array(extractor, train_x, enc.batch_size, ticker),
+                      "test": encode_array(extractor, test_x, enc.batch_size, ticker)}
             cache.store(cache_key, arrays, prefix=f"{enc.kind}-{modality}-")
+        if estimate is None:
+            shared.keep(arrays)
         seconds = time.perf_counter() - start
         for split in ("train", "test"):  # NaN weights, or an encoder that overflows, give silently wrong features
             bad = np.flatnonzero(~np.isfinite(arrays[split]).all(axis=1))
@@ -97,19 +111,85 @@ class FeatureTransform:
                                 f"of source '{source}' (weights {enc.weights})")
         dim = int(arrays["train"].shape[1])
         self.records.append({"source": source, "modality": modality, "kind": enc.kind, "name": enc.name, "dim": dim,
-                             "n_train": len(train_x), "n_test": len(test_x), "cached": hit, "seconds": seconds})
-        how = "read from the cache" if hit else ("computed and cached" if enc.cache else "computed (cache off)")
-        self.progress(f"[lifelong-moe] pretrained {modality} ({enc.kind} {enc.name or weights.name}) on source '{source}': "
-                      f"{len(train_x)} train + {len(test_x)} test samples -> {dim}-d features, {how} in {seconds:.2f}s")
+                             "n_train": len(train_x), "n_test": len(test_x), "cached": hit, "seconds": seconds,
+                             "planned_seconds": estimate})
+        head = f"[lifelong-moe] pretrained {modality} ({label}) on source '{source}': {len(train_x)} train + {len(test_x)} test samples -> {dim}-d features"
+        if estimate is not None:
+            where = f"caches them in {cache.folder}" if enc.cache else "does not cache them (cache: false)"
+            self.progress(f"{head}; weights loaded and a batch encoded; not in the cache: the first run encodes them "
+                          f"(roughly {_duration(estimate)} here) and {where}")
+        else:
+            how = "read from the cache" if hit else ("computed and cached" if enc.cache else "computed (cache off)")
+            self.progress(f"{head}, {how} in {seconds:.2f}s")
         return arrays["train"], arrays["test"]
+
+    def _dry_run(self, source: str, modality: str, enc: EncoderConfig, params: Any, spec: ModalitySpec, key: str,
+                 train_x: np.ndarray, test_x: np.ndarray) -> tuple[dict[str, np.ndarray], float]:
+        """Without encoding the data: the encoder built and its weights loaded, one small batch encoded (its
+        output's width, its numbers finite) and timed for a rough estimate of the whole; features of that width
+        as zeros stand in for the rest (the model's checks only need their shape)."""
+        extractor = self._extractor(modality, enc, params, spec, key)
+        sample = np.concatenate([train_x[:2], test_x[:2]])
+        encode_array(extractor, sample[:1], 1)  # builds lazy state; its time is not typical
+        t0 = time.perf_counter()
+        probe = encode_array(extractor, sample, len(sample))  # (k, D)
+        per_sample = (time.perf_counter() - t0) / len(sample)
+        bad = np.flatnonzero(~np.isfinite(probe).all(axis=1))
+        if len(bad):
+            split, index = ("train", int(bad[0])) if bad[0] < len(train_x[:2]) else ("test", int(bad[0]) - len(train_x[:2]))
+            raise DataError(f"{key}: the {enc.kind} encoder gave NaN or infinite features for {split} sample {index} "
+                            f"of source '{source}' (weights {enc.weights})")
+        dim = probe.shape[1]
+        # batches amortise per-call cost, so this overestimates a little; it is meant as an order of magnitude
+        estimate = per_sample * (len(train_x) + len(test_x))
+        return {"train": np.zeros((len(train_x), dim), np.float32), "test": np.zeros((len(test_x), dim), np.float32)}, estimate
 
     def _extractor(self, modality: str, enc: EncoderConfig, params: Any, spec: ModalitySpec, key: str) -> Extractor:
         if modality not in self._extractors:
-            self._extractors[modality] = EXTRACTORS.get(enc.kind, f"{key}.kind")(enc, params, spec, key)
+            import torch
+
+            # building an architecture draws its initial weights: not from the run's random numbers, or a run
+            # would start from other numbers when its features come from the cache than when they do not
+            with torch.random.fork_rng(devices=[]):
+                self._extractors[modality] = EXTRACTORS.get(enc.kind, f"{key}.kind")(enc, params, spec, key)
         return self._extractors[modality]
 
 
-def _encode(extractor: Extractor, x: np.ndarray, batch_size: int) -> np.ndarray:
+class SharedRows:
+    """Features kept per sample while `scenarios.cache.shared_in_process` is open (a comparison): another seed
+    splits the same samples into other train and test sets, whose features are then assembled, not computed.
+    Samples are known by a digest of their bytes; outside such a block this does nothing."""
+
+    def __init__(self, key: Any, train_x: np.ndarray, test_x: np.ndarray) -> None:
+        memory = shared_memory()
+        self.rows: dict[bytes, np.ndarray] | None = None if memory is None else memory.setdefault(key, {})
+        if self.rows is not None:
+            self.train, self.test = _row_digests(train_x), _row_digests(test_x)
+
+    def arrays(self) -> dict[str, np.ndarray] | None:
+        rows = self.rows
+        if rows is None or not all(k in rows for k in (*self.train, *self.test)):
+            return None
+        return {"train": np.stack([rows[k] for k in self.train]), "test": np.stack([rows[k] for k in self.test])}
+
+    def keep(self, arrays: dict[str, np.ndarray]) -> None:
+        if self.rows is not None:
+            for split, keys in (("train", self.train), ("test", self.test)):
+                self.rows.update(zip(keys, arrays[split]))
+
+
+def _row_digests(x: np.ndarray) -> list[bytes]:
+    return [hashlib.blake2b(np.ascontiguousarray(row).tobytes(), digest_size=16).digest() for row in x]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def encode_array(extractor: Extractor, x: np.ndarray, batch_size: int, ticker: Ticker | None = None) -> np.ndarray:
+    """Features [N, D] float32 of samples `x` [N, ...], in batches, on the extractor's device."""
     import torch
 
     out = []
@@ -117,6 +197,8 @@ def _encode(extractor: Extractor, x: np.ndarray, batch_size: int) -> np.ndarray:
         for i in range(0, len(x), batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(x[i: i + batch_size])).to(extractor.device)
             out.append(extractor.encode(batch).float().cpu().numpy())  # (B, D)
+            if ticker is not None:
+                ticker.add(len(batch))
     features = np.concatenate(out).astype(np.float32)
     if features.ndim != 2:
         features = features.reshape(len(features), -1)
@@ -129,17 +211,20 @@ def _weights_fingerprint(param: str, weights: Path) -> dict[str, Any]:
             "sha256": file_digest(weights)}
 
 
-def build_experiment_stream(cfg: ExperimentConfig, progress: Callable[[str], None] = print) -> Stream:
+def build_experiment_stream(cfg: ExperimentConfig, progress: Callable[[str], None] = print, encode: bool = True) -> Stream:
     """The experiment's stream: its sources loaded, with pretrained features in place of the modalities
-    that `cfg.pretrained` names (the one place where the config's encoders meet the data layer)."""
+    that `cfg.pretrained` names (the one place where the config's encoders meet the data layer). With
+    `encode=False` (validate), features not in the cache are zeros of the right width, after a dry run of
+    the encoder on a few samples, and nothing is cached."""
     from lifelong_moe.offline import hf_offline
     from scenarios import build_stream
 
     hf_offline()
     fraction = cfg.train.validation_fraction
-    if not cfg.pretrained:
-        return build_stream(cfg.stream, cfg.seed, validation_fraction=fraction)
-    transform = FeatureTransform(cfg.pretrained, progress)
-    stream = build_stream(cfg.stream, cfg.seed, transform, validation_fraction=fraction)
+    with reporting(progress):  # decoding and encoding say how far they are
+        if not cfg.pretrained:
+            return build_stream(cfg.stream, cfg.seed, validation_fraction=fraction)
+        transform = FeatureTransform(cfg.pretrained, progress, encode)
+        stream = build_stream(cfg.stream, cfg.seed, transform, validation_fraction=fraction)
     transform.check_used()
     return stream

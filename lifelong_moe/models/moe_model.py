@@ -53,9 +53,9 @@ class SharedExpertsParams:
 
 @dataclass
 class MoEParams:
-    embed_dim: int = 64
-    n_layers: int = 2
-    expert_hidden: int = 128
+    embed_dim: int = 64  # width of the modality tokens and the experts' input and output
+    n_layers: int = 2  # MoE layers
+    expert_hidden: int = 128  # hidden width of each expert's MLP
     experts_per_growth: int = 2  # experts added to every layer at each growth step
     k: int = 2  # experts per token, within the routed group (at most experts_per_growth)
     balance_loss_weight: float = 0.01  # Switch/GShard load balance over the routed group's experts

@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 
 from lifelong_moe.metrics import prefix_metrics, seen_accuracy
-from lifelong_moe.reporting.plots import accuracy_matrix_figure, routing_mass_figure
+from lifelong_moe.reporting.plots import accuracy_matrix_figure, confusion_matrix_figure, routing_mass_figure
 
 STREAM_METRICS = ("acc", "bwt", "fwt", "forgetting")
 
@@ -35,6 +35,7 @@ class StreamBoard:
                     "accuracy on everything seen": ["Multiline", ["stream/seen_acc"]],
                     "routing accuracy per experience": ["Multiline", [r"routing_accuracy/exp\d+"]],
                     "contributions: ACC of each part alone and of the whole": ["Multiline", [r"contributions/[^/]+/acc"]],
+                    "accuracy per class": ["Multiline", [r"class_accuracy/.*"]],
                 }
             }
         )
@@ -74,6 +75,18 @@ class StreamBoard:
             for key in ("acc", "bwt"):
                 if part.get(key) is not None:
                     self.writer.add_scalar(f"contributions/{name}/{key}", part[key], step)
+        self.writer.flush()
+
+    def log_classes(self, step: int, record: dict[str, Any], class_names: Sequence[str]) -> None:
+        """Accuracy of each class with test samples, by name (`class_accuracy/<name>`), and the confusion matrix."""
+        if not record:
+            return
+        for c, acc in enumerate(record["accuracy"]):
+            if acc is not None:
+                self.writer.add_scalar(f"class_accuracy/{class_names[c]}", acc, step)
+        fig = confusion_matrix_figure(np.asarray(record["confusion_matrix"]), class_names)
+        self.writer.add_figure("confusion_matrix", fig, step)
+        plt.close(fig)
         self.writer.flush()
 
     def log_modality(self, step: int, record: dict[str, Any]) -> None:

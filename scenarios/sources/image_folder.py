@@ -44,7 +44,7 @@ class ImageFolderParams:
     size: list[int] = field(default_factory=lambda: [32, 32])  # [height, width]
     channels: int = 3  # 3: RGB; 1: grey
     fit: str = "crop"  # crop: shorter side to size, centre cut; stretch: resize to size
-    extensions: list[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
+    extensions: list[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))  # file extensions read (others are skipped)
     test_fraction: float = 0.2  # when the files carry no train/test split
     cache: bool = True  # keep the decoded arrays on disk (keyed by files, sizes, mtimes and these settings)
     workers: int = 0  # decoding threads; 0: up to 8
@@ -68,7 +68,8 @@ def image_pool(params: ImageFolderParams, seed: int) -> Pool:
     labels, names = label_array(classes, key)
 
     def decode() -> dict[str, np.ndarray]:
-        images = parallel_map(lambda f: decode_image(f, prep, f"{key}: {f}"), files, params.workers)
+        images = parallel_map(lambda f: decode_image(f, prep, f"{key}: {f}"), files, params.workers,
+                              what=f"decoding the images of {params.root or params.index}")
         return {"images": np.stack(images)}  # (N, C, H, W) uint8
 
     arrays = cached_decode("image_folder", {"files": files_fingerprint(files), "prep": asdict(prep)}, params.cache, decode)

@@ -34,8 +34,8 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 @dataclass
 class NpzParams:
-    train: str = "???"
-    test: str = "???"
+    train: str = "???"  # a .npz with one array per modality (first axis: samples) and `labels`
+    test: str = "???"  # the same for the test split
     kinds: dict[str, str] = field(default_factory=dict)  # optional modality -> kind
 
 

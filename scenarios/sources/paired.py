@@ -142,7 +142,8 @@ def _by_label(subs: list[tuple[str, str, object]], seed: int) -> SourceData:
             inputs.update({m: a[pick] for m, a in other.inputs.items()})
         splits.append(Split(inputs, anchor.labels))
     modalities = {m: spec for _, d in loaded for m, spec in d.modalities.items()}
-    return SourceData(splits[0], splits[1], modalities)
+    preparation = {m: prep for _, d in loaded for m, prep in d.preparation.items()}
+    return SourceData(splits[0], splits[1], modalities, class_names=dict(lead.class_names), preparation=preparation)
 
 
 @SOURCES.register("paired", params=PairedParams)

@@ -23,9 +23,9 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 class TokenizerParams:
     kind: str = "word"  # word | hf
     path: str | None = None  # hf: a local tokenizer directory (save_pretrained)
-    max_length: int = 32
+    max_length: int = 32  # tokens kept per text (longer ones are cut, shorter ones padded)
     vocab_size: int = 20000  # word: at most this many ids, padding and unknown included
-    lowercase: bool = True
+    lowercase: bool = True  # word: lowercase before splitting into words
 
 
 def tokenize(train: np.ndarray, test: np.ndarray, params: TokenizerParams, key: str) -> tuple[np.ndarray, np.ndarray, int]:

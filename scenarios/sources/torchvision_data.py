@@ -37,7 +37,7 @@ NAMES = ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn")
 class TorchvisionParams:
     name: str = "???"  # mnist | fashion_mnist | kmnist | cifar10 | cifar100 | svhn (torchvision's class names work too)
     root: str = "???"  # the folder you would pass as torchvision's `root`
-    modality: str = "image"
+    modality: str = "image"  # the modality's name in the stream
     cifar100_labels: str = "fine"  # fine (100 classes) | coarse (20 superclasses)
 
 
