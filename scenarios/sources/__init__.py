@@ -2,8 +2,10 @@
 
 from scenarios.sources import (  # noqa: F401
     audio_folder,
+    cluttered_digits,
     csv_table,
     digits,
+    formant_words,
     hf_dataset,
     image_folder,
     mnist1d,
