@@ -96,10 +96,17 @@ def shrunk(cov: torch.Tensor, shrinkage: float) -> torch.Tensor:
     return (1.0 - shrinkage) * cov + shrinkage * target * torch.eye(d, dtype=cov.dtype, device=cov.device)
 
 
+def mean_eigenvalue(matrix: torch.Tensor) -> torch.Tensor:
+    """tr(matrix) / D, or 1 where that is zero (features constant within every class): the scale of
+    the ridge and the jitter, which must not vanish with it."""
+    scale = torch.trace(matrix) / matrix.shape[0]
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
 def jittered(cov: torch.Tensor) -> torch.Tensor:
     """cov plus 1e-9 of its mean eigenvalue on the diagonal: a factorisation of a singular one still runs."""
     d = cov.shape[0]
-    return cov + 1e-9 * torch.trace(cov) / d * torch.eye(d, dtype=cov.dtype, device=cov.device)
+    return cov + 1e-9 * mean_eigenvalue(cov) * torch.eye(d, dtype=cov.dtype, device=cov.device)
 
 
 def gaussian_log_likelihood(x: torch.Tensor, cov: torch.Tensor) -> float:
@@ -138,7 +145,7 @@ def ridge_weights(stats: ClassStatistics, ridge: float) -> tuple[torch.Tensor, t
     gram = stats.scatter + (offset * n[:, None]).T @ offset  # centred: sum (x - overall)(x - overall)^T
     targets = (offset * n[:, None]).T  # (D, c): sum (x - overall) y^T
     eye = torch.eye(stats.dim, dtype=gram.dtype, device=gram.device)
-    solved = torch.linalg.solve(gram + ridge * torch.trace(gram) / stats.dim * eye, targets)  # (D, c)
+    solved = torch.linalg.solve(gram + ridge * mean_eigenvalue(gram) * eye, targets)  # (D, c)
     W = torch.zeros(stats.dim, stats.n_classes, dtype=torch.float64, device=gram.device)
     b = torch.full((stats.n_classes,), float("-inf"), dtype=torch.float64, device=gram.device)
     W[:, seen] = solved
