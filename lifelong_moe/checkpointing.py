@@ -10,9 +10,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 import io
+import os
 import pickle
 import random
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,16 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Every global random-number state (torch, CUDA, numpy, Python) as it was before the block."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
 def plain(obj: Any) -> Any:
     """`obj` as tensors and plain data: numpy scalars and arrays become numbers and lists, dataclasses
     dicts, enums their values, sets sorted lists, other keys and objects their text."""
@@ -89,6 +102,16 @@ def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> None:
     # the state dict goes as it is (an OrderedDict of tensors, with its version metadata)
     torch.save({"format": FORMAT, **{k: v if k == "model" else plain(v) for k, v in payload.items()}}, buf)
     atomic_write_bytes(Path(run_dir) / CHECKPOINT, buf.getvalue())
+
+
+def checkpoint_identity(run_dir: str | Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of the run's checkpoint, None without one: every save renames a new file over
+    it, so another process's write changes this even within the same second."""
+    try:
+        st = os.stat(Path(run_dir) / CHECKPOINT)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:

@@ -2,10 +2,15 @@
 with a pretrained encoder is replaced, in train and test, by the encoder's features [N, D] (a `tabular`
 modality), read from the feature cache when the same data went through the same encoder before.
 
+Before the cache is looked at, each encoder is checked offline by its kind's `check` (name, params,
+weights: a file, or a folder without code) and its device must exist here.
+
 Cache key: SHA-256 of the modality's train and test arrays (its decoded data and preprocessing), the
-encoder's kind, name, params and device-independent settings, the SHA-256 of its weights file (or of
-every file of an hf folder), and the torch / timm / torchvision / transformers versions. A changed data
-file changes the decoded arrays, a changed weights file its hash: either one misses the cache."""
+encoder's kind, name and params, the SHA-256 of its weights file (or of an hf folder's own files), the
+device it runs on (cpu, or the GPU's model: a GPU may round differently), and the torch / timm /
+torchvision / transformers versions. A changed data file changes the decoded arrays, a changed weights
+file its hash: either one misses the cache. An encoder is built and run with every random-number state
+saved and restored, so a cold cache leaves the run's own draws as a warm one does."""
 
 from __future__ import annotations
 
@@ -18,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lifelong_moe.errors import ConfigError, DataError
-from lifelong_moe.features.base import EXTRACTORS, Extractor, check_modality, versions
+from lifelong_moe.features.base import EXTRACTORS, Extractor, check_modality, checked_device, device_key, versions
 from lifelong_moe.registry import resolve_params
-from scenarios.cache import ArrayCache, array_digest, file_digest
+from scenarios.cache import ArrayCache, array_digest, digest_files
 from scenarios.modality import ModalitySpec
 from scenarios.sources.base import SourceData, Split
 
@@ -40,6 +45,7 @@ class FeatureTransform:
         self.progress = progress
         self.used: set[str] = set()
         self.records: list[dict[str, Any]] = []
+        self.fingerprints: dict[str, dict[str, Any]] = {}  # per modality: its weights, for a resume to compare
         self._extractors: dict[str, Extractor] = {}
 
     def __call__(self, source: str, data: SourceData) -> SourceData:
@@ -55,7 +61,7 @@ class FeatureTransform:
             train, test = self._features(source, modality, enc, data)
             inputs_train[modality], inputs_test[modality] = train, test
             modalities[modality] = ModalitySpec("tabular", (int(train.shape[1]),))
-            files.append(_weights_fingerprint(f"pretrained.{modality}.weights", Path(enc.weights).expanduser()))
+            files.append(self.fingerprints[modality])
         return SourceData(Split(inputs_train, data.train.labels), Split(inputs_test, data.test.labels), modalities,
                           list(data.classes), files)
 
@@ -73,21 +79,32 @@ class FeatureTransform:
             raise DataError(f"{key}.weights: not found: {enc.weights} (a local {'folder written by save_pretrained' if enc.kind == 'hf' else 'weights file'}; "
                             f"nothing is downloaded, so a hub name such as 'org/model' needs saving to a folder first)")
         params = resolve_params(EXTRACTORS, enc.kind, enc.params, f"{key}.params")
+        # offline checks first, whether or not the cache holds the features: the name, the params, the
+        # weights (a file, or a folder without code), the device
+        files = EXTRACTORS.meta(enc.kind)["check"](enc, params, key) if "check" in EXTRACTORS.meta(enc.kind) else [weights]
+        device = checked_device(enc.device, key)
         start = time.perf_counter()
         train_x, test_x = data.train.inputs[modality], data.test.inputs[modality]
+        digest = _weights_digest(weights, files)
+        self.fingerprints[modality] = {"param": f"{key}.weights", "path": str(weights), "mtime_ns": 0, "sha256": digest,
+                                       "size": sum(f.stat().st_size for f in files)}
         cache_key = {
             "format": FEATURE_FORMAT,
             "modality": spec.to_dict(),
             "data": array_digest({"train": train_x, "test": test_x}),
             "encoder": {"kind": enc.kind, "name": enc.name, "params": asdict(params) if is_dataclass(params) else params,
-                        "weights": file_digest(weights), "versions": versions(EXTRACTORS.meta(enc.kind).get("packages", ()))},
+                        "weights": digest, "device": device_key(device),
+                        "versions": versions(EXTRACTORS.meta(enc.kind).get("packages", ()))},
         }
         cache = ArrayCache("features", enc.cache)
         arrays = cache.load(cache_key, prefix=f"{enc.kind}-{modality}-")
         hit = arrays is not None
         if arrays is None:
-            extractor = self._extractor(modality, enc, params, spec, key)
-            arrays = {"train": _encode(extractor, train_x, enc.batch_size), "test": _encode(extractor, test_x, enc.batch_size)}
+            from lifelong_moe.checkpointing import preserved_rng
+
+            with preserved_rng():  # building a model draws its random init: a cold cache must not shift the run's draws
+                extractor = self._extractor(modality, enc, params, spec, key)
+                arrays = {"train": _encode(extractor, train_x, enc.batch_size), "test": _encode(extractor, test_x, enc.batch_size)}
             cache.store(cache_key, arrays, prefix=f"{enc.kind}-{modality}-")
         seconds = time.perf_counter() - start
         for split in ("train", "test"):  # NaN weights, or an encoder that overflows, give silently wrong features
@@ -123,10 +140,9 @@ def _encode(extractor: Extractor, x: np.ndarray, batch_size: int) -> np.ndarray:
     return features
 
 
-def _weights_fingerprint(param: str, weights: Path) -> dict[str, Any]:
-    files = sorted(p for p in weights.rglob("*") if p.is_file()) if weights.is_dir() else [weights]
-    return {"param": param, "path": str(weights), "size": sum(f.stat().st_size for f in files), "mtime_ns": 0,
-            "sha256": file_digest(weights)}
+def _weights_digest(weights: Path, files: list[Path]) -> str:
+    """SHA-256 over the weights' files (a file, or an hf folder's own files)."""
+    return digest_files(files, weights if weights.is_dir() else None)
 
 
 def build_experiment_stream(cfg: ExperimentConfig, progress: Callable[[str], None] = print) -> Stream:
