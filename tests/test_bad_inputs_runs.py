@@ -269,7 +269,7 @@ def test_the_decode_cache_sees_a_file_rewritten_with_its_size_and_mtime(tmp_path
 
 # ---- the modes files are written with ----------------------------------------------------------------
 
-@pytest.mark.parametrize("umask", [0o022, 0o027])
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask 022", "umask 027"])
 def test_run_files_get_the_users_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, umask: int) -> None:
     """checkpoint.pt, results.json, config.yaml, accuracy_matrix.csv, figures and cache entries are made
     as a plain open() makes files (0666 less the umask), as TensorBoard's event files are: not 0600."""
