@@ -103,10 +103,12 @@ def mean_eigenvalue(matrix: torch.Tensor) -> torch.Tensor:
     return torch.where(scale > 0, scale, torch.ones_like(scale))
 
 
-def jittered(cov: torch.Tensor) -> torch.Tensor:
-    """cov plus 1e-9 of its mean eigenvalue on the diagonal: a factorisation of a singular one still runs."""
+def jittered(cov: torch.Tensor, floor: bool = False) -> torch.Tensor:
+    """cov plus 1e-9 of its mean eigenvalue on the diagonal: a factorisation of a singular one still runs.
+    `floor`: 1 instead of a mean eigenvalue of 0 (no spread at all), for a solve that must run."""
     d = cov.shape[0]
-    return cov + 1e-9 * mean_eigenvalue(cov) * torch.eye(d, dtype=cov.dtype, device=cov.device)
+    scale = mean_eigenvalue(cov) if floor else torch.trace(cov) / d
+    return cov + 1e-9 * scale * torch.eye(d, dtype=cov.dtype, device=cov.device)
 
 
 def gaussian_log_likelihood(x: torch.Tensor, cov: torch.Tensor) -> float:
@@ -123,7 +125,7 @@ def lda_weights(stats: ClassStatistics, shrinkage: float) -> tuple[torch.Tensor,
     """Linear discriminant (W (D, C), b (C,)) over the seen classes with equal priors: score_c(x) =
     x^T S^-1 m_c - m_c^T S^-1 m_c / 2; unseen classes get W = 0 and b = -inf. Solved, never inverted."""
     seen = stats.seen
-    cov = jittered(shrunk(stats.covariance(), shrinkage))
+    cov = jittered(shrunk(stats.covariance(), shrinkage), floor=True)
     means = stats.mean[seen]  # (c, D)
     solved = torch.linalg.solve(cov, means.T)  # (D, c) = S^-1 m
     W = torch.zeros(stats.dim, stats.n_classes, dtype=torch.float64, device=cov.device)
