@@ -45,9 +45,8 @@ MODE_OVERRIDES = {
     "lateral": ["model.params.communication=lateral"],
     "attention": ["model.params.communication=attention"],
     "pnn": ["model.params.communication=pnn"],
-    "shared": ["model.params.communication=shared", "model.params.n_shared_experts=1"],
-    "shared_bounded": ["model.params.communication=shared", "model.params.n_shared_experts=1",
-                       "model.params.shared_anchor=0.0", "model.params.shared_drift_bound=0.05"],
+    "shared": ["model.params.communication=shared"],
+    "shared_bounded": ["model.params.communication=shared", "model.params.shared.anchor=0.0", "model.params.shared.drift_bound=0.05"],
 }
 EXPERTS_ONLY = ["model.params.expert_weights=[1.0]"]
 

@@ -1,10 +1,10 @@
-"""Class-incremental learning without task labels: the MoE (class-statistics routing, the default, and the
-older per-experience keys) against naive fine-tuning, replay, ER-ACE, DER, GEM and joint training, on every
+"""Class-incremental learning without task labels: the MoE and the class-statistics model alone (`stats`)
+against naive fine-tuning, replay, ER-ACE, DER, GEM and joint training, on every
 built-in class-incremental stream, seeds 0..n-1. Writes, per stream, comparison.{md,csv} and plots, the
 tuning record and the MoE's routing accuracy per experience; and one summary table and plot over streams.
 
     python experiments/class_incremental.py [--seeds 3] [--streams split_digits,split_mnist1d,default,synthetic_10x2,synthetic_20x2]
-        [--methods moe,moe_keys,naive,replay,er_ace,der,gem,joint] [--out experiments/results/class_incremental] [--jobs 1]
+        [--methods moe,stats,naive,replay,er_ace,der,gem,joint] [--out experiments/results/class_incremental] [--jobs 1]
 
 Runs that finished are read back from their results.json, so an interrupted study continues where it stopped.
 
@@ -15,7 +15,7 @@ Protocol (nothing is chosen on test data):
   {1e-3, 3e-3, 1e-2}. Baselines then train on the whole training splits with those settings.
 - The MoE uses the same lr and epochs; it holds 20% of each experience's training data out as its own
   validation split (shrinkage, floor and expert weight are chosen there), and adds it to its statistics
-  once the choice is made. `moe_keys` is the older routing by per-experience keys (no validation).
+  once the choice is made; `stats` likewise (shrinkage and floor). Both keep the config's own model params.
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ STREAMS = {
 }
 METHODS = {  # name -> (model, strategy, extra overrides)
     "moe": ("moe", "naive", ["train.validation_fraction=0.2"]),
-    "moe_keys": ("moe", "naive", ["model.params.task_routing=keys", "train.validation_fraction=0"]),
+    "stats": ("stats", "naive", ["train.validation_fraction=0.2"]),
     "naive": ("multimodal_mlp", "naive", []),
     "replay": ("multimodal_mlp", "replay", []),
     "er_ace": ("multimodal_mlp", "er_ace", []),
@@ -74,11 +74,14 @@ def tuned(config: str, out: Path) -> tuple[float, int]:
     return saved["lr"], saved["epochs"]
 
 
-def study_overrides(spec: tuple[str, str, list[str]], seed: int, lr: float, epochs: int, root: Path, name: str) -> list[str]:
+def study_overrides(spec: tuple[str, str, list[str]], seed: int, lr: float, epochs: int, root: Path, name: str,
+                    config_model: str = "moe") -> list[str]:
     """The overrides of one study run, `spec` = (model, strategy, extra overrides): a quiet CPU trainer, the
-    method's model and strategy, the backbone's lr and epochs, the run written to root/name/seed<seed>."""
+    method's model and strategy (with the config's params if it is the config's own model, `config_model`),
+    the backbone's lr and epochs, the run written to root/name/seed<seed>."""
     model, strategy, extra = spec
-    return [*QUIET, f"seed={seed}", f"model.name={model}", "model.params={}", f"strategy.name={strategy}",
+    params = [] if model == config_model else ["model.params={}"]
+    return [*QUIET, f"seed={seed}", f"model.name={model}", *params, f"strategy.name={strategy}",
             f"train.lr={lr}", f"train.epochs={epochs}", "train.validation_fraction=0", *extra,
             f"output.root={root}", f"name={name}", f"output.version=seed{seed}"]
 

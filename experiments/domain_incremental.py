@@ -1,13 +1,13 @@
-"""Domain-incremental learning (the same classes in new domains, no task labels at test time): the MoE
-against naive fine-tuning, replay, DER and joint training, seeds 0..n-1, with the MoE's per-experience
-reuse-or-grow and statistics-pooling decisions (growth_decisions.json). Same protocol as
+"""Domain-incremental learning (the same classes in new domains, no task labels at test time): the MoE and
+the class-statistics model alone against naive fine-tuning, replay, DER and joint training, seeds
+0..n-1, with the MoE's per-experience growth decisions (growth_decisions.json). Same protocol as
 experiments/class_incremental.py (the backbone's lr and epochs chosen on validation splits of the training
-data; the MoE chooses its settings on its own splits). MoE variants: `moe_no_refit` keeps every earlier
-experience's statistics frozen (`stats_refit: never`), `moe_current` refits them all (`stats_conditional:
-current`), `moe_evidence` grows or reuses groups from evidence, `moe_per_group` trains encoders per group.
+data; the MoE chooses its settings on its own splits). The configs keep each domain's statistics as it
+ended (`statistics.conditional: frozen`); variants: `moe_current` lets later domains refit them,
+`moe_per_group` trains encoders per group.
 
     python experiments/domain_incremental.py [--seeds 3] [--streams domains_digits,domains_digits_fewshot,domains_synthetic]
-        [--methods moe,moe_no_refit,moe_current,moe_evidence,moe_per_group,naive,replay,der,joint] [--out experiments/results/domain_incremental] [--jobs 1]
+        [--methods moe,moe_current,moe_per_group,stats,naive,replay,der,joint] [--out experiments/results/domain_incremental] [--jobs 1]
 """
 
 from __future__ import annotations
@@ -24,16 +24,13 @@ STREAMS = {
     "domains_digits_fewshot": "configs/domains_digits_fewshot.yaml",
     "domains_synthetic": "configs/domains_synthetic.yaml",
 }
-METHODS["moe_evidence"] = ("moe", "naive", ["train.validation_fraction=0.2", "model.params.growth=evidence"])
-METHODS["moe_no_refit"] = ("moe", "naive", ["train.validation_fraction=0.2", "model.params.stats_refit=never"])
-METHODS["moe_current"] = ("moe", "naive", ["train.validation_fraction=0.2", "model.params.stats_conditional=current"])
+METHODS["moe_current"] = ("moe", "naive", ["train.validation_fraction=0.2", "model.params.statistics.conditional=current"])
 METHODS["moe_per_group"] = ("moe", "naive", ["train.validation_fraction=0.2", "model.params.encoder_training=per_group"])
-DEFAULT_METHODS = ["moe", "moe_no_refit", "moe_current", "moe_evidence", "moe_per_group", "naive", "replay", "der", "joint"]
+DEFAULT_METHODS = ["moe", "moe_current", "moe_per_group", "stats", "naive", "replay", "der", "joint"]
 
 
 def growth_decisions(out: Path, streams: list[str], methods: list[str], seeds: int) -> dict:
-    """Per stream, MoE method and seed, per experience: the group it used and why, and whether the earlier
-    experiences took the statistics refitted with its data, with the evidence (`stats_refit: evidence`)."""
+    """Per stream, MoE method and seed, per experience: the group it used and why, and what validation chose."""
     found: dict = {}
     for s in streams:
         for m in methods:
@@ -44,8 +41,7 @@ def growth_decisions(out: Path, streams: list[str], methods: list[str], seeds: i
                 results = json.loads(path.read_text())
                 chosen = results["evaluations"][-1].get("statistics", {}).get("chosen_per_experience", {})
                 found.setdefault(s, {}).setdefault(m, {})[f"seed{k}"] = [
-                    {"group": p.get("group"), "growth": p.get("growth"),
-                     **{key: value for key, value in chosen.get(str(i), {}).items() if key.startswith("pooling/")}}
+                    {"group": p.get("group"), "growth": p.get("growth"), **chosen.get(str(i), {})}
                     for i, p in enumerate(results["parameters_per_experience"])]
     return found
 

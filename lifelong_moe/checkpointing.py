@@ -14,8 +14,6 @@ import os
 import pickle
 import random
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,7 @@ from lifelong_moe.errors import ConfigError
 from lifelong_moe.reporting.files import atomic_write_bytes
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 2  # 1: pickled numpy objects, needs weights_only=False (refused); 2: tensors and plain data
+FORMAT = 3  # 1: pickled numpy objects (refused); 2: tensors and plain data, the model before the gate refactor; 3: now
 _FIELDS: dict[str, tuple[type, ...]] = {
     "config": (dict,), "completed": (int,), "structure": (dict,), "model": (dict,), "R": (list,),
     "b": (list, type(None)), "timing": (list,), "params": (list,), "reports": (list,), "modality": (list,),
@@ -57,16 +55,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@contextmanager
-def preserved_rng() -> Iterator[None]:
-    """Every global random-number state (torch, CUDA, numpy, Python) as it was before the block."""
-    state = rng_state()
-    try:
-        yield
-    finally:
-        set_rng_state(state)
 
 
 def plain(obj: Any) -> Any:

@@ -19,7 +19,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="lifelong-moe", description="Lifelong multimodal learning with growing Mixture-of-Experts.")
-    sub = p.add_subparsers(dest="command", required=True, metavar="{run,compare,validate,list}", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{run,compare,validate,list,predict,report}", parser_class=_Parser)
     r = sub.add_parser("run", help="run a lifelong experiment", description="Train through the stream of CONFIG and write runs/<name>/<version>/.")
     r.add_argument("config", help="experiment YAML, e.g. configs/default.yaml")
     r.add_argument("overrides", nargs="*", metavar="key=value", help="OmegaConf dotlist overrides, e.g. train.epochs=2")
@@ -34,12 +34,32 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=int, default=3, help="seeds per method, from the config's seed on (default %(default)s)")
     v = sub.add_parser("validate", help="check a config, its stream, model, strategy and trainer; trains nothing",
                        description="Load CONFIG and check everything `run` checks before training: every key and "
-                                   "value, the stream and its data files, the model grown through every experience, "
-                                   "the strategy and the Trainer settings. Writes nothing.")
+                                   "value, the stream and its data files (class names resolved and printed), each "
+                                   "pretrained encoder (weights loaded, a few samples encoded; the run encodes the rest), "
+                                   "the model grown through every experience, the strategy and the Trainer settings. "
+                                   "Writes no run (decoded files go to the cache, as in a run).")
     v.add_argument("config")
     v.add_argument("overrides", nargs="*", metavar="key=value")
-    sub.add_parser("list", help="list registered data sources, models, strategies and encoders",
-                   description="List the registered components that configs can name.")
+    ls = sub.add_parser("list", help="list registered components; with a KIND, their parameters",
+                       description="List the registered components that configs can name. With KIND (sources, models, "
+                                   "strategies, encoders, modality-encoders, growth, communication), each one's parameters "
+                                   "with their types, defaults and help; with NAME, that one only.")
+    ls.add_argument("kind", nargs="?", help="sources, models, strategies, encoders, modality-encoders, growth or communication")
+    ls.add_argument("name", nargs="?", help="one component of KIND, e.g. `list models moe`")
+    pr = sub.add_parser("predict", help="apply a finished run's final model to new image or audio files",
+                        description="Decode FILES (image or audio files, or folders of them) as the run's sources decoded "
+                                    "theirs, pass them through its final model (from its checkpoint) and write one line per "
+                                    "file: predicted class, its probability, and the experience the model routed it to.")
+    pr.add_argument("run_dir", metavar="RUN_DIR", help="a completed run, e.g. runs/default/version_0")
+    pr.add_argument("paths", nargs="+", metavar="FILES", help="image or audio files, or folders searched recursively")
+    pr.add_argument("-o", "--output", default="predictions.csv", help="CSV to write (default %(default)s)")
+    pr.add_argument("--modality", help="the run's modality the files feed, where their kind fits several")
+    rp = sub.add_parser("report", help="write one self-contained HTML page per run or comparison",
+                        description="Write DIR/report.html for each run directory (results.json) or comparison directory "
+                                    "(comparison.csv): metrics, accuracy matrix, forgetting curves, classes, routing, "
+                                    "contributions and config, with every figure embedded (no network needed).")
+    rp.add_argument("dirs", nargs="+", metavar="DIR", help="run or comparison directories")
+    rp.add_argument("-o", "--output", help="where to write the page (one DIR only; default DIR/report.html)")
     return p
 
 
@@ -75,7 +95,7 @@ def _first_process() -> bool:
     return all(os.environ.get(name, "0") in ("", "0") for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
-_VALUED = ("--resume", "--strategies", "--seeds")
+_VALUED = ("--resume", "--strategies", "--seeds", "--output", "-o", "--modality")
 
 
 def _options_first(argv: list[str]) -> list[str]:
@@ -125,27 +145,22 @@ def _dispatch(args: argparse.Namespace) -> int:
     import lifelong_moe as lm
     from lifelong_moe.interrupts import deferred
 
+    if args.command in ("list", "predict", "report"):
+        return _tools(args)
     # torch, Lightning and their C++ extensions import in this block (the registries load them): a signal
     # raised while C++ code runs Python (pybind11) can abort the process, so it waits for the block to end
     with deferred():
-        if args.command == "list":
-            tables = lm.registered_components()
-        else:
-            cfg = lm.load_config(args.config, args.overrides)
-            import lifelong_moe.runner
-    if args.command == "list":
-        for title, table in tables.items():
-            print(f"{title}:")
-            for name, doc in table.items():
-                print(f"  {name:<20} {doc}")
-        return 0
+        cfg = lm.load_config(args.config, args.overrides)
+        import lifelong_moe.runner
     if args.command == "validate":
         from lifelong_moe.preparation import prepare
 
-        ready = prepare(cfg)  # sources loaded, pretrained features computed or read, model rehearsed
+        ready = prepare(cfg, encode=False)  # sources loaded, encoders tried on a few samples, model rehearsed
         stream = ready.stream
         print(f"{args.config}: valid ({stream.scenario.value}, {len(stream.experiences)} experiences, {stream.n_classes} classes)")
         print(stream.describe())
+        if stream.describe_classes():
+            print(stream.describe_classes())
         print(f"model {cfg.model.name}: {ready.grown['total']:,} parameters after the last experience "
               f"({ready.grown['trainable']:,} trainable); strategy {cfg.strategy.name}; trainer settings accepted")
         return 0
@@ -155,6 +170,47 @@ def _dispatch(args: argparse.Namespace) -> int:
         compare(cfg, [s.strip() for s in args.strategies.split(",") if s.strip()], args.seeds)
         return 0
     lm.run(cfg, resume=args.resume)
+    return 0
+
+
+def _tools(args: argparse.Namespace) -> int:
+    """`list`, `predict` and `report`: they read what exists and train nothing."""
+    from lifelong_moe.interrupts import deferred
+
+    if args.command == "list":
+        from lifelong_moe import catalog
+
+        with deferred():
+            kinds = [catalog.canonical(args.kind)] if args.kind else list(catalog.KINDS)
+            tables = {k: catalog.components(k) for k in kinds}
+        for kind, table in tables.items():
+            spec = catalog.KINDS[kind]
+            if args.name is not None:
+                catalog.registry(kind).get(args.name, f"list {kind}")
+                table = {args.name: table[args.name]}
+            print(f"{spec.title} ({spec.key}):")
+            for name, doc in table.items():
+                print(f"  {name:<20} {doc}")
+                if args.kind and spec.has_params:
+                    print(catalog.params_table(catalog.params_of(kind, name)))
+        if not args.kind:
+            print("\n`lifelong-moe list KIND` shows each one's parameters (types, defaults, help).")
+        return 0
+    if args.command == "predict":
+        from lifelong_moe.predict import predict
+
+        with deferred():
+            import lifelong_moe.preparation  # noqa: F401  (torch and Lightning, imported before a signal may arrive)
+        predict(args.run_dir, args.paths, args.output, args.modality)
+        return 0
+    from lifelong_moe.reporting.report import write_report
+
+    if args.output is not None and len(args.dirs) > 1:
+        from lifelong_moe.errors import ConfigError
+
+        raise ConfigError("report: --output takes one DIR; without it each page goes to DIR/report.html")
+    for d in args.dirs:
+        print(f"[lifelong-moe] report: {write_report(d, args.output)}")
     return 0
 
 

@@ -22,6 +22,7 @@ from lifelong_moe.registry import MODELS, STRATEGIES
 from lifelong_moe.reporting.files import atomic_write_text, check_path_component, claim_run_dir, write_csv
 from lifelong_moe.reporting.plots import comparison_figure, save_figure
 from lifelong_moe.runner import run
+from scenarios.cache import shared_in_process
 
 ALIASES = {"joint": "cumulative"}
 COLUMNS = ("acc", "avg_incremental_acc", "bwt", "fwt", "forgetting")
@@ -76,17 +77,23 @@ def compare(cfg: ExperimentConfig, names: Sequence[str], seeds: int, backbone: C
     if cfg.seed + seeds - 1 > MAX_SEED:
         raise ConfigError(f"--seeds: seeds {cfg.seed}..{cfg.seed + seeds - 1} go beyond the largest seed, {MAX_SEED}")
     entrants = contenders(cfg, names, backbone or default_backbone(cfg))
+    with shared_in_process():  # every source read and decoded (and encoded) once, for every method and seed
+        return _compare(cfg, entrants, seeds, progress)
+
+
+def _compare(cfg: ExperimentConfig, entrants: list[Contender], seeds: int, progress: Callable[[str], None]) -> Path:
     for c in entrants:  # everything each run would refuse, refused now
-        prepare(_run_config(cfg, c, cfg.seed, cfg.output.root))
+        prepare(_run_config(cfg, c, cfg.seed, cfg.output.root), progress=progress)
     claimed = claim_run_dir(cfg.output.root, f"{cfg.name}-compare", cfg.output.version)
     out_dir = claimed.path
     rows: dict[str, list[dict[str, Any]]] = {}
     try:
-        for c in entrants:
+        for n, c in enumerate(entrants):
             for k in range(seeds):
-                result = run(_run_config(cfg, c, cfg.seed + k, str(out_dir)), progress=lambda _: None)
+                where = f"[compare] {c.name} seed {cfg.seed + k} ({n * seeds + k + 1}/{len(entrants) * seeds})"
+                result = run(_run_config(cfg, c, cfg.seed + k, str(out_dir)), progress=_within(where, progress))
                 rows.setdefault(c.name, []).append(comparison_row(result.results, result.metrics))
-                progress(f"[compare] {c.name} seed {cfg.seed + k}: ACC {result.metrics['acc']:.3f}")
+                progress(f"{where}: ACC {result.metrics['acc']:.3f} in {result.results['wall_time_s']:.1f}s")
         write_comparison(out_dir, rows)
     except BaseException as err:
         if not rows:
@@ -96,6 +103,18 @@ def compare(cfg: ExperimentConfig, names: Sequence[str], seeds: int, backbone: C
         raise
     progress(f"[compare] done | {out_dir / 'comparison.md'}")
     return out_dir
+
+
+def _within(where: str, progress: Callable[[str], None]) -> Callable[[str], None]:
+    """A run's progress lines as lines of the comparison: its experiences, decoding and encoding, each under
+    `where`; the run's closing line is left to the comparison's own."""
+
+    def tell(line: str) -> None:
+        text = line.removeprefix("[lifelong-moe] ")
+        if not text.startswith("done in "):
+            progress(f"{where} | {text}")
+
+    return tell
 
 
 def _run_config(cfg: ExperimentConfig, c: Contender, seed: int, root: str) -> ExperimentConfig:
@@ -121,25 +140,50 @@ def comparison_row(results: dict[str, Any], metrics: dict[str, Any]) -> dict[str
         "memory": results["memory"],
         "memory_bytes": int(results.get("memory_bytes", 0)),
         "wall_time_s": float(results["wall_time_s"]),
+        "contributions": {part: {"acc": v["acc"], "bwt": v["bwt"]} for part, v in results.get("contributions", {}).items()},
     }
+
+
+def completed_runs(out_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """The results.json of every completed run under `out_dir/<contender>/<seed>/`, per contender, in the
+    order the comparison ran them (its comparison.csv), seeds sorted."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(Path(out_dir).glob("*/*/results.json")):
+        results = json.loads(path.read_text())
+        if results.get("status") == "complete":
+            runs.setdefault(path.parent.parent.name, []).append(results)
+    if not runs:
+        raise ConfigError(f"{out_dir}: no completed runs to tabulate")
+    previous = Path(out_dir) / "comparison.csv"
+    if previous.is_file():  # keep the order the comparison was run in
+        order = [line.split(",", 1)[0] for line in previous.read_text().splitlines()[1:]]
+        runs = {n: runs[n] for n in order if n in runs} | {n: r for n, r in runs.items() if n not in order}
+    return runs
 
 
 def tabulate(out_dir: Path, label: str = "strategy") -> dict[str, list[dict[str, Any]]]:
     """Rebuild a comparison's rows from the runs saved under `out_dir/<contender>/<seed>/results.json`
     (e.g. after changing how it is tabulated), and rewrite its tables and plots."""
-    rows: dict[str, list[dict[str, Any]]] = {}
-    for path in sorted(Path(out_dir).glob("*/*/results.json")):
-        results = json.loads(path.read_text())
-        if results.get("status") == "complete":
-            rows.setdefault(path.parent.parent.name, []).append(comparison_row(results, results["metrics"]))
-    if not rows:
-        raise ConfigError(f"{out_dir}: no completed runs to tabulate")
-    previous = Path(out_dir) / "comparison.csv"
-    if previous.is_file():  # keep the order the comparison was run in
-        order = [line.split(",", 1)[0] for line in previous.read_text().splitlines()[1:]]
-        rows = {n: rows[n] for n in order if n in rows} | {n: r for n, r in rows.items() if n not in order}
+    rows = {n: [comparison_row(r, r["metrics"]) for r in runs] for n, runs in completed_runs(out_dir).items()}
     write_comparison(Path(out_dir), rows, label)
     return rows
+
+
+def contributions_table(rows: dict[str, list[dict[str, Any]]], label: str = "strategy") -> list[str]:
+    """Markdown lines: for each method whose model reports parts (e.g. the MoE's statistics and experts),
+    ACC and BWT of each part alone and of the whole, mean ± std over seeds; none if no method has parts."""
+    lines = []
+    for name, runs in rows.items():
+        for part in runs[0].get("contributions", {}):
+            cells = []
+            for key in ("acc", "bwt"):
+                vals = [r["contributions"][part][key] for r in runs if r.get("contributions", {}).get(part, {}).get(key) is not None]
+                cells.append(spread(*_mean_std(vals), len(vals)) if vals else "n/a")
+            lines.append(f"| {name} | {part} | {cells[0]} | {cells[1]} |")
+    if not lines:
+        return []
+    return ["", "What each part contributes (the part alone; `model`: the whole):", "",
+            f"| {label} | part | ACC | BWT |", "|---|---|---|---|", *lines]
 
 
 def human_bytes(n: int) -> str:
@@ -154,13 +198,17 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def write_comparison(out_dir: Path, rows: dict[str, list[dict[str, Any]]], label: str = "strategy",
-                     timing: tuple[str, str] = ("wall_time_s", "wall time (s)")) -> None:
-    """comparison.md, comparison.csv, final_accuracy.png and acc_over_stream.png from per-seed rows.
-    `timing`: the row key reported as mean ± std in the last column, and its title."""
-    key, title = timing
-    header = [label, "model", "seeds", *[f"{k}_{s}" for k in COLUMNS for s in ("mean", "std")],
-              "parameters", "trainable", "memory", "memory_bytes", f"{key}_mean", f"{key}_std"]
+def spread(mean: float, std: float, n: int, digits: int = 3) -> str:
+    """`mean ± std` over n seeds; the mean alone for one seed, whose spread is unknown (not zero)."""
+    return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+TITLES = {"acc": "ACC", "avg_incremental_acc": "avg inc. acc", "bwt": "BWT", "fwt": "FWT", "forgetting": "forgetting"}
+
+
+def summary_table(rows: dict[str, list[dict[str, Any]]], key: str = "wall_time_s") -> list[list[Any]]:
+    """One line per contender: name, model, seeds, (mean, std) of each of COLUMNS, parameters, trainable,
+    memory, memory_bytes, (mean, std) of `key`."""
     table = []
     for name, runs in rows.items():
         line: list[Any] = [name, runs[0]["model"], len(runs)]
@@ -170,18 +218,43 @@ def write_comparison(out_dir: Path, rows: dict[str, list[dict[str, Any]]], label
         line += [runs[0]["parameters"], runs[0]["trainable"], runs[0]["memory"], runs[0].get("memory_bytes", 0),
                  *_mean_std([r[key] for r in runs])]
         table.append(line)
+    return table
+
+
+def display_table(table: list[list[Any]], label: str, title: str) -> tuple[list[str], list[list[str]]]:
+    """The summary table as text cells (header, rows), as comparison.md and the report show it."""
+    header = [label, "model", *[TITLES[k] for k in COLUMNS], "parameters", "trainable", "memory", "kept (bytes)", title]
+    cells = []
+    for line in table:
+        n = line[2]
+        cells.append([line[0], line[1], *[spread(line[3 + 2 * i], line[4 + 2 * i], n) for i in range(len(COLUMNS))],
+                      f"{line[-6]:,}", f"{line[-5]:,}", str(line[-4]), human_bytes(line[-3]), spread(line[-2], line[-1], n, 2)])
+    return header, cells
+
+
+def spread_note(rows: dict[str, list[dict[str, Any]]]) -> str:
+    seeds = sorted({len(r) for r in rows.values()})
+    if seeds == [1]:
+        return "One seed per method: no spread is shown. Parameters after the last experience."
+    return (f"Mean ± standard deviation over {'/'.join(map(str, seeds))} seeds (one seed: the value alone). "
+            "Parameters after the last experience.")
+
+
+def write_comparison(out_dir: Path, rows: dict[str, list[dict[str, Any]]], label: str = "strategy",
+                     timing: tuple[str, str] = ("wall_time_s", "wall time (s)")) -> None:
+    """comparison.md, comparison.csv, final_accuracy.png and acc_over_stream.png from per-seed rows.
+    `timing`: the row key reported as mean ± std in the last column, and its title."""
+    key, title = timing
+    header = [label, "model", "seeds", *[f"{k}_{s}" for k in COLUMNS for s in ("mean", "std")],
+              "parameters", "trainable", "memory", "memory_bytes", f"{key}_mean", f"{key}_std"]
+    table = summary_table(rows, key)
     write_csv(out_dir / "comparison.csv", header, table)
 
-    titles = {"acc": "ACC", "avg_incremental_acc": "avg inc. acc", "bwt": "BWT", "fwt": "FWT", "forgetting": "forgetting"}
-    md = [f"| {label} | model | " + " | ".join(titles[k] for k in COLUMNS) + f" | parameters | trainable | memory | kept (bytes) | {title} |",
-          "|---|---|" + "---|" * len(COLUMNS) + "---|---|---|---|---|"]
-    for line in table:
-        cells = [f"{line[3 + 2 * i]:.3f} ± {line[4 + 2 * i]:.3f}" for i in range(len(COLUMNS))]
-        md.append(f"| {line[0]} | {line[1]} | " + " | ".join(cells)
-                  + f" | {line[-6]:,} | {line[-5]:,} | {line[-4]} | {human_bytes(line[-3])} | {line[-2]:.2f} ± {line[-1]:.2f} |")
-    n_seeds = max(len(r) for r in rows.values())
-    md.append("")
-    md.append(f"Mean ± standard deviation over {n_seeds} seed(s). Parameters after the last experience.")
+    shown, cells = display_table(table, label, title)
+    md = ["| " + " | ".join(shown) + " |", "|" + "---|" * len(shown)]
+    md += ["| " + " | ".join(line) + " |" for line in cells]
+    md += ["", spread_note(rows)]
+    md += contributions_table(rows, label)
     atomic_write_text(out_dir / "comparison.md", "\n".join(md) + "\n")
 
     final = {n: np.array([r["final_per_experience"] for r in runs]) for n, runs in rows.items()}

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from typing import Any
 
 import torch.distributed as dist
 from torch.utils.data import Sampler
@@ -53,14 +52,3 @@ class RankShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self._indices())
-
-
-def as_rank_zero_has_it(value: Any) -> Any:
-    """`value` as process 0 holds it, on every process of an initialised process group (unchanged
-    without one): for decisions computed on every rank from the same data, where float noise (e.g.
-    CUDA's nondeterministic scatter-adds) could split a near tie."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return value
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]

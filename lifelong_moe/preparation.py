@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from lifelong_moe.checkpointing import (
     fingerprint_changes,
     first_difference,
     load_checkpoint,
-    preserved_rng,
+    rng_state,
+    set_rng_state,
 )
 from lifelong_moe.config import ExperimentConfig, to_container
 from lifelong_moe.distributed import is_writer
@@ -76,13 +78,16 @@ def comparable(cfg: ExperimentConfig) -> dict[str, Any]:
     return container
 
 
-def prepare(cfg: ExperimentConfig, resume: str | None = None, progress: Callable[[str], None] = print) -> Prepared:
+def prepare(cfg: ExperimentConfig, resume: str | None = None, progress: Callable[[str], None] = print,
+            encode: bool = True) -> Prepared:
     """Check everything `run` needs, in the order `run` draws random numbers; write nothing under
-    `output.root` (pretrained features may be computed and cached, as `run` would)."""
+    `output.root` (pretrained features may be computed and cached, as `run` would). With `encode=False`
+    (validate), pretrained features missing from the cache are not computed: the encoder runs on a few
+    samples, and features of its width stand in for the rest."""
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.trainer.cpu_threads:
         torch.set_num_threads(cfg.trainer.cpu_threads)
-    stream = build_experiment_stream(cfg, progress)  # validation carved out; pretrained features in place
+    stream = build_experiment_stream(cfg, progress, encode)  # validation carved out; pretrained features in place
     classes = sorted({c for e in stream.experiences for c in e.classes})
     if len(classes) < 2:
         raise ConfigError(f"stream: its experiences hold only class {classes}; a classification stream needs at least two classes")
@@ -121,6 +126,16 @@ def check_output(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"output.root: cannot create {base}: {existing} is not a directory")
     if existing is not None and not os.access(existing, os.W_OK | os.X_OK):
         raise ConfigError(f"output.root: cannot create {base}: {existing} is not writable")
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Every global random-number state (torch, CUDA, numpy, Python) as it was before the block."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
 
 
 def check_modality_kinds(stream: Stream) -> None:

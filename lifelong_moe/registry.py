@@ -1,110 +1,20 @@
-"""Name -> component registries, so a user adds a data source, model, strategy, encoder, communication
-mode or growth policy by registering it, without editing the core.
-
-Each registry knows the module that registers its built-in entries and imports it on first use, so no
-caller has to remember to load the built-ins first, and `--help` never pays for torch or Avalanche."""
+"""The model and strategy registries. The `Registry` class itself lives in `scenarios.registry` (the
+bottom layer, whose data sources register the same way); it is re-exported here."""
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable, Iterator
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable
+from typing import Any
 
-from lifelong_moe.errors import ConfigError, first_line
+from scenarios.registry import Registry, resolve_params
 
-T = TypeVar("T")
+__all__ = ["MODELS", "STRATEGIES", "Registry", "resolve_params"]
 
-
-class Registry(Generic[T]):
-    """A named table of components; each entry may carry a params dataclass used to validate config,
-    and free-form metadata (e.g. whether a model is a dense backbone)."""
-
-    def __init__(self, kind: str, builtins: tuple[str, ...] = ()) -> None:
-        self.kind = kind
-        self._builtins = builtins
-        self._loaded = not builtins
-        self._entries: dict[str, T] = {}
-        self._params: dict[str, type | None] = {}
-        self._docs: dict[str, str] = {}
-        self._meta: dict[str, dict[str, Any]] = {}
-
-    def _load(self) -> None:
-        if not self._loaded:
-            self._loaded = True  # before importing: the modules register into this very registry
-            for module in self._builtins:
-                importlib.import_module(module)
-
-    def register(self, name: str, params: type | None = None, **meta: Any) -> Callable[[T], T]:
-        """Decorator: register `obj` under `name`, with an optional params dataclass and metadata."""
-
-        def deco(obj: T) -> T:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} '{name}' is already registered")
-            self._entries[name] = obj
-            self._params[name] = params
-            doc = getattr(obj, "doc", None) if isinstance(getattr(obj, "doc", None), str) else None
-            self._docs[name] = ((doc or getattr(obj, "__doc__", None) or "").strip().splitlines() or [""])[0]
-            self._meta[name] = dict(meta)
-            return obj
-
-        return deco
-
-    def unregister(self, name: str) -> None:
-        """Remove an entry (tests that register components of their own clean up with this)."""
-        for table in (self._entries, self._params, self._docs, self._meta):
-            table.pop(name, None)
-
-    def get(self, name: str, key: str = "") -> T:
-        """Look up `name`; `key` is the config path reported when it is unknown."""
-        self._load()
-        if name not in self._entries:
-            where = f"{key}: " if key else ""
-            raise ConfigError(f"{where}unknown {self.kind} '{name}'; registered: {', '.join(sorted(self._entries))}")
-        return self._entries[name]
-
-    def params_schema(self, name: str) -> type | None:
-        self._load()
-        return self._params.get(name)
-
-    def meta(self, name: str) -> dict[str, Any]:
-        self._load()
-        return self._meta.get(name, {})
-
-    def describe(self) -> dict[str, str]:
-        """Name -> one-line description, for `lifelong-moe list`."""
-        self._load()
-        return dict(sorted(self._docs.items()))
-
-    def __contains__(self, name: object) -> bool:
-        self._load()
-        return name in self._entries
-
-    def __iter__(self) -> Iterator[str]:
-        self._load()
-        return iter(sorted(self._entries))
-
-
-def resolve_params(registry: Registry[Any], name: str, params: Any, key: str) -> Any:
-    """Validate a `params` mapping against the registered schema; errors name `key.<field>`."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
-
-    schema = registry.params_schema(name)
-    raw = OmegaConf.to_container(params, resolve=True) if OmegaConf.is_config(params) else (params or {})
-    if schema is None:
-        if raw:
-            raise ConfigError(f"{key}: {registry.kind} '{name}' takes no params, got {sorted(raw)}")
-        return None
-    try:
-        merged = OmegaConf.merge(OmegaConf.structured(schema), raw)
-        return OmegaConf.to_object(merged)
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"{key}.{err.full_key}: {first_line(err)}") from None
-
-
-MODELS: Registry[Callable[..., Any]] = Registry("model", builtins=("lifelong_moe.models",))
+MODELS: Registry[Callable[..., Any]] = Registry("model", builtins=("lifelong_moe.models",), names=("moe", "multimodal_mlp", "stats"))
 """`factory(params, *, n_classes, scenario, train) -> ContinualModule`. Metadata: `backbone=True` marks a
 dense model that baselines may train (compare's default backbone)."""
 
-STRATEGIES: Registry[Callable[..., Any]] = Registry("strategy", builtins=("lifelong_moe.strategies",))
+STRATEGIES: Registry[Callable[..., Any]] = Registry(
+    "strategy", builtins=("lifelong_moe.strategies",),
+    names=("agem", "avl_naive", "cumulative", "der", "er_ace", "ewc", "gem", "lwf", "naive", "replay", "si"))
 """`factory(params) -> Strategy` (what each experience trains on)."""

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lifelong_moe.checkpointing import CHECKPOINT, checkpoint_identity, save_checkpoint
@@ -32,6 +33,9 @@ from lifelong_moe.reporting.files import (
 )
 from lifelong_moe.reporting.plots import (
     accuracy_matrix_figure,
+    class_accuracy_figure,
+    confusion_matrix_figure,
+    experience_labels,
     forgetting_curves_figure,
     modality_robustness_figure,
     routing_mass_figure,
@@ -40,6 +44,8 @@ from lifelong_moe.reporting.plots import (
 from lifelong_moe.reporting.tensorboard import StreamBoard
 from lifelong_moe.run_state import RunState
 from scenarios import Stream
+
+PREPARATION = "preparation.json"  # the stream's modalities and how each source prepared them (`lifelong-moe predict`)
 
 
 class RunOutputs:
@@ -54,6 +60,9 @@ class RunOutputs:
         self.started_at = self.checkpointed = completed  # experiences in the checkpoint: at the start, and now
         self.kept = True
         self.names = [e.name for e in stream.experiences]
+        self.class_names = stream.names_of_classes()
+        # in figures: experience names with their classes' names, where the classes have names
+        self.labels = experience_labels(self.names, [[stream.class_name(c) for c in e.classes] for e in stream.experiences])
         self.logger: Any = TensorBoardLogger(save_dir=run_dir.parent.parent, name=run_dir.parent.name, version=run_dir.name,
                                              default_hp_metric=False)
         self.board = StreamBoard(self.logger, len(stream.experiences))
@@ -62,8 +71,10 @@ class RunOutputs:
         """After experience i: its curves, then the checkpoint (what a resumed run trusts), then results.json."""
         i = state.completed - 1
         self.board.log_modality(i, state.modality[-1])
-        self.board.log_step(i, state.R, state.b, self.names)
-        self.board.log_report(i, state.reports[-1], self.names)
+        self.board.log_step(i, state.R, state.b, self.labels)
+        self.board.log_report(i, state.reports[-1], self.labels)
+        self.board.log_classes(i, state.per_class[-1], self.class_names)
+        self.board.log_contributions(i, results.get("contributions", {}))
         if checkpoint_identity(self.run_dir) != self.checkpoint_id:  # never replace what someone else wrote
             raise OutputError(f"{self.run_dir / CHECKPOINT} was replaced by something other than this run; it is left as "
                               f"it is, with experience {state.completed}'s results unsaved")
@@ -75,14 +86,22 @@ class RunOutputs:
 
     def finish(self, state: RunState, results: dict[str, Any], cfg: ExperimentConfig) -> None:
         """results.json, the accuracy matrix as CSV, the figures, and TensorBoard's hparams."""
-        R, names = state.R, self.names
+        R, names, labels = state.R, self.names, self.labels
         write_json(self.run_dir / "results.json", results)
         write_csv(self.run_dir / "accuracy_matrix.csv", ["after_experience", *names], [[names[i], *map(float, R[i])] for i in range(len(R))])
+        write_csv(self.run_dir / "class_accuracy.csv", ["label", "class", "test_samples", *[f"after_{n}" for n in names]],
+                  class_accuracy_rows(state.per_class, self.class_names))
         if cfg.output.plots:
-            save_figure(accuracy_matrix_figure(R, names), self.run_dir / "accuracy_matrix.png")
-            save_figure(forgetting_curves_figure(R, results["metrics"]["seen_acc"], names), self.run_dir / "forgetting_curves.png")
+            save_figure(accuracy_matrix_figure(R, labels), self.run_dir / "accuracy_matrix.png")
+            save_figure(forgetting_curves_figure(R, results["metrics"]["seen_acc"], labels), self.run_dir / "forgetting_curves.png")
+            if state.per_class and state.per_class[-1]:
+                save_figure(confusion_matrix_figure(np.asarray(state.per_class[-1]["confusion_matrix"]), self.class_names,
+                                                    f"confusion matrix after {names[-1]}"), self.run_dir / "confusion_matrix.png")
+                blank = [None] * len(self.class_names)  # steps of a run resumed from a checkpoint that had no per-class record
+                save_figure(class_accuracy_figure([r.get("accuracy", blank) for r in state.per_class], self.class_names, names),
+                            self.run_dir / "class_accuracy.png")
             if "routing_mass" in state.reports[-1]:
-                save_figure(routing_mass_figure(state.reports[-1], names), self.run_dir / "routing_mass.png")
+                save_figure(routing_mass_figure(state.reports[-1], labels), self.run_dir / "routing_mass.png")
             if state.robustness:
                 save_figure(modality_robustness_figure(state.robustness), self.run_dir / "modality_robustness.png")
         self.board.log_robustness(state.robustness or {}, len(R) - 1)
@@ -180,6 +199,10 @@ def open_outputs(cfg: ExperimentConfig, stream: Stream, resume_dir: str | None, 
             raise
         try:
             atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
+            # the label -> name mapping, and how new files become samples as this run's did (`predict` reads both)
+            write_csv(run_dir / "classes.csv", ["label", "class"], list(enumerate(stream.names_of_classes())))
+            write_json(run_dir / PREPARATION, {"modalities": {m: spec.to_dict() for m, spec in stream.modalities.items()},
+                                               "preparation": stream.preparation})
         except BaseException:
             lock.release()
             claimed.remove()
@@ -192,6 +215,16 @@ def open_outputs(cfg: ExperimentConfig, stream: Stream, resume_dir: str | None, 
         if claimed is not None:
             claimed.remove()
         raise
+
+
+def class_accuracy_rows(per_class: list[dict[str, Any]], class_names: list[str]) -> list[list[Any]]:
+    """Rows of class_accuracy.csv: label, name, test samples, then the class's accuracy after each experience
+    (empty where it has no test samples), for the classes with test samples."""
+    if not per_class or not per_class[-1]:
+        return []
+    support = per_class[-1]["support"]
+    return [[c, class_names[c], support[c], *["" if not r or r["accuracy"][c] is None else r["accuracy"][c] for r in per_class]]
+            for c in range(len(support)) if support[c]]
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -10,7 +10,7 @@ import numpy as np
 
 from lifelong_moe.checkpointing import rng_state, set_rng_state
 from lifelong_moe.evaluation import Evaluation
-from lifelong_moe.metrics import summarize
+from lifelong_moe.metrics import contributions, summarize
 from lifelong_moe.models.continual_module import ContinualModule
 from scenarios import Stream
 
@@ -26,6 +26,7 @@ class RunState:
     params: list[dict[str, Any]] = field(default_factory=list)
     reports: list[dict[str, Any]] = field(default_factory=list)
     modality: list[dict[str, Any]] = field(default_factory=list)
+    per_class: list[dict[str, Any]] = field(default_factory=list)  # accuracy per class and confusion matrix
     robustness: dict[str, Any] | None = None  # set once the stream is done
     elapsed_s: float = 0.0  # wall time spent before this process took over (a resumed run)
 
@@ -40,19 +41,19 @@ class RunState:
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any], model: ContinualModule) -> RunState:
         """Restore the model (structure first, then weights, then the freeze state), the RNG, and the state."""
-        model.restore_structure(checkpoint["structure"])
-        model.load_state_dict(checkpoint["model"])
-        model.apply_trainable(checkpoint["structure"]["trainable"])
+        restore_model(model, checkpoint)
         set_rng_state(checkpoint["rng"])
         return cls(np.asarray(checkpoint["R"], dtype=float), checkpoint["b"], checkpoint["timing"], checkpoint["params"],
-                   checkpoint["reports"], checkpoint.get("modality", []), elapsed_s=checkpoint["elapsed_s"])
+                   checkpoint["reports"], checkpoint.get("modality", []), checkpoint.get("per_class") or [{} for _ in checkpoint["timing"]],
+                   elapsed_s=checkpoint["elapsed_s"])
 
     def record(self, evaluation: Evaluation, params: dict[str, Any], t_start: float, t_trained: float, t_end: float) -> None:
         """Add the evaluation after experience `self.completed`."""
         i = self.completed
         self.R[i] = evaluation.accuracies
-        self.reports.append(evaluation.report)
+        self.reports.append({**evaluation.report, "contributions": evaluation.parts} if evaluation.parts else evaluation.report)
         self.modality.append(evaluation.modality)
+        self.per_class.append(evaluation.per_class)
         self.params.append(params)
         self.timing.append({"train_s": t_trained - t_start, "eval_s": t_end - t_trained, "total_s": t_end - t_start})
 
@@ -68,7 +69,7 @@ class RunState:
         return {
             "config": config, "completed": self.completed, "structure": model.structure_state(),
             "model": model.state_dict(), "R": self.R.tolist(), "b": self.b, "timing": self.timing, "params": self.params,
-            "reports": self.reports, "modality": self.modality, "elapsed_s": elapsed_s, "rng": rng_state(),
+            "reports": self.reports, "modality": self.modality, "per_class": self.per_class, "elapsed_s": elapsed_s, "rng": rng_state(),
             "data_files": data_files or {},
         }
 
@@ -78,9 +79,10 @@ class RunState:
             **header,
             "scenario": stream.scenario.value,
             "completed_experiences": self.completed,
+            "class_names": stream.names_of_classes(),  # indexed by label
             "experiences": [
-                {"name": e.name, "source": e.source, "classes": e.classes, "modalities": e.modalities,
-                 "task_label": e.task_label, "n_train": e.n_train, "n_test": e.n_test}
+                {"name": e.name, "source": e.source, "classes": e.classes, "class_names": [stream.class_name(c) for c in e.classes],
+                 "modalities": e.modalities, "task_label": e.task_label, "n_train": e.n_train, "n_test": e.n_test}
                 for e in stream.experiences
             ],
             "accuracy_matrix": [[None if np.isnan(v) else float(v) for v in row] for row in self.R],
@@ -90,8 +92,26 @@ class RunState:
             "parameters_per_experience": self.params,
             "evaluations": self.reports,  # per training step: the model's probes, e.g. routing statistics
             "modality_per_experience": self.modality,
+            # per training step, over every test experience: accuracy per class (by label) and the confusion
+            # matrix [true][predicted] (torchmetrics)
+            "per_class": self.per_class,
             "wall_time_s": elapsed_s,
         }
+        parts = self.part_rows()
+        if parts:  # each part of the model alone beside the whole (e.g. the MoE's statistics and experts)
+            n = self.completed
+            results["contributions"] = contributions({k: [row[:n] for row in rows] for k, rows in parts.items()}, self.R[:n, :n])
         if self.robustness is not None:
             results["modality_evaluation"] = self.robustness
         return results
+
+    def part_rows(self) -> dict[str, list[list[float]]]:
+        """Per part the model reports: its accuracy on every test experience after each completed experience."""
+        names = self.reports[0].get("contributions", {}) if self.reports else {}
+        return {k: [r["contributions"][k] for r in self.reports] for k in names}
+
+def restore_model(model: ContinualModule, checkpoint: dict[str, Any]) -> None:
+    """A freshly built model grown to the checkpoint's structure, then given its weights and freeze state."""
+    model.restore_structure(checkpoint["structure"])
+    model.load_state_dict(checkpoint["model"])
+    model.apply_trainable(checkpoint["structure"]["trainable"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -64,7 +65,8 @@ def make_trainer(cfg: TrainerConfig, *, max_epochs: int = 1, logger: Any = False
         logger=logger,
         enable_checkpointing=False,
         enable_model_summary=False,
-        enable_progress_bar=cfg.enable_progress_bar if progress is None else progress,
+        # a bar drawn into a file or a pipe is a line per refresh: the run's own line per experience is the record
+        enable_progress_bar=(cfg.enable_progress_bar and sys.stdout.isatty()) if progress is None else progress,
         log_every_n_steps=cfg.log_every_n_steps,
         num_sanity_val_steps=0,
         callbacks=list(callbacks),
@@ -135,9 +137,13 @@ def eval_loader(dataset: Any, cfg: TrainConfig) -> DataLoader:
 
 
 def fit_experience(model: ContinualModule, dataset: Any, train_cfg: TrainConfig, trainer_cfg: TrainerConfig,
-                   seed: int, logger: Any, callbacks: Sequence[Callback] = (), loss_terms: Sequence[LossTerm] = ()) -> L.Trainer:
+                   seed: int, logger: Any, callbacks: Sequence[Callback] = (), loss_terms: Sequence[LossTerm] = ()) -> L.Trainer | None:
     """Fit one experience's data; under DDP each process trains on its share of every global batch.
-    `callbacks` join this fit's Trainer; `loss_terms` are added to the model's loss for this fit only."""
+    `callbacks` join this fit's Trainer; `loss_terms` are added to the model's loss for this fit only.
+    A model with nothing to train (e.g. `stats`, whose statistics are gathered when the experience ends) is
+    not fitted: None."""
+    if not any(p.requires_grad for p in model.parameters()):
+        return None
     trainer = make_trainer(trainer_cfg, max_epochs=train_cfg.epochs, logger=logger,
                            conditional_parameters=model.conditional_parameters,
                            callbacks=[*callbacks, StopOnNonFiniteLoss(train_cfg.epochs)])

@@ -6,12 +6,17 @@ checked, and must not pull in Avalanche and torch, so that a config error is rep
 from __future__ import annotations
 
 import importlib
+import warnings
 from typing import Any
 
+# Avalanche imports qpsolvers (for GEM), which warns at import when no QP solver is installed; GEM names the
+# solver it needs (quadprog) when it runs, so the warning says nothing to anyone else
+warnings.filterwarnings("ignore", message="no QP solver found", category=UserWarning, module="qpsolvers")
+
 _EXPORTS = {
-    "ConfigError": "lifelong_moe.errors",
-    "DataError": "lifelong_moe.errors",
-    "UserError": "lifelong_moe.errors",
+    "ConfigError": "scenarios.errors",
+    "DataError": "scenarios.errors",
+    "UserError": "scenarios.errors",
     "Experience": "scenarios.builder",
     "ExperienceSpec": "scenarios.builder",
     "Stream": "scenarios.builder",

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import default_collate
 
-from lifelong_moe.errors import InputError
+from scenarios.errors import InputError
 
 _JOINS = {torch.cat, torch.concat, torch.concatenate, torch.stack}
 

@@ -3,6 +3,7 @@ and task labels. Knows data and streams, never models."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -14,12 +15,12 @@ from avalanche.benchmarks.scenarios.task_aware import with_task_labels
 from avalanche.benchmarks.utils.classification_dataset import TaskAwareClassificationDataset
 from avalanche.benchmarks.utils.data_attribute import DataAttribute
 
-from lifelong_moe.errors import ConfigError
-from lifelong_moe.registry import resolve_params
 from scenarios.config import ExperienceConfig, ScenarioKind, StreamConfig
 from scenarios.dataset import MultimodalDataset
+from scenarios.errors import ConfigError
 from scenarios.masking import keep_one
 from scenarios.modality import MASK_KEY, ModalitySpec
+from scenarios.registry import resolve_params
 from scenarios.sources import SOURCES, SourceData, Split, load_source
 
 MAX_TASKS = 10_000
@@ -84,6 +85,8 @@ class Stream:
     train_stream: list[Experience] = field(default_factory=list)
     test_stream: list[Experience] = field(default_factory=list)
     data_files: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # source -> fingerprints of its files
+    class_names: dict[int, str] = field(default_factory=dict)  # label -> name, where the sources name classes
+    preparation: dict[str, dict[str, Any]] = field(default_factory=dict)  # modality -> how its samples were made
 
     def __post_init__(self) -> None:
         if not self.train_stream:
@@ -94,15 +97,31 @@ class Stream:
         return [Experience(spec, exp.dataset, {m: self.modalities[m] for m in spec.modalities}, exp)
                 for spec, exp in zip(self.experiences, avalanche_stream, strict=True)]
 
+    def class_name(self, label: int) -> str:
+        """The class's name where its source gives one, else its label as text."""
+        return self.class_names.get(int(label), str(label))
+
+    def names_of_classes(self) -> list[str]:
+        """Every label's name, indexed by label (0 .. n_classes-1)."""
+        return [self.class_name(c) for c in range(self.n_classes)]
+
     def describe(self) -> str:
-        """A table of the experiences, for `lifelong-moe validate`."""
+        """A table of the experiences (classes by name where they have one), for `lifelong-moe validate`."""
         rows = [f"{'#':>3} {'name':<14} {'source':<18} {'task':>4} {'train':>6} {'test':>6}  classes / modalities"]
         for e in self.experiences:
+            classes = f"[{', '.join(self.class_name(c) for c in e.classes)}]"
             rows.append(
                 f"{e.index:>3} {e.name:<14} {e.source:<18} {e.task_label:>4} {e.n_train:>6} {e.n_test:>6}  "
-                f"{e.classes} / {'+'.join(e.modalities)}"
+                f"{classes} / {'+'.join(e.modalities)}"
             )
         return "\n".join(rows)
+
+    def describe_classes(self) -> str | None:
+        """The label -> name mapping, one `label name` pair per class of the stream; None when no class is named."""
+        used = sorted({c for e in self.experiences for c in e.classes})
+        if all(self.class_name(c) == str(c) for c in used):
+            return None
+        return "classes (label: name): " + ", ".join(f"{c}: {self.class_name(c)}" for c in used)
 
 
 SourceTransform = Callable[[str, SourceData], SourceData]
@@ -149,9 +168,47 @@ def build_stream(cfg: StreamConfig, seed: int = 0, transform: SourceTransform | 
     benchmark = with_task_labels(with_classes_timeline(benchmark_from_datasets(train=train_sets, test=test_sets)))
     n_classes = 1 + max(c for e in resolved for c in e.classes)
     stream = Stream(benchmark, resolved, specs, n_classes, cfg.scenario,
-                    data_files={name: src.files for name, src in sources.items() if src.files})
+                    data_files={name: src.files for name, src in sources.items() if src.files},
+                    class_names=_class_names(resolved, sources),
+                    preparation={m: p for src in sources.values() for m, p in src.preparation.items() if m in specs})
     stream.train_stream = [replace(e, validation=v) for e, v in zip(stream.train_stream, val_sets, strict=True)]
     return stream
+
+
+def _class_names(experiences: list[ExperienceSpec], sources: dict[str, SourceData]) -> dict[int, str]:
+    """label -> name over the stream's experiences; a label that two sources name differently gets both names."""
+    names: dict[int, list[str]] = {}
+    for e in experiences:
+        for c in e.classes:
+            name = sources[e.source].class_names.get(c)
+            if name is not None and name not in names.setdefault(c, []):
+                names[c].append(name)
+    return {c: "/".join(n) for c, n in sorted(names.items()) if n}
+
+
+def _labels(values: list[Any], src: SourceData, source: str, key: str, who: str = "") -> list[int]:
+    """Class labels from a config list of labels and names (`[barbera, nebbiolo]`, `[0, 1]`, or mixed)."""
+    by_name = {name: label for label, name in src.class_names.items()}
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, (int, str)):
+            raise ConfigError(f"{key}: expected class labels or names, got {v!r}")
+        if isinstance(v, int):
+            out.append(v)
+        elif v in by_name:
+            out.append(by_name[v])
+        elif v.strip().isdigit():  # a label written as text, e.g. "3"
+            out.append(int(v))
+        elif not by_name:
+            raise ConfigError(f"{key}: source '{source}' has no class names, so '{v}'{who} names no class; give "
+                              f"labels (its classes: {', '.join(map(str, src.classes))})")
+        else:
+            close = difflib.get_close_matches(v, list(by_name), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            shown = sorted(by_name, key=lambda n: by_name[n])
+            raise ConfigError(f"{key}: source '{source}' has no class named '{v}'{who}{hint}; its classes: "
+                              f"{', '.join(shown[:50])}{' ...' if len(shown) > 50 else ''}")
+    return out
 
 
 def _carve_validation(split: Split, fraction: float, rng: np.random.Generator) -> tuple[Split, Split]:
@@ -193,7 +250,7 @@ def _expand_experiences(cfg: StreamConfig, sources: dict[str, SourceData]) -> li
     if cfg.split is not None:
         rule = cfg.split
         src = _source(sources, rule.source, "stream.split.source")
-        order = list(rule.class_order) or list(src.classes)
+        order = _labels(list(rule.class_order), src, rule.source, "stream.split.class_order") or list(src.classes)
         if rule.shuffle_classes and not rule.class_order:
             order = list(np.random.default_rng(0).permutation(order))
         if not 1 <= rule.n_experiences <= len(order):
@@ -209,8 +266,10 @@ def _expand_experiences(cfg: StreamConfig, sources: dict[str, SourceData]) -> li
     else:
         exps = list(cfg.experiences)
         keys = [f"stream.experiences[{i}]" for i in range(len(exps))]
-    for key, exp in zip(keys, exps):
+    for i, (key, exp) in enumerate(zip(keys, exps)):
         src = _source(sources, exp.source, f"{key}.source")
+        who = f" (asked for by experience '{exp.name}')" if exp.name else ""
+        exp = exps[i] = replace(exp, classes=_labels(list(exp.classes), src, exp.source, f"{key}.classes", who))
         missing_classes = sorted(set(exp.classes) - set(src.classes))
         if missing_classes:
             raise ConfigError(f"{key}.classes: source '{exp.source}' has no class {missing_classes} (has {src.classes})")

@@ -16,7 +16,8 @@ import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,28 @@ import numpy as np
 
 CACHE_ENV = "LIFELONG_MOE_CACHE"
 _KEY_ARRAY = "__cache_key__"
+_SHARED: list[dict[Any, Any]] = []  # while `shared_in_process` is open: what this process has read or built
+
+
+@contextmanager
+def shared_in_process() -> Iterator[None]:
+    """Within the block, sources loaded and arrays read or built (decoded files, pretrained features) are kept
+    in memory and handed to whoever asks again, so several runs in one process (a comparison's methods and
+    seeds) read and decode each source once and see the very same data. Entries of `cache: false` are shared
+    too (the setting keeps them off the disk). Nested blocks share the outer one's memory."""
+    if _SHARED:
+        yield
+        return
+    _SHARED.append({})
+    try:
+        yield
+    finally:
+        _SHARED.clear()
+
+
+def shared_memory() -> dict[Any, Any] | None:
+    """The open `shared_in_process` block's memory, or None."""
+    return _SHARED[0] if _SHARED else None
 
 
 def current_umask() -> int:
@@ -120,7 +143,19 @@ class ArrayCache:
     def path(self, key: Any, prefix: str = "") -> Path:
         return self.folder / f"{prefix}{digest(key)[:40]}.npz"
 
+    def _memory_key(self, key: Any, prefix: str) -> tuple[str, str]:
+        return (str(self.folder), f"{prefix}{digest(key)}")
+
     def load(self, key: Any, prefix: str = "") -> dict[str, np.ndarray] | None:
+        memory = shared_memory()
+        if memory is not None and self._memory_key(key, prefix) in memory:
+            return memory[self._memory_key(key, prefix)]
+        arrays = self._load_file(key, prefix)
+        if memory is not None and arrays is not None:
+            memory[self._memory_key(key, prefix)] = arrays
+        return arrays
+
+    def _load_file(self, key: Any, prefix: str) -> dict[str, np.ndarray] | None:
         path = self.path(key, prefix)
         if not self.enabled or not path.is_file():
             return None
@@ -136,6 +171,9 @@ class ArrayCache:
 
     def store(self, key: Any, arrays: dict[str, np.ndarray], prefix: str = "") -> Path | None:
         """Write atomically; a cache that cannot be written (read-only disk, full disk) is skipped."""
+        memory = shared_memory()
+        if memory is not None:
+            memory[self._memory_key(key, prefix)] = arrays
         if not self.enabled:
             return None
         path = self.path(key, prefix)

@@ -205,7 +205,7 @@ def test_a_missing_gpu_is_refused_when_the_features_are_cached(earlier: Earlier,
     monkeypatch.setenv("LIFELONG_MOE_CACHE", str(tmp_path / "cache"))
     source = user_source(lambda t: {"kind": "image_folder", "params": {"root": str(stock / "img"), "size": [16, 16]}},
                          {"image": timm()(stock, tmp_path)})
-    assert main(["validate", *source(earlier, tmp_path)]) == 0
+    assert main(["run", *source(earlier, tmp_path), f"output.root={tmp_path / 'runs'}"]) == 0  # encodes and caches
     assert "computed and cached" in capsys.readouterr().out
     assert main(["validate", *source(earlier, tmp_path)]) == 0
     assert "read from the cache" in capsys.readouterr().out

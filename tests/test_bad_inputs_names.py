@@ -88,8 +88,8 @@ def _good(earlier: Earlier, tmp: Path) -> str:
 
 
 COMMAND_LINES = [
-    ("no command", lambda c: [], ("the following arguments are required: {run,compare,validate,list}",)),
-    ("unknown command", lambda c: ["train", c], ("argument {run,compare,validate,list}: invalid choice: 'train'",)),
+    ("no command", lambda c: [], ("the following arguments are required: {run,compare,validate,list,predict,report}",)),
+    ("unknown command", lambda c: ["train", c], ("argument {run,compare,validate,list,predict,report}: invalid choice: 'train'",)),
     ("run without a config", lambda c: ["run"], ("the following arguments are required: config",)),
     ("--resume without a directory", lambda c: ["run", c, "--resume"], ("argument --resume: expected one argument",)),
     ("unknown option", lambda c: ["run", c, "--fast"], ("unrecognized arguments: --fast",)),

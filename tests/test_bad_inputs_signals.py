@@ -43,7 +43,7 @@ CLI = [sys.executable, "-m", "lifelong_moe.cli"]
 
 
 def moe_cfg(root: Path) -> dict:
-    cfg = tiny_config(root, model={"name": "moe", "params": {"embed_dim": 16, "expert_hidden": 32, "gate_noise": 0.3}}, train=dict(TRAIN))
+    cfg = tiny_config(root, model={"name": "moe", "params": {"embed_dim": 16, "expert_hidden": 32}}, train={**TRAIN, "modality_dropout": 0.3})
     cfg["stream"] = STREAM
     return cfg
 

@@ -1,13 +1,13 @@
-"""Class statistics: streaming updates equal one batch, parts merge exactly (as DDP ranks do), classifiers
-fitted experience by experience equal the joint fit, and fixed feature spaces are deterministic."""
+"""Class statistics: streaming updates equal one batch, the classifier fitted experience by experience
+equals the joint fit, and fixed feature spaces are deterministic."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lifelong_moe.moe.class_statistics import ClassStatistics, lda_weights, ridge_weights
-from lifelong_moe.moe.fixed_features import BagOfWords, RandomReLUFeatures, RocketFeatures
+from lifelong_moe.statistics.class_statistics import ClassStatistics, lda_weights
+from lifelong_moe.statistics.fixed_features import BagOfWords, RandomReLUFeatures, RocketFeatures
 
 
 def blobs(n_classes: int = 6, per_class: int = 40, dim: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,25 +40,7 @@ def test_streaming_updates_equal_the_batch_statistics():
     assert stats.nbytes == 8 * (8 + 8 * 5 + 5 * 5)
 
 
-def test_parts_merge_exactly_as_ranks_would():
-    """Each DDP rank accumulates its share; summing counts and moments across ranks (the merge) must give
-    the single-process statistics."""
-    x, y = blobs(seed=3)
-    whole = ClassStatistics(5, 6)
-    whole.update(x, y)
-    ranks = [ClassStatistics(5, 6) for _ in range(3)]
-    for r, part in enumerate(ranks):
-        part.update(x[r::3], y[r::3])
-    merged = ClassStatistics(5, 6)
-    for part in ranks:
-        merged.merge(part.count, part.mean, part.scatter)
-    assert torch.equal(merged.count, whole.count)
-    assert torch.allclose(merged.mean, whole.mean, atol=1e-12)
-    assert torch.allclose(merged.scatter, whole.scatter, rtol=1e-10, atol=1e-9)
-
-
-@pytest.mark.parametrize(("fit", "floor"), [(lambda s: lda_weights(s, 0.1), 0.95), (lambda s: ridge_weights(s, 1e-2), 0.8)],
-                         ids=["lda", "ridge"])
+@pytest.mark.parametrize(("fit", "floor"), [(lambda s: lda_weights(s, 0.1), 0.95)], ids=["lda"])
 def test_fitting_experience_by_experience_equals_the_joint_fit(fit, floor):
     x, y = blobs()
     joint = ClassStatistics(5, 6)
@@ -70,7 +52,7 @@ def test_fitting_experience_by_experience_equals_the_joint_fit(fit, floor):
     (w1, b1), (w2, b2) = fit(joint), fit(stream)
     assert torch.allclose(w1, w2, rtol=1e-9, atol=1e-10) and torch.allclose(b1, b2, rtol=1e-9, atol=1e-10)
     predicted = (x.double() @ w2 + b2).argmax(1)
-    assert (predicted == y).double().mean() > floor  # and it classifies the blobs (one-hot regression less well)
+    assert (predicted == y).double().mean() > floor  # and it classifies the blobs
 
 
 def test_unseen_classes_are_never_predicted():
@@ -81,7 +63,6 @@ def test_unseen_classes_are_never_predicted():
     w, b = lda_weights(stats, 0.2)
     scores = x.double() @ w + b
     assert torch.isinf(scores[:, 4:]).all() and scores.argmax(1).max() < 4
-    assert 0.0 <= stats.oas_shrinkage() <= 1.0
 
 
 def test_fixed_features_are_deterministic_and_shaped():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,12 +13,11 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-import torch.multiprocessing as mp
 from lightning.pytorch.strategies import DDPStrategy
 
 from conftest import tiny_config, write_yaml
 from lifelong_moe import config_from_dict
-from lifelong_moe.distributed import RUN_DIR_ENV, RankShardSampler, as_rank_zero_has_it, is_writer
+from lifelong_moe.distributed import RUN_DIR_ENV, RankShardSampler, is_writer
 from lifelong_moe.runner import build_model
 from lifelong_moe.training import train_loader
 from scenarios import build_stream
@@ -87,28 +85,6 @@ def test_evaluation_shards_cover_every_sample_once(monkeypatch):
         shards.append(list(RankShardSampler(7)))
     assert sorted(i for shard in shards for i in shard) == list(range(7))  # no padding, no repeats
     assert [len(s) for s in shards] == [3, 2, 2]
-
-
-def _decide_on_rank(rank: int, port: int, out: str) -> None:
-    """One gloo process: a decision that differs by rank (as float noise could make it), passed through
-    as_rank_zero_has_it, saved per rank."""
-    torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
-    try:
-        decided = as_rank_zero_has_it({"pooling/shares": float(rank == 0), "rank": rank})
-        Path(out, f"rank{rank}.json").write_text(json.dumps(decided))
-    finally:
-        torch.distributed.destroy_process_group()
-
-
-@pytest.mark.slow
-def test_every_rank_takes_rank_zeros_decision(tmp_path):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_decide_on_rank, args=(port, str(tmp_path)), nprocs=2, join=True)
-    decided = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
-    assert decided == [{"pooling/shares": 1.0, "rank": 0}] * 2
-    assert as_rank_zero_has_it({"a": 1}) == {"a": 1}  # without a process group: unchanged
 
 
 @pytest.mark.parametrize(("env", "writes"), [

@@ -8,7 +8,6 @@ import torch
 from lifelong_moe.moe import (
     MLPExpert,
     MoELayer,
-    PrototypeKeys,
     TopKRouter,
     decide_growth,
     dense_reference,
@@ -107,33 +106,22 @@ def test_frozen_experts_get_no_weight_gradients():
 
 
 def test_growth_decisions():
-    common = dict(experts_per_growth=2, max_experts=0, closest_group=0, novelty_threshold=3.0)
-    assert decide_growth("experience", n_groups=0, n_experts=0, new_modality=False, novelty_z=None, **common).grow
-    assert decide_growth("experience", n_groups=1, n_experts=2, new_modality=False, novelty_z=0.0, **common).grow
-    d = decide_growth("modality", n_groups=1, n_experts=2, new_modality=False, novelty_z=9.0, **common)
-    assert not d.grow and d.reuse_group == 0
-    assert decide_growth("modality", n_groups=1, n_experts=2, new_modality=True, novelty_z=0.0, **common).grow
-    assert decide_growth("novelty", n_groups=1, n_experts=2, new_modality=False, novelty_z=5.0, **common).grow
-    assert not decide_growth("novelty", n_groups=1, n_experts=2, new_modality=False, novelty_z=1.0, **common).grow
-    capped = decide_growth("experience", n_groups=2, n_experts=4, new_modality=False, novelty_z=9.0,
-                           **{**common, "max_experts": 4, "closest_group": 1})
-    assert not capped.grow and capped.reuse_group == 1 and "cap" in capped.reason
+    asked = []
 
+    def closest() -> int:
+        asked.append(1)
+        return 1
 
-def test_prototype_keys_score_each_sample_on_its_own():
-    torch.manual_seed(0)
-    keys = PrototypeKeys(var_floor=0.01)
-    for e, centre in enumerate((-3.0, 3.0)):
-        z = torch.randn(100, 5) * 0.5 + centre
-        keys.fit(e, {"m": z}, {"m": torch.ones(100, dtype=torch.bool)}, torch.full((100,), e))
-    assert keys.experiences == [0, 1]
-    mixed = torch.cat([torch.full((3, 5), -3.0), torch.full((3, 5), 3.0)])  # one batch, two experiences
-    scores = keys.score({"m": mixed}, {"m": torch.ones(6, dtype=torch.bool)})
-    assert scores.argmax(1).tolist() == [0, 0, 0, 1, 1, 1]
-    closest, z = keys.novelty(keys.score({"m": torch.randn(50, 5) * 0.5 + 3.0}, None))
-    assert closest == 1 and z < 1.0
-    _, z_far = keys.novelty(keys.score({"m": torch.randn(50, 5) * 0.5 + 20.0}, None))
-    assert z_far > 3.0
+    common = dict(experts_per_growth=2, max_experts=0, closest_group=closest)
+    assert decide_growth("experience", n_groups=0, n_experts=0, new_modality=False, **common).grow
+    assert decide_growth("experience", n_groups=1, n_experts=2, new_modality=False, **common).grow
+    assert decide_growth("modality", n_groups=1, n_experts=2, new_modality=True, **common).grow
+    assert asked == []  # the closest group is only asked for when a group is reused
+    d = decide_growth("modality", n_groups=2, n_experts=4, new_modality=False, **common)
+    assert not d.grow and d.reuse_group == 1 and "reusing group 1" in d.reason
+    capped = decide_growth("experience", n_groups=2, n_experts=4, new_modality=False, **{**common, "max_experts": 4})
+    assert not capped.grow and capped.reuse_group == 1 and "cap of 4 experts reached" in capped.reason
+    assert decide_growth("experience", n_groups=2, n_experts=4, new_modality=False, **{**common, "max_experts": 6}).grow
 
 
 def test_growth_follows_the_layer_device():

@@ -26,8 +26,10 @@ STREAM = {
 
 
 def moe_cfg(root: Path, **extra) -> dict:
-    cfg = tiny_config(root, model={"name": "moe", "params": {"embed_dim": 16, "expert_hidden": 32, "gate_noise": 0.3}}, **extra)
+    """Modality dropout draws from the global generator during training: resume must restore its state."""
+    cfg = tiny_config(root, model={"name": "moe", "params": {"embed_dim": 16, "expert_hidden": 32}}, **extra)
     cfg["stream"] = STREAM
+    cfg["train"]["modality_dropout"] = 0.3
     return cfg
 
 
@@ -171,24 +173,28 @@ def straight_and_resumed(tmp_path: Path, edit, stop_after: int):
 
 
 def test_a_domain_stream_resumes_with_its_frozen_conditionals(tmp_path):
-    """The frozen discriminants, floors and expert weights of a domain-incremental stream (classes recur)
-    travel with the checkpoint: a resumed run ends with the same R, and makes the same pooling decisions,
-    as an uninterrupted one."""
+    """The frozen discriminants, floors and expert weights of a domain-incremental stream (classes recur,
+    `conditional: frozen`) travel with the checkpoint: a resumed run ends with the same R, and makes the
+    same choices, as an uninterrupted one."""
     import torch
     from test_domain_statistics import domain_stream
 
     from lifelong_moe.checkpointing import load_checkpoint
 
-    straight, resumed, run_dir = straight_and_resumed(tmp_path, lambda cfg: cfg.update(stream=domain_stream()), 2)
+    def frozen_domains(cfg: dict) -> None:
+        cfg.update(stream=domain_stream())
+        cfg["model"]["params"]["statistics"] = {"conditional": "frozen"}
+
+    straight, resumed, run_dir = straight_and_resumed(tmp_path, frozen_domains, 2)
     assert resumed.accuracy_matrix.tolist() == straight.accuracy_matrix.tolist()
     chosen = [r.results["evaluations"][-1]["statistics"]["chosen_per_experience"] for r in (straight, resumed)]
-    assert chosen[0] == chosen[1] and "pooling/shares" in chosen[1][2]  # the decision after the resume, as without it
+    assert chosen[0] == chosen[1] and "expert_weight" in chosen[1][2]  # the choice after the resume, as without it
     frozen = {k: v for k, v in load_checkpoint(run_dir)["model"].items() if "frozen" in k}
     assert frozen and all(torch.equal(v, load_checkpoint(straight.run_dir)["model"][k]) for k, v in frozen.items())
 
 
 @pytest.mark.parametrize("params", [{"communication": "pnn"}, {"encoder_training": "per_group"},
-                                    {"communication": "shared", "n_shared_experts": 1, "shared_drift_bound": 0.05}])
+                                    {"communication": "shared", "shared": {"drift_bound": 0.05}}])
 def test_communication_modules_and_drift_origins_resume(tmp_path, params):
     """pnn's per-older-group adapters and per-group encoders are rebuilt with the same shapes, and a bounded
     shared expert's origin travels with the checkpoint: the resumed run ends with the same R and parameters

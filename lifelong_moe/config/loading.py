@@ -22,6 +22,7 @@ from lifelong_moe.config.yaml_input import parse_yaml, read_yaml_file
 from lifelong_moe.errors import ConfigError, first_line
 from lifelong_moe.features.base import check_pretrained
 from lifelong_moe.registry import MODELS, STRATEGIES, resolve_params
+from scenarios.plugins import import_modules
 
 MAX_OVERRIDE_CHARS = 10_000
 
@@ -38,11 +39,12 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> ExperimentCo
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of keys to values, got {_type_name(raw)}")
-    return config_from_dict(raw, overrides)
+    return config_from_dict(raw, overrides, search=(path.parent,))
 
 
-def config_from_dict(raw: Any, overrides: Sequence[str] = ()) -> ExperimentConfig:
-    """Merge `raw` and the overrides onto the schema; check registered names and their params."""
+def config_from_dict(raw: Any, overrides: Sequence[str] = (), search: Sequence[Path] = ()) -> ExperimentConfig:
+    """Merge `raw` and the overrides onto the schema; import the config's `imports` (looked for in `search`
+    and the working directory first), then check registered names and their params."""
     parsed = [_parse_override(item) for item in overrides]  # malformed overrides fail before any merge
     _check_sections(raw, ExperimentConfig, "")
     try:
@@ -61,15 +63,30 @@ def config_from_dict(raw: Any, overrides: Sequence[str] = ()) -> ExperimentConfi
     except RecursionError:  # e.g. an interpolation that refers to itself
         raise ConfigError("config: an interpolation (${...}) refers to itself") from None
     check_values(obj)  # plain values, before the registries (and torch) load
+    import_modules(obj.imports, [*search, Path.cwd()])  # the user's own registrations, before names are looked up
+    # names, sources and encoders next: their registries are light, or know their names before they load
+    MODELS.check_name(obj.model.name, "model.name")
+    STRATEGIES.check_name(obj.strategy.name, "strategy.name")
+    check_sources(obj)
+    check_pretrained(obj.pretrained)
     for key, registry, component in (("model", MODELS, obj.model), ("strategy", STRATEGIES, obj.strategy)):
-        registry.get(component.name, f"{key}.name")
         # resolved once, here: the complete params (defaults filled in) are what config.yaml records
         resolved = resolve_params(registry, component.name, component.params, f"{key}.params")
         component.params = dataclasses.asdict(resolved) if resolved is not None else {}
         _check_finite(component.params, f"{key}.params")
     _check_compatible(obj)
-    check_pretrained(obj.pretrained)
     return obj
+
+
+def check_sources(cfg: ExperimentConfig) -> None:
+    """Every `stream.sources.<name>` names a registered kind with valid params (the data itself is read
+    when the stream is built)."""
+    from scenarios.sources import SOURCES
+
+    for name, src in cfg.stream.sources.items():
+        key = f"stream.sources.{name}"
+        SOURCES.get(src.kind, f"{key}.kind")
+        resolve_params(SOURCES, src.kind, src.params, f"{key}.params")
 
 
 def _check_compatible(cfg: ExperimentConfig) -> None:
@@ -83,10 +100,17 @@ def _check_compatible(cfg: ExperimentConfig) -> None:
 
 
 def _check_finite(params: dict[str, Any], key: str) -> None:
-    """No NaN or infinite number among a component's params (a NaN weight or lambda trains silently wrong)."""
+    """No NaN or infinite number among a component's params, nested ones included (a NaN weight or lambda
+    trains silently wrong)."""
     for name, value in params.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise ConfigError(f"{key}.{name}: must be a finite number, got {value}")
+        if isinstance(value, dict):
+            _check_finite(value, f"{key}.{name}")
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, float) and not math.isfinite(item):
+                    raise ConfigError(f"{key}.{name}[{i}]: must be a finite number, got {item}")
 
 
 def _parse_override(item: Any) -> tuple[str, Any]:
@@ -130,6 +154,9 @@ def _check_sections(value: Any, schema: Any, key: str) -> None:
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             _check_sections(value, inner[0], key)
+        elif set(inner) == {int, str} and value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
+            # OmegaConf names only the index of a list item of a union type: say where it is
+            raise ConfigError(f"{key}: expected an integer or a name, got {_type_name(value)} {value!r}")
     elif value is None:
         return
     elif origin is list and args and dataclasses.is_dataclass(args[0]) and not isinstance(value, list):

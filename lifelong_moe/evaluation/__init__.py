@@ -3,6 +3,6 @@
 
 from lifelong_moe.evaluation.evaluator import Evaluation, Evaluator
 from lifelong_moe.evaluation.measure import measure
-from lifelong_moe.evaluation.probe import Probe, Reduce
+from lifelong_moe.models.probe import Probe, Reduce
 
 __all__ = ["Evaluation", "Evaluator", "Probe", "Reduce", "measure"]

@@ -26,11 +26,14 @@ from scenarios import Stream
 
 @dataclass
 class Evaluation:
-    """One evaluation after an experience: R's row, the probes' report, and the imbalance record."""
+    """One evaluation after an experience: R's row, the probes' report, the imbalance record, and the row of
+    each part of the model alone (`parts`: e.g. the MoE's statistics and experts)."""
 
     accuracies: list[float]
     report: dict[str, Any] = field(default_factory=dict)
     modality: dict[str, Any] = field(default_factory=dict)
+    parts: dict[str, list[float]] = field(default_factory=dict)
+    per_class: dict[str, Any] = field(default_factory=dict)  # accuracy per class and the confusion matrix
 
 
 class Evaluator:
@@ -53,13 +56,14 @@ class Evaluator:
     def after_experience(self, model: ContinualModule, i: int) -> Evaluation:
         """R[i], the probes' report, each modality's share of experience i's training tokens and (if set)
         the accuracy of each modality alone."""
-        accuracies, report = measure(model, self.loaders, self.cfg.trainer, model.evaluation_probes())
+        accuracies, report, parts = measure(model, self.loaders, self.cfg.trainer, model.evaluation_probes(), per_class=True)
+        per_class = report.pop("per_class")
         modality: dict[str, Any] = {"token_share": token_share(self.stream.train_stream[i].dataset, self.modalities)}
         if self.cfg.modality_eval.single_each_experience and len(self.modalities) > 1:
             state = rng_state()  # extra evaluations must not change what the run trains next
             modality["single_modality"] = single_modality_accuracy(model, self.stream.test_stream, self.modalities, self.cfg)
             set_rng_state(state)
-        return Evaluation(accuracies, report, modality)
+        return Evaluation(accuracies, report, modality, parts, per_class)
 
     def robustness(self, model: ContinualModule) -> dict[str, Any]:
         """After the last experience: accuracy per subset of modalities and against the missing rate."""

@@ -28,7 +28,7 @@ class HFEncoderParams:
     pool: str = "auto"  # auto | pooler | cls | mean
     image_size: list[int] = field(default_factory=list)  # empty: preprocessor_config.json, else config.image_size
     mean: list[float] = field(default_factory=list)  # empty: preprocessor_config.json, else 0.5
-    std: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)  # empty: preprocessor_config.json, else 0.5
     pad_token_id: int | None = None  # text: the padding id (default: the model config's, else 0)
 
 

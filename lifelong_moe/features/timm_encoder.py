@@ -29,7 +29,7 @@ class TimmParams:
     model_args: dict[str, Any] = field(default_factory=dict)  # more create_model arguments, e.g. {img_size: 224}
     image_size: list[int] = field(default_factory=list)  # [height, width]; empty: the model's input size
     mean: list[float] = field(default_factory=list)  # empty: the model's pretrained config
-    std: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)  # empty: the model's pretrained config
     interpolation: str = ""  # bilinear | bicubic; empty: the model's pretrained config
 
 

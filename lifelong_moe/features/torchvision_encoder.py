@@ -26,10 +26,10 @@ from lifelong_moe.features.base import (
 @dataclass
 class TorchvisionEncoderParams:
     model_args: dict[str, Any] = field(default_factory=dict)  # more builder arguments, e.g. {num_classes: 10}
-    image_size: list[int] = field(default_factory=lambda: [224, 224])
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    interpolation: str = "bilinear"
+    image_size: list[int] = field(default_factory=lambda: [224, 224])  # [height, width] the images are resized to
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # per-channel mean subtracted (ImageNet's)
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])  # per-channel std divided by (ImageNet's)
+    interpolation: str = "bilinear"  # bilinear | bicubic
     strip: str | None = None  # dotted name of the module replaced by the identity; None: the last nn.Linear
 
 

@@ -143,3 +143,13 @@ def prefix_metrics(R: ArrayLike, step: int, b: Sequence[float] | None = None) ->
         "fwt": forward_transfer(sub, np.asarray(b)[: step + 1]) if b is not None else None,
         "forgetting": average_forgetting(sub),
     }
+
+
+def contributions(rows: dict[str, list[list[float]]], R: ArrayLike) -> dict[str, dict[str, object]]:
+    """Per part of a model, from its accuracy on every test experience after each experience (`rows[part]`,
+    one row per step, like R): its accuracy matrix, ACC and BWT; `model` is the whole model's R."""
+    out: dict[str, dict[str, object]] = {}
+    for name, part in {**rows, "model": _square(R).tolist()}.items():
+        P = _square(part)
+        out[name] = {"acc": final_average_accuracy(P), "bwt": backward_transfer(P), "accuracy_matrix": P.tolist()}
+    return out

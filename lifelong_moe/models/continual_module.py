@@ -9,14 +9,15 @@ specific to a model (e.g. routing statistics) are `evaluation_probes()` the eval
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
 from lifelong_moe.config.schema import TrainConfig
 from lifelong_moe.errors import InputError
@@ -32,10 +33,14 @@ LossTerm = Callable[["ContinualModule", dict[str, Any], torch.Tensor, torch.Tens
 
 @dataclass
 class Prediction:
-    """What `test_step` gives the evaluator: masked logits (B, C), and model-specific details for probes."""
+    """What `test_step` gives the evaluator: masked logits (B, C), model-specific details for probes, and
+    the masked logits of each part of the model alone (`parts`, e.g. {"statistics": ..., "experts": ...}):
+    the evaluator counts every part's accuracy beside the whole model's, so each run reports what each
+    part contributes."""
 
     logits: torch.Tensor
     details: Any = None
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def make_optimizer(params: Any, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -66,6 +71,9 @@ class ContinualModule(L.LightningModule):
     # Whether a batch can leave trainable parameters unused (an encoder of a modality no sample in the
     # batch has, an expert no token was routed to); DDP must then look for them at every step.
     conditional_parameters: bool = True
+    # The parts a model reports alone beside its whole prediction (`Prediction.parts`), e.g. ("statistics",
+    # "experts"): the evaluator measures each one's accuracy, and results.json shows what each contributes.
+    part_names: tuple[str, ...] = ()
     # Set on the throwaway model that `lifelong_moe.preparation` grows through the stream before a run: fitting
     # at an experience's end that refines numbers but changes no structure or shape may then be skipped.
     rehearsing: bool = False
@@ -90,7 +98,7 @@ class ContinualModule(L.LightningModule):
         """Adapt to a new experience before it is trained: new modalities get encoders, classes get enabled."""
         self.experience = exp.index
         for name, spec in exp.modality_specs.items():
-            if name not in self.encoders:
+            if name not in self.modality_specs:
                 self.add_modality(name, spec)
         classes = torch.as_tensor(exp.classes, device=self.seen_classes.device)
         self.seen_classes[classes] = True
@@ -125,6 +133,19 @@ class ContinualModule(L.LightningModule):
         if not tokens:
             raise ValueError(f"the batch holds none of the model's modalities ({sorted(self.encoders)}); got {sorted(inputs)}")
         return tokens, present
+
+    def presence(self, inputs: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """(B,) bool per modality the model knows and the batch holds."""
+        mask = inputs.get(MASK_KEY, {})
+        return {m: mask[m].bool() if m in mask else torch.ones(len(inputs[m]), dtype=torch.bool, device=inputs[m].device)
+                for m in self.modality_specs if m in inputs}
+
+    def batches(self, dataset: Any) -> Iterator[tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]]:
+        """(inputs, presence per modality, labels) of every sample of `dataset`, in order, on the model's device."""
+        loader = DataLoader(dataset, batch_size=512, shuffle=False, collate_fn=getattr(dataset, "collate_fn", None))
+        for x, y, _ in loader:
+            x = L.LightningModule.transfer_batch_to_device(self, x, self.device, 0)
+            yield x, self.presence(x), y.to(self.device)
 
     def fuse(self, inputs: dict[str, Any]) -> torch.Tensor:
         """Masked mean of the present modalities' tokens: (B, D). Absent modalities contribute nothing."""
@@ -207,7 +228,7 @@ class ContinualModule(L.LightningModule):
 
     def evaluation_probes(self) -> list[Any]:
         """Measurements specific to this model, run by the evaluator alongside accuracy
-        (objects with `start`, `update` and `compute`; see `lifelong_moe.evaluation.Probe`)."""
+        (objects with `start`, `update` and `compute`; see `lifelong_moe.models.probe.Probe`)."""
         return []
 
     def setup(self, stage: str) -> None:
@@ -236,7 +257,7 @@ class ContinualModule(L.LightningModule):
         """Grow a freshly built module to the saved shape; `load_state_dict` then fills in the values."""
         self.experience = state["experience"]
         for m, spec in state["modalities"].items():
-            if m not in self.encoders:
+            if m not in self.modality_specs:
                 d = dict(spec)
                 self.add_modality(m, ModalitySpec(d["kind"], tuple(d["shape"]), d["dtype"], d["vocab_size"]))
         self.task_classes = torch.zeros(state["n_tasks"], self.n_classes, dtype=torch.bool, device=self.task_classes.device)

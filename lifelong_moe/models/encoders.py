@@ -1,40 +1,28 @@
 """Per-modality encoders, chosen by modality kind: each maps one modality's batch to a (B, dim) embedding.
 
-A modality kind is one registration here: the encoder class, and optionally its fixed views of the raw
-input, in which statistics of the data are kept: `fixed_features(spec, width, seed)`, a random feature
-space for class statistics (default: a random ReLU projection of the flattened sample), and `key_view`,
-the parameter-free view of the older per-experience keys (default: the flattened sample). Fixed views
-never drift, so statistics fitted at experience 1 still mean the same at experience 20. The list of
-kinds a stream may use is this registry's names."""
+A modality kind is one registration here: the encoder class, and optionally its fixed feature map of the
+raw input, in which class statistics are kept: `fixed_features(spec, width, seed)` (default: a random ReLU
+projection of the flattened sample). Fixed maps never drift, so statistics gathered at experience 1 still
+mean the same at experience 20. The list of kinds a stream may use is this registry's names."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from lifelong_moe.errors import ConfigError
-from lifelong_moe.moe.fixed_features import BagOfWords, RandomReLUFeatures, RocketFeatures
 from lifelong_moe.registry import Registry
+from lifelong_moe.statistics.fixed_features import BagOfWords, RandomReLUFeatures, RocketFeatures
 from scenarios.modality import ModalitySpec
 
 ENCODERS: Registry[type[nn.Module]] = Registry("modality encoder")
-"""`cls(spec, dim) -> nn.Module`, keyed by `ModalitySpec.kind`; `cls.key_view(spec, x)` is optional."""
-
-MAX_SIDE = 16  # images are average-pooled to at most 16 x 16 per channel in their key view
-MAX_LENGTH = 256  # signals to at most 256 steps per channel
-MAX_VOCAB = 4096  # token ids are hashed into at most 4096 bag-of-words bins
+"""`cls(spec, dim) -> nn.Module`, keyed by `ModalitySpec.kind`; `cls.fixed_features(spec, width, seed)` is optional."""
 
 
 class ModalityEncoder(nn.Module):
-    """Base of the built-in encoders: default fixed views of the raw sample."""
-
-    @staticmethod
-    def key_view(spec: ModalitySpec, x: torch.Tensor) -> torch.Tensor:
-        """(B, F) float features of one modality's raw batch."""
-        return x.float().reshape(x.shape[0], -1)
+    """Base of the built-in encoders: default fixed feature map of the raw sample."""
 
     @staticmethod
     def fixed_features(spec: ModalitySpec, width: int, seed: int) -> nn.Module:
@@ -59,10 +47,6 @@ class ImageEncoder(ModalityEncoder):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    @staticmethod
-    def key_view(spec: ModalitySpec, x: torch.Tensor) -> torch.Tensor:
-        h, w = x.shape[-2:]
-        return F.adaptive_avg_pool2d(x.float(), (min(h, MAX_SIDE), min(w, MAX_SIDE))).reshape(x.shape[0], -1)
 
 
 @ENCODERS.register("signal")
@@ -82,9 +66,6 @@ class SignalEncoder(ModalityEncoder):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    @staticmethod
-    def key_view(spec: ModalitySpec, x: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool1d(x.float(), min(x.shape[-1], MAX_LENGTH)).reshape(x.shape[0], -1)
 
     @staticmethod
     def fixed_features(spec: ModalitySpec, width: int, seed: int) -> nn.Module:
@@ -108,12 +89,6 @@ class TextEncoder(ModalityEncoder):
         pooled = (self.embed(x) * keep).sum(1) / keep.sum(1).clamp_min(1.0)  # (B, dim)
         return self.proj(pooled)
 
-    @staticmethod
-    def key_view(spec: ModalitySpec, x: torch.Tensor) -> torch.Tensor:
-        """Bag of words over hashed token ids (padding not counted)."""
-        bins = min(spec.vocab_size or MAX_VOCAB, MAX_VOCAB)
-        ids = x.long() % bins
-        return torch.zeros(x.shape[0], bins, device=x.device).scatter_add_(1, ids, (x != 0).float())
 
     @staticmethod
     def fixed_features(spec: ModalitySpec, width: int, seed: int) -> nn.Module:
@@ -150,9 +125,3 @@ def fixed_features(spec: ModalitySpec, width: int, seed: int) -> nn.Module:
     """The fixed random feature space of a modality's kind, for class statistics."""
     make = getattr(encoder_class(spec), "fixed_features", None)
     return make(spec, width, seed) if make is not None else ModalityEncoder.fixed_features(spec, width, seed)
-
-
-def key_view(spec: ModalitySpec, x: torch.Tensor) -> torch.Tensor:
-    """(B, F) float features of one modality's raw batch, in its kind's fixed view (flattened by default)."""
-    view = getattr(encoder_class(spec), "key_view", None)
-    return view(spec, x) if view is not None else ModalityEncoder.key_view(spec, x)

@@ -12,10 +12,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from lifelong_moe.evaluation.probe import Reduce
+from lifelong_moe.models.probe import Reduce
 from lifelong_moe.moe.communication import COMMUNICATION, Stats, add_stats
-
-NEG = -1e9  # log-probability of the impossible; finite, so no NaN appears in softmax or CE
 
 
 class RoutingProbe:
@@ -80,7 +78,7 @@ class CommunicationProbe:
 
 
 class StatisticsProbe:
-    """What the class statistics hold (bytes; no samples) and what validation chose for them so far."""
+    """What the class statistics hold (bytes; no samples) and what validation chose, per experience."""
 
     def start(self, model: Any, n_loaders: int) -> None:
         pass
@@ -90,8 +88,8 @@ class StatisticsProbe:
 
     def compute(self, model: Any, reduce: Reduce) -> dict[str, Any]:
         stats = model.statistics
-        return {"statistics": {"bytes": stats.nbytes, "rows": stats.posterior.n_rows, "chosen": dict(stats.current_choices()),
-                               "chosen_per_experience": {int(k): v for k, v in stats.choices.items()}}}
+        return {"statistics": {"bytes": stats.nbytes, "rows": stats.n_rows,
+                               "chosen_per_experience": {int(k): v for k, v in model.choices.items()}}}
 
 
 def _sum(parts: list[Stats]) -> Stats:

@@ -15,9 +15,9 @@ from lifelong_moe.registry import MODELS
 
 @dataclass
 class MultimodalMLPParams:
-    embed_dim: int = 64
-    hidden_dim: int = 128
-    depth: int = 2
+    embed_dim: int = 64  # width of each modality's token before fusion
+    hidden_dim: int = 128  # width of the MLP's hidden layers
+    depth: int = 2  # hidden layers of the MLP
 
 
 class MultimodalMLP(ContinualModule):

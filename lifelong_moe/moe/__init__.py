@@ -1,5 +1,5 @@
-"""The MoE core in plain torch: router, expert pool, sparse dispatch, auxiliary losses, task keys, growth
-policies and communication modes. Imports neither Lightning nor Avalanche."""
+"""The MoE core in plain torch: router, expert pool, sparse dispatch, auxiliary losses, growth policies,
+communication modes and the shared experts' anchor. Imports neither Lightning nor Avalanche."""
 
 from lifelong_moe.moe.communication import COMMUNICATION, CommunicationMode
 from lifelong_moe.moe.dispatch import dense_reference, sparse_dispatch
@@ -8,7 +8,6 @@ from lifelong_moe.moe.growth import GROWTH, GrowthDecision, GrowthSignals, decid
 from lifelong_moe.moe.layer import MoELayer, MoEOutput
 from lifelong_moe.moe.losses import load_balancing_loss, router_z_loss
 from lifelong_moe.moe.router import Routing, TopKRouter
-from lifelong_moe.moe.task_keys import PrototypeKeys
 
 __all__ = [
     "COMMUNICATION",
@@ -20,7 +19,6 @@ __all__ = [
     "MLPExpert",
     "MoELayer",
     "MoEOutput",
-    "PrototypeKeys",
     "Routing",
     "TopKRouter",
     "decide_growth",

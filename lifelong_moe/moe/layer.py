@@ -27,13 +27,10 @@ class MoEOutput:
 
 class MoELayer(nn.Module):
     def __init__(self, dim: int, hidden: int, k: int, noise_std: float = 0.0, n_shared: int = 0,
-                 communication: str = "none", router_per_modality: bool = False) -> None:
+                 communication: str = "none") -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.router = TopKRouter(dim, k, noise_std)
-        # FuseMoE-style: one router per modality over the shared pool (used instead of `router`)
-        self.router_per_modality = router_per_modality
-        self.modality_routers = nn.ModuleDict()
         self.pool = ExpertPool(dim, hidden, n_shared)
         self.communication = communication
         self._comm_mode = COMMUNICATION.get(communication, "model.params.communication")
@@ -49,9 +46,7 @@ class MoELayer(nn.Module):
         knowledge carries into the new group, while the old group itself stays as it was)."""
         device = self.norm.weight.device
         source = [i for i, g in enumerate(self.pool.owner) if g == init_from] if init_from is not None else []
-        routers = ([] if self.router_per_modality else [self.router]) + list(self.modality_routers.values())
-        for router in routers:
-            router.add_columns(n, device)
+        self.router.add_columns(n, device)
         module = self._comm_mode.module_for(self.pool, group)
         if module is not None and str(group) not in self.comm:
             self.comm[str(group)] = module.to(device)
@@ -61,26 +56,13 @@ class MoELayer(nn.Module):
                 old = source[k % len(source)]
                 for dst, src in zip(self.pool.experts[new].parameters(), self.pool.experts[old].parameters(), strict=True):
                     dst.copy_(src)
-                for router in routers:
-                    router.columns[new].copy_(router.columns[old])
+                self.router.columns[new].copy_(self.router.columns[old])
         return added
 
-    def add_modality_router(self, name: str) -> None:
-        """A router for a new modality, with a column for every existing expert (per-modality routing only)."""
-        if self.router_per_modality and name not in self.modality_routers:
-            router = TopKRouter(self.router.dim, self.router.k, self.router.noise_std)
-            router.add_columns(len(self.pool), self.norm.weight.device)
-            self.modality_routers[name] = router
-
-    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, allowed: torch.Tensor | None = None,
-                token_modality: torch.Tensor | None = None, modality_names: list[str] | None = None) -> MoEOutput:
-        """x: (n, d); bias, allowed: (n, e) router log-prior and mask; token_modality (n,) indexes
-        modality_names (needed with per-modality routers)."""
+    def forward(self, x: torch.Tensor, bias: torch.Tensor | None = None, allowed: torch.Tensor | None = None) -> MoEOutput:
+        """x: (n, d); bias, allowed: (n, e) router log-prior and mask."""
         h = self.norm(x)
-        if self.router_per_modality:
-            routing = self._route_per_modality(h, bias, allowed, token_modality, modality_names)
-        else:
-            routing = self.router(h, bias=bias, allowed=allowed)
+        routing = self.router(h, bias=bias, allowed=allowed)
         stats: Stats = {}
         if len(self.comm):
             routed, counts, stats = self._communicate(h, routing)
@@ -99,25 +81,6 @@ class MoELayer(nn.Module):
             counts,
             stats,
         )
-
-    def _route_per_modality(self, h: torch.Tensor, bias: torch.Tensor | None, allowed: torch.Tensor | None,
-                            token_modality: torch.Tensor | None, names: list[str] | None) -> Routing:
-        if token_modality is None or names is None:
-            raise ValueError("per-modality routing needs each token's modality")
-        n, e, k = h.shape[0], len(self.pool), min(self.router.k, len(self.pool))
-        logits = h.new_zeros(n, e)
-        probs = h.new_zeros(n, e, dtype=torch.float32)
-        topk_idx = torch.zeros(n, k, dtype=torch.long, device=h.device)
-        topk_weight = h.new_zeros(n, k)
-        for mi, name in enumerate(names):
-            rows = (token_modality == mi).nonzero(as_tuple=True)[0]
-            if len(rows) == 0:
-                continue
-            part = self.modality_routers[name](h[rows], bias=None if bias is None else bias[rows],
-                                               allowed=None if allowed is None else allowed[rows])
-            logits, probs = logits.index_put((rows,), part.logits), probs.index_put((rows,), part.probs)
-            topk_idx, topk_weight = topk_idx.index_put((rows,), part.topk_idx), topk_weight.index_put((rows,), part.topk_weight)
-        return Routing(logits, probs, topk_idx, topk_weight)
 
     def _communicate(self, h: torch.Tensor, routing: Routing) -> tuple[torch.Tensor, torch.Tensor, Stats]:
         """Per-slot expert outputs, exchanged within each token's group by that group's module, then combined.

@@ -12,7 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.tensorboard import SummaryWriter
 
 from lifelong_moe.metrics import prefix_metrics, seen_accuracy
-from lifelong_moe.reporting.plots import accuracy_matrix_figure, routing_mass_figure
+from lifelong_moe.reporting.plots import accuracy_matrix_figure, confusion_matrix_figure, routing_mass_figure
 
 STREAM_METRICS = ("acc", "bwt", "fwt", "forgetting")
 
@@ -34,6 +34,8 @@ class StreamBoard:
                     "stream metrics": ["Multiline", [f"stream/{k}" for k in STREAM_METRICS]],
                     "accuracy on everything seen": ["Multiline", ["stream/seen_acc"]],
                     "routing accuracy per experience": ["Multiline", [r"routing_accuracy/exp\d+"]],
+                    "contributions: ACC of each part alone and of the whole": ["Multiline", [r"contributions/[^/]+/acc"]],
+                    "accuracy per class": ["Multiline", [r"class_accuracy/.*"]],
                 }
             }
         )
@@ -59,11 +61,31 @@ class StreamBoard:
             self.writer.add_scalar(f"routing_accuracy/exp{j:02d}", acc, step)
         for name, value in report.get("communication", {}).get("scalars", {}).items():
             self.writer.add_scalar(f"communication/{name}", value, step)
-        # what the class statistics chose at this experience's end, and the evidence for pooling (if judged)
+        # what the class statistics (and the expert weight) chose at this experience's end
         for name, value in report.get("statistics", {}).get("chosen_per_experience", {}).get(step, {}).items():
             self.writer.add_scalar(f"statistics/{name}", value, step)
         fig = routing_mass_figure(report, names)
         self.writer.add_figure("routing_mass", fig, step)
+        plt.close(fig)
+        self.writer.flush()
+
+    def log_contributions(self, step: int, parts: dict[str, Any]) -> None:
+        """ACC and BWT of each part of the model alone and of the whole (results.json `contributions`)."""
+        for name, part in parts.items():
+            for key in ("acc", "bwt"):
+                if part.get(key) is not None:
+                    self.writer.add_scalar(f"contributions/{name}/{key}", part[key], step)
+        self.writer.flush()
+
+    def log_classes(self, step: int, record: dict[str, Any], class_names: Sequence[str]) -> None:
+        """Accuracy of each class with test samples, by name (`class_accuracy/<name>`), and the confusion matrix."""
+        if not record:
+            return
+        for c, acc in enumerate(record["accuracy"]):
+            if acc is not None:
+                self.writer.add_scalar(f"class_accuracy/{class_names[c]}", acc, step)
+        fig = confusion_matrix_figure(np.asarray(record["confusion_matrix"]), class_names)
+        self.writer.add_figure("confusion_matrix", fig, step)
         plt.close(fig)
         self.writer.flush()
 

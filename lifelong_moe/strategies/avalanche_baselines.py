@@ -28,8 +28,6 @@ from scenarios import Experience
 
 # The runner evaluates and logs; Avalanche's own evaluator is given no loggers on purpose.
 warnings.filterwarnings("ignore", message="No loggers specified, metrics will not be logged")
-# Avalanche 0.6 calls its own deprecated storage-policy API from Replay, DER and ER-ACE
-warnings.filterwarnings("ignore", message="Call to deprecated function update", category=DeprecationWarning)
 
 
 class AvalancheBackbone(nn.Module):
@@ -102,14 +100,29 @@ class AvalancheBaseline:
         template, kwargs = self.template_and_kwargs(supervised)
         kwargs["plugins"] = [*kwargs.get("plugins", []), _finite_loss_plugin(ctx.train.epochs)]
         optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], ctx.train)
-        return template(
+        built = template(
             model=backbone, optimizer=optimizer, criterion=nn.CrossEntropyLoss(),
             train_mb_size=ctx.train.batch_size, train_epochs=ctx.train.epochs, eval_mb_size=ctx.train.eval_batch_size,
             device=device, evaluator=EvaluationPlugin(loggers=[]), eval_every=-1, **kwargs,
         )
+        _current_buffer_api(built)
+        return built
 
     def template_and_kwargs(self, supervised: Any) -> tuple[Any, dict[str, Any]]:
         return getattr(supervised, self.template_name), self.template_kwargs()
+
+
+def _current_buffer_api(template: Any) -> None:
+    """Avalanche 0.6's Replay, DER and ER-ACE update their buffers through the buffer's deprecated `update(strategy)`,
+    which warns after every experience and, worse, sets the process's filter for every DeprecationWarning to
+    "once" (so other libraries' deprecations start to print). Their calls go to what `update` itself does,
+    `post_adapt(strategy, strategy.experience)`, for buffers that inherit that `update` unchanged."""
+    from avalanche.training.storage_policy import ExemplarsBuffer
+
+    for owner in (template, *template.plugins):
+        policy = getattr(owner, "storage_policy", None)
+        if isinstance(policy, ExemplarsBuffer) and type(policy).update is ExemplarsBuffer.update:
+            policy.update = lambda strategy, _policy=policy, **_: _policy.post_adapt(strategy, strategy.experience)
 
 
 def _finite_loss_plugin(n_epochs: int) -> Any:
@@ -157,50 +170,50 @@ def _baseline(name: str, template: str, params: type | None, doc: str, memory: s
 
 @dataclass
 class EWCParams:
-    ewc_lambda: float = 100.0
-    mode: str = "separate"
+    ewc_lambda: float = 100.0  # weight of the quadratic penalty on important weights
+    mode: str = "separate"  # separate: one penalty per past experience; online: one running importance
 
 
 @dataclass
 class SIParams:
-    si_lambda: float = 1.0
+    si_lambda: float = 1.0  # weight of the path-integral penalty
 
 
 @dataclass
 class LwFParams:
-    alpha: float = 1.0
-    temperature: float = 2.0
+    alpha: float = 1.0  # weight of the distillation loss on the previous model's outputs
+    temperature: float = 2.0  # softmax temperature of the distillation
 
 
 @dataclass
 class ReplayParams:
-    mem_size: int = 200
+    mem_size: int = 200  # samples kept in the replay buffer (class-balanced)
 
 
 @dataclass
 class GEMParams:
-    patterns_per_exp: int = 40
-    memory_strength: float = 0.5
+    patterns_per_exp: int = 40  # samples kept from each experience
+    memory_strength: float = 0.5  # offset added to the projected gradient's constraint (GEM's gamma)
 
 
 @dataclass
 class AGEMParams:
-    patterns_per_exp: int = 40
-    sample_size: int = 64
+    patterns_per_exp: int = 40  # samples kept from each experience
+    sample_size: int = 64  # buffered samples drawn per step to compute the reference gradient
 
 
 @dataclass
 class DERParams:
-    mem_size: int = 200
-    batch_size_mem: int = 32
-    alpha: float = 0.1
-    beta: float = 0.5
+    mem_size: int = 200  # samples kept in the replay buffer (class-balanced)
+    batch_size_mem: int = 32  # buffered samples replayed per training batch
+    alpha: float = 0.1  # DER: weight of the logit-matching loss on buffered samples
+    beta: float = 0.5  # DER++: weight of the label loss on buffered samples
 
 
 @dataclass
 class ERACEParams:
-    mem_size: int = 200
-    batch_size_mem: int = 32
+    mem_size: int = 200  # samples kept in the replay buffer (class-balanced)
+    batch_size_mem: int = 32  # buffered samples replayed per training batch
 
 
 def _cpu_safe_si_plugin(si_lambda: float) -> Any:

@@ -31,18 +31,18 @@ class AudioFolderParams:
     root: str | None = None  # root/<class>/<clip> or root/{train,test}/<class>/<clip>
     index: str | None = None  # instead of root: a CSV with columns path,label[,split] (paths relative to it)
     modality: str = "audio"  # the modality's name in the stream
-    sample_rate: int = 16000
+    sample_rate: int = 16000  # clips are resampled to this rate (Hz)
     duration: float = 1.0  # seconds: longer clips are cut, shorter ones zero-padded
     features: str = "logmel"  # logmel | waveform
-    n_mels: int = 40
-    n_fft: int = 400
-    hop_length: int = 160
-    fmin: float = 0.0
-    fmax: float | None = None
+    n_mels: int = 40  # log-mel: mel bands
+    n_fft: int = 400  # log-mel: FFT window length in samples
+    hop_length: int = 160  # log-mel: samples between frames
+    fmin: float = 0.0  # log-mel: lowest band edge (Hz)
+    fmax: float | None = None  # log-mel: highest band edge (Hz); None: sample_rate / 2
     standardize: bool = True  # log-mel only: scale each mel band by the training split's mean and std
-    extensions: list[str] = field(default_factory=lambda: list(AUDIO_EXTENSIONS))
+    extensions: list[str] = field(default_factory=lambda: list(AUDIO_EXTENSIONS))  # file extensions read (others are skipped)
     test_fraction: float = 0.2  # when the files carry no train/test split
-    cache: bool = True
+    cache: bool = True  # keep the decoded arrays on disk (keyed by files, sizes, mtimes and these settings)
     workers: int = 0  # decoding threads; 0: up to 8
 
 
@@ -57,7 +57,9 @@ def audio_pool(params: AudioFolderParams, seed: int) -> Pool:
     key, files, labels, names, split = file_listing(params, params.extensions)
 
     def decode() -> dict[str, np.ndarray]:
-        return {"audio": np.stack(parallel_map(lambda f: decode_audio(f, prep, f"{key}: {f}"), files, params.workers))}
+        clips = parallel_map(lambda f: decode_audio(f, prep, f"{key}: {f}"), files, params.workers,
+                             what=f"decoding the clips of {params.root or params.index}")
+        return {"audio": np.stack(clips)}
 
     arrays = cached_decode("audio_folder", {"files": files_fingerprint(files), "prep": asdict(prep)}, params.cache, decode)
     spec = ModalitySpec("signal", audio_shape(prep))

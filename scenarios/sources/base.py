@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from lifelong_moe.errors import ConfigError, DataError
-from lifelong_moe.registry import Registry
+from scenarios.cache import shared_memory
+from scenarios.errors import ConfigError, DataError
 from scenarios.modality import ModalitySpec
+from scenarios.registry import Registry
 
 MAX_CLASSES = 100_000  # labels index classes, and models size their heads and class masks by the largest label
 MAX_GENERATED_VALUES = 500_000_000  # a generated source holds at most this many numbers per split (2 GB as float32)
@@ -43,7 +44,10 @@ class SourceData:
     modalities: dict[str, ModalitySpec]
     classes: list[int] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)
-    class_names: dict[int, str] = field(default_factory=dict)  # label -> the name it came from (folders, columns)
+    class_names: dict[int, str] = field(default_factory=dict)  # label -> the name its files or table gave it
+    # modality -> what turned decoded arrays into the samples: {"scale": s} and/or {"mean": [...], "std": [...]}
+    # (fitted on the training split), so new files can be prepared the same way (`lifelong-moe predict`)
+    preparation: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.classes:
@@ -112,6 +116,9 @@ def load_source(kind: str, params: Any, seed: int, key: str = "") -> SourceData:
     A cached source read from files is read again if a file changed since."""
     fn = SOURCES.get(kind, key)
     cache_key = (kind, repr(params), seed)
+    shared = shared_memory()  # inside `shared_in_process` (a comparison): every source once, as first read
+    if shared is not None and ("source", cache_key) in shared:
+        return shared[("source", cache_key)]
     cached = _CACHE.get(cache_key)
     if cached is not None and _unchanged(cached.files):
         return cached
@@ -132,6 +139,8 @@ def load_source(kind: str, params: Any, seed: int, key: str = "") -> SourceData:
         _CACHE[cache_key] = data = replace(data, files=[arrays_fingerprint(data)])
     else:  # folders, tables, saved datasets: no cheap test of change, so no reuse (their decoding is cached on disk)
         data = replace(data, files=[arrays_fingerprint(data)])
+    if shared is not None:
+        shared[("source", cache_key)] = data
     return data
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
+from scenarios.errors import DataError
 from scenarios.modality import ModalitySpec
 from scenarios.sources.base import SOURCES, SourceData
 from scenarios.sources.files import POOLS, Pool, label_array, split_pool
@@ -23,18 +23,18 @@ from scenarios.sources.tokenize import TokenizerParams
 @dataclass
 class CsvParams:
     path: str = "???"  # the CSV (the training split when test_path is given)
-    test_path: str | None = None
+    test_path: str | None = None  # a second CSV holding the test split (same columns)
     label: str = "label"  # class names or non-negative integers
     numeric: list[str] = field(default_factory=list)  # empty: every remaining column (must all be numbers)
     text: list[str] = field(default_factory=list)  # each becomes a text modality named after its column
-    ignore: list[str] = field(default_factory=list)
+    ignore: list[str] = field(default_factory=list)  # columns left out
     id_column: str | None = None  # per-row id, for pairing with other sources
     split_column: str | None = None  # a column of train/test
     tabular_name: str = "tabular"  # the numeric modality's name
-    standardize: bool = True
-    tokenizer: TokenizerParams = field(default_factory=TokenizerParams)
-    delimiter: str = ","
-    test_fraction: float = 0.2
+    standardize: bool = True  # scale numeric columns by the training split's mean and std
+    tokenizer: TokenizerParams = field(default_factory=TokenizerParams)  # how text columns become token ids
+    delimiter: str = ","  # the field separator
+    test_fraction: float = 0.2  # when neither test_path nor split_column splits the rows
 
 
 def _read(path_str: str, key: str, delimiter: str) -> tuple[Path, list[str], list[dict[str, str]]]:

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
+from scenarios.errors import DataError
+from scenarios.progress import Ticker
 
 IMAGE_EXTENSIONS = [".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"]
 AUDIO_EXTENSIONS = [".wav", ".flac", ".ogg", ".aiff", ".aif"]
@@ -39,14 +40,14 @@ class ImagePrep:
 
 @dataclass
 class AudioPrep:
-    sample_rate: int = 16000
+    sample_rate: int = 16000  # clips are resampled to this rate (Hz)
     duration: float = 1.0  # seconds; longer clips are cut, shorter ones zero-padded at the end
     features: str = "logmel"  # logmel: [n_mels, frames]; waveform: [1, samples]
-    n_mels: int = 40
-    n_fft: int = 400
-    hop_length: int = 160
-    fmin: float = 0.0
-    fmax: float | None = None
+    n_mels: int = 40  # log-mel: mel bands
+    n_fft: int = 400  # log-mel: FFT window length in samples
+    hop_length: int = 160  # log-mel: samples between frames
+    fmin: float = 0.0  # log-mel: lowest band edge (Hz)
+    fmax: float | None = None  # log-mel: highest band edge (Hz); None: sample_rate / 2
 
 
 def check_image_prep(prep: ImagePrep, key: str) -> None:
@@ -266,10 +267,19 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
 T = TypeVar("T")
 
 
-def parallel_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int = 0) -> list[T]:
+def parallel_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int = 0, what: str = "") -> list[T]:
     """`fn` over `items` in threads (Pillow, libsndfile and soxr release the GIL); order kept, and the
-    first error (in item order) is raised."""
+    first error (in item order) is raised. With `what`, progress lines tell how far it is (`scenarios.progress`)."""
     workers = workers or min(8, os.cpu_count() or 1)
+    if what:
+        ticker = Ticker(what, len(items))
+        inner = fn
+
+        def fn(x: Any) -> T:
+            out = inner(x)
+            ticker.add()
+            return out
+
     if workers <= 1 or len(items) < 16:
         return [fn(x) for x in items]
     with ThreadPoolExecutor(workers) as pool:

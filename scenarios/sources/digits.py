@@ -12,10 +12,10 @@ from scenarios.sources.base import SOURCES, SourceData, Split, stratified_split
 
 @dataclass
 class DigitsParams:
-    test_fraction: float = 0.3
+    test_fraction: float = 0.3  # share of each class held out for testing
     noise_std: float = 0.0  # additive Gaussian noise, for domain shifts
     rotate90: int = 0  # number of quarter turns, for domain shifts
-    invert: bool = False
+    invert: bool = False  # white digits on black become black on white, for domain shifts
 
 
 def digit_images(params: DigitsParams, seed: int) -> tuple[np.ndarray, np.ndarray]:

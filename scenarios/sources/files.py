@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
+from scenarios.errors import DataError
 from scenarios.modality import ModalitySpec
 from scenarios.sources.base import MAX_CLASSES, SourceData, Split, stratified_split
 from scenarios.sources.tokenize import TokenizerParams, tokenize
@@ -182,27 +182,42 @@ def split_pool(pool: Pool, test_fraction: float, seed: int, key: str = "") -> So
     if unseen:
         names = [pool.class_names.get(c, str(c)) for c in unseen]
         raise DataError(f"{pool.where}: classes {names} occur in the test split only; a class must be trainable")
-    train_in, test_in, specs = {}, {}, dict(pool.modalities)
+    train_in, test_in, specs, preparation = {}, {}, dict(pool.modalities), {}
     for m, arr in pool.inputs.items():
         a, b = arr[tr], arr[te]
         if arr.dtype == object:
             a, b, vocab = tokenize(a, b, pool.tokenizers.get(m, TokenizerParams()), f"{key}tokenizer.")
             specs[m] = ModalitySpec("text", (a.shape[1],), "int64", vocab)
         elif m in pool.scale:
-            a, b = a.astype(np.float32) * pool.scale[m], b.astype(np.float32) * pool.scale[m]
+            a, b = scale(a, pool.scale[m]), scale(b, pool.scale[m])
+            preparation[m] = {"scale": pool.scale[m]}
         if m in pool.standardize:
-            a, b = standardize(a, b)
+            mean, std = standardization(a)
+            a, b = standardize(a, mean, std), standardize(b, mean, std)
+            preparation[m] = {**preparation.get(m, {}), "mean": mean.reshape(-1).tolist(), "std": std.reshape(-1).tolist()}
         train_in[m], test_in[m] = a, b
-    return SourceData(Split(train_in, pool.labels[tr]), Split(test_in, pool.labels[te]), specs, class_names=dict(pool.class_names))
+    return SourceData(Split(train_in, pool.labels[tr]), Split(test_in, pool.labels[te]), specs,
+                      class_names=dict(pool.class_names), preparation=preparation)
 
 
-def standardize(train: np.ndarray, test: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Scale by the training split's mean and std of each feature (axis 1; over time too for [N, C, L])."""
+def scale(x: np.ndarray, factor: float) -> np.ndarray:
+    """Stored values (e.g. uint8 pixels) as float32 times `factor`."""
+    return x.astype(np.float32) * factor
+
+
+def standardization(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The training split's mean and std of each feature (axis 1; over time too for [N, C, L]), float64."""
     axes = (0, *range(2, train.ndim))
     mean = train.mean(axis=axes, keepdims=True, dtype=np.float64)
     std = train.std(axis=axes, keepdims=True, dtype=np.float64)
     std[std < 1e-8] = 1.0
-    return ((train - mean) / std).astype(np.float32), ((test - mean) / std).astype(np.float32)
+    return mean, std
+
+
+def standardize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """(x - mean) / std per feature (axis 1), as float32; `mean` and `std` from `standardization`, or flat lists."""
+    shape = (1, -1, *([1] * (x.ndim - 2)))
+    return ((x - np.asarray(mean, dtype=np.float64).reshape(shape)) / np.asarray(std, dtype=np.float64).reshape(shape)).astype(np.float32)
 
 
 def stems(files: list[Path]) -> np.ndarray:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
 from scenarios.cache import files_fingerprint
+from scenarios.errors import DataError
 from scenarios.modality import ModalitySpec
 from scenarios.sources.base import SOURCES, SourceData
 from scenarios.sources.decode import (
@@ -51,19 +51,19 @@ class HFDatasetParams:
     columns: dict[str, HFColumn] = field(default_factory=dict)  # modality name -> column and kind
     label: str = "label"  # a ClassLabel, integer or string column
     train_split: str = "train"  # DatasetDict splits; a plain Dataset is split by test_fraction
-    test_split: str = "test"
+    test_split: str = "test"  # the DatasetDict split tested on
     id_column: str | None = None  # per-row id, for pairing with other sources
-    image: ImagePrep = field(default_factory=ImagePrep)
-    audio: AudioPrep = field(default_factory=AudioPrep)
+    image: ImagePrep = field(default_factory=ImagePrep)  # how image columns are decoded
+    audio: AudioPrep = field(default_factory=AudioPrep)  # how audio columns are decoded
     audio_standardize: bool = True  # log-mel: scale each mel band by the training split's mean and std
-    tokenizer: TokenizerParams = field(default_factory=TokenizerParams)
-    test_fraction: float = 0.2
-    cache: bool = True
-    workers: int = 0
+    tokenizer: TokenizerParams = field(default_factory=TokenizerParams)  # how text columns become token ids
+    test_fraction: float = 0.2  # a plain Dataset (no splits) is split this way, per class
+    cache: bool = True  # keep decoded images and audio on disk
+    workers: int = 0  # decoding threads; 0: up to 8
 
 
 def _load(path: Path) -> Any:
-    from lifelong_moe.offline import hf_offline
+    from scenarios.offline import hf_offline
 
     hf_offline()
     if not path.is_dir():

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
 from scenarios.cache import files_fingerprint
+from scenarios.errors import DataError
 from scenarios.modality import ModalitySpec
 from scenarios.sources.base import SOURCES, SourceData
 from scenarios.sources.decode import (
@@ -44,7 +44,7 @@ class ImageFolderParams:
     size: list[int] = field(default_factory=lambda: [32, 32])  # [height, width]
     channels: int = 3  # 3: RGB; 1: grey
     fit: str = "crop"  # crop: shorter side to size, centre cut; stretch: resize to size
-    extensions: list[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))
+    extensions: list[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))  # file extensions read (others are skipped)
     test_fraction: float = 0.2  # when the files carry no train/test split
     cache: bool = True  # keep the decoded arrays on disk (keyed by the files' contents and these settings)
     workers: int = 0  # decoding threads; 0: up to 8
@@ -70,7 +70,8 @@ def image_pool(params: ImageFolderParams, seed: int) -> Pool:
     key, files, labels, names, split = file_listing(params, params.extensions)
 
     def decode() -> dict[str, np.ndarray]:
-        images = parallel_map(lambda f: decode_image(f, prep, f"{key}: {f}"), files, params.workers)
+        images = parallel_map(lambda f: decode_image(f, prep, f"{key}: {f}"), files, params.workers,
+                              what=f"decoding the images of {params.root or params.index}")
         return {"images": np.stack(images)}  # (N, C, H, W) uint8
 
     arrays = cached_decode("image_folder", {"files": files_fingerprint(files), "prep": asdict(prep)}, params.cache, decode)

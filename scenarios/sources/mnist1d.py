@@ -12,10 +12,10 @@ from scenarios.sources.base import SOURCES, SourceData, Split, check_budget, che
 
 @dataclass
 class Mnist1dParams:
-    num_samples: int = 5000
-    train_split: float = 0.8
-    iid_noise_scale: float = 0.02
-    corr_noise_scale: float = 0.25
+    num_samples: int = 5000  # signals generated (train and test together)
+    train_split: float = 0.8  # share of them trained on
+    iid_noise_scale: float = 0.02  # independent noise per time step (the generator's setting)
+    corr_noise_scale: float = 0.25  # correlated noise (the generator's setting)
 
 
 def mnist1d_arrays(params: Mnist1dParams, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

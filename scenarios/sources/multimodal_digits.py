@@ -19,13 +19,13 @@ ALL = ("image", "signal", "text")
 
 @dataclass
 class MultimodalDigitsParams:
-    modalities: list[str] = field(default_factory=lambda: list(ALL))
-    n_train_per_class: int = 100
-    n_test_per_class: int = 40
-    corrupt_prob: float = 0.3
-    image_noise: float = 0.15
-    signal_noise: float = 0.3
-    text_signal_rate: float = 0.35
+    modalities: list[str] = field(default_factory=lambda: list(ALL))  # any of image, signal, text
+    n_train_per_class: int = 100  # training samples per class
+    n_test_per_class: int = 40  # test samples per class
+    corrupt_prob: float = 0.3  # each modality of a sample is swapped for another class's with this probability
+    image_noise: float = 0.15  # Gaussian noise on the images
+    signal_noise: float = 0.3  # Gaussian noise on the signals
+    text_signal_rate: float = 0.35  # chance that a text position holds one of the class's words
 
 
 def _pools(params: MultimodalDigitsParams, seed: int) -> dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
+from scenarios.errors import DataError
 from scenarios.modality import MASK_KEY, ModalitySpec
 from scenarios.sources.base import MAX_CLASSES, SOURCES, SourceData, Split, file_fingerprint, memory_bytes
 
@@ -33,8 +33,8 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 @dataclass
 class NpzParams:
-    train: str = "???"
-    test: str = "???"
+    train: str = "???"  # a .npz with one array per modality (first axis: samples) and `labels`
+    test: str = "???"  # the same for the test split
     kinds: dict[str, str] = field(default_factory=dict)  # optional modality -> kind
 
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lifelong_moe.errors import ConfigError, DataError
-from lifelong_moe.registry import resolve_params
 from scenarios.config import SourceConfig
+from scenarios.errors import ConfigError, DataError
+from scenarios.registry import resolve_params
 from scenarios.sources.base import SOURCES, SourceData, Split, load_source
 from scenarios.sources.files import POOLS, Pool, split_pool
 
@@ -144,7 +144,8 @@ def _by_label(subs: list[tuple[str, str, object]], seed: int) -> SourceData:
             inputs.update({m: a[pick] for m, a in other.inputs.items()})
         splits.append(Split(inputs, anchor.labels))
     modalities = {m: spec for _, d in loaded for m, spec in d.modalities.items()}
-    return SourceData(splits[0], splits[1], modalities)
+    preparation = {m: prep for _, d in loaded for m, prep in d.preparation.items()}
+    return SourceData(splits[0], splits[1], modalities, class_names=dict(lead.class_names), preparation=preparation)
 
 
 def _check_same_classes(lead_name: str, lead: SourceData, name: str, other: SourceData) -> None:

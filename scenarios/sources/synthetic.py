@@ -12,11 +12,11 @@ from scenarios.sources.base import SOURCES, SourceData, Split, check_budget, che
 
 @dataclass
 class SyntheticParams:
-    n_classes: int = 10
-    n_modalities: int = 2
-    dim: int = 16
-    n_train_per_class: int = 100
-    n_test_per_class: int = 50
+    n_classes: int = 10  # Gaussian classes
+    n_modalities: int = 2  # modalities m0 .. m{K-1}, each a feature vector
+    dim: int = 16  # features per modality
+    n_train_per_class: int = 100  # training samples per class
+    n_test_per_class: int = 50  # test samples per class
     separation: float = 2.0  # distance scale between class means: lower is harder
     imbalance: float = 0.0  # modality m's separation is scaled by (1 - imbalance) ** m
     noise: float = 1.0  # per-sample Gaussian noise

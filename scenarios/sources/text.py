@@ -14,11 +14,11 @@ PAD = 0
 
 @dataclass
 class TextParams:
-    n_classes: int = 10
-    n_train_per_class: int = 120
-    n_test_per_class: int = 40
-    vocab_size: int = 96
-    length: int = 12
+    n_classes: int = 10  # classes of generated sentences
+    n_train_per_class: int = 120  # training sentences per class
+    n_test_per_class: int = 40  # test sentences per class
+    vocab_size: int = 96  # distinct words (ids; 0 pads)
+    length: int = 12  # tokens per sentence
     signature_size: int = 4  # words that belong to each class
     signal_rate: float = 0.35  # chance that a position holds one of the class's words
     noise: float = 0.1  # chance that a position holds a uniformly random word

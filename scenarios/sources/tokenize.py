@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
+from scenarios.errors import DataError
 
 PAD, UNK = 0, 1
 MAX_LENGTH = 2**16  # tokens per text: every text becomes an array of this many ids
@@ -24,9 +24,9 @@ _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 class TokenizerParams:
     kind: str = "word"  # word | hf
     path: str | None = None  # hf: a local tokenizer directory (save_pretrained)
-    max_length: int = 32
+    max_length: int = 32  # tokens kept per text (longer ones are cut, shorter ones padded)
     vocab_size: int = 20000  # word: at most this many ids, padding and unknown included
-    lowercase: bool = True
+    lowercase: bool = True  # word: lowercase before splitting into words
 
 
 def tokenize(train: np.ndarray, test: np.ndarray, params: TokenizerParams, key: str) -> tuple[np.ndarray, np.ndarray, int]:
@@ -60,7 +60,7 @@ def _word(train: np.ndarray, test: np.ndarray, params: TokenizerParams) -> tuple
 
 
 def _hf(train: np.ndarray, test: np.ndarray, params: TokenizerParams, key: str) -> tuple[np.ndarray, np.ndarray, int]:
-    from lifelong_moe.offline import hf_offline
+    from scenarios.offline import hf_offline
     from scenarios.sources.hf_folder import folder_problem
 
     hf_offline()

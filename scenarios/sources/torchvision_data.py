@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lifelong_moe.errors import DataError
+from scenarios.errors import DataError
 from scenarios.modality import ModalitySpec
 from scenarios.sources.base import SOURCES, SourceData, Split, memory_bytes
 
@@ -39,7 +39,7 @@ NAMES = ("mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn")
 class TorchvisionParams:
     name: str = "???"  # mnist | fashion_mnist | kmnist | cifar10 | cifar100 | svhn (torchvision's class names work too)
     root: str = "???"  # the folder you would pass as torchvision's `root`
-    modality: str = "image"
+    modality: str = "image"  # the modality's name in the stream
     cifar100_labels: str = "fine"  # fine (100 classes) | coarse (20 superclasses)
 
 

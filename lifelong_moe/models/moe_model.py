@@ -1,0 +1,402 @@
+"""The lifelong MoE model (`model.name: moe`): modality tokens flow through MoE layers whose experts grow
+in groups, one group per experience (or per new modality), and freeze afterwards. Without task labels,
+an experience gate (class statistics in fixed feature spaces, `gates.py`) says which experience a sample
+comes from; the sample runs through that experience's group of experts, and the prediction is
+
+    p(c | x)    = sum_e p(e | x) p(c | x, e)
+    p(c | x, e) = (1 - w_e) p_stat(c | x, e) + w_e p_experts(c | x, e)    for the routed experience (argmax p(e | x))
+    p(c | x, e) = p_stat(c | x, e)                                          for every other experience
+
+where p_experts is the routed group's head over e's classes and w_e, the weight of the experts against the
+statistics, is chosen on validation data. Training experience e routes every sample to e's experts and
+fits e's head on e's classes only. Each evaluation also reports the two parts alone (`parts`): the
+statistics (w = 0) and the experts within the routed experience, so every run shows what the experts add.
+
+Growth (`moe/growth.py`), freezing (`freezing.py`), communication (`moe/communication.py`), the shared
+experts' anchor (`moe/shared_anchor.py`) and per-group encoders (`group_encoders.py`) are their own parts.
+Shape key: B samples, n present tokens, D width, E routed experts, K head columns, C classes."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lifelong_moe.config.schema import TrainConfig
+from lifelong_moe.errors import ConfigError
+from lifelong_moe.models.continual_module import ContinualModule, Prediction
+from lifelong_moe.models.freezing import ENCODER_TRAINING, freeze_old
+from lifelong_moe.models.gates import StatisticsGate, TaskLabelGate
+from lifelong_moe.models.group_encoders import GroupEncoders
+from lifelong_moe.models.moe_probes import CommunicationProbe, RoutingProbe, StatisticsProbe
+from lifelong_moe.models.stats_model import ModalityStatistics, StatsParams, check_stats_params
+from lifelong_moe.moe import COMMUNICATION, GROWTH, MoELayer, decide_growth
+from lifelong_moe.moe.segments import NEG, segment_logsumexp
+from lifelong_moe.moe.shared_anchor import SharedAnchor
+from lifelong_moe.registry import MODELS
+from scenarios import Experience
+from scenarios.modality import ModalitySpec
+
+
+@dataclass
+class SharedExpertsParams:
+    """`communication: shared`: always-on experts per layer that keep training in every experience."""
+
+    n: int = 1  # shared experts per layer
+    anchor: float = 1.0  # weight of the L2 pull to their values at the end of the previous experience
+    drift_bound: float | None = None  # most relative distance from their first-experience values (0: frozen after it)
+
+
+@dataclass
+class MoEParams:
+    embed_dim: int = 64  # width of the modality tokens and the experts' input and output
+    n_layers: int = 2  # MoE layers
+    expert_hidden: int = 128  # hidden width of each expert's MLP
+    experts_per_growth: int = 2  # experts added to every layer at each growth step
+    k: int = 2  # experts per token, within the routed group (at most experts_per_growth)
+    balance_loss_weight: float = 0.01  # Switch/GShard load balance over the routed group's experts
+    z_loss_weight: float = 0.001  # ST-MoE router z-loss
+    growth: str = "experience"  # experience | modality (moe/growth.py)
+    max_experts: int = 0  # per layer; 0: no cap. Beyond it the group most of the new data routes to is reused
+    freeze_old: bool = True  # everything trained in earlier experiences stops training (freezing.py)
+    encoder_training: str = "introduced"  # introduced | never | always | per_group (freezing.py)
+    communication: str = "none"  # none | lateral | attention | pnn | shared (moe/communication.py)
+    shared: SharedExpertsParams = field(default_factory=SharedExpertsParams)  # communication: shared only
+    expert_weights: list[float] = field(default_factory=lambda: [0.5, 0.0, 0.25, 0.75, 1.0])  # candidates for w,
+    # chosen on validation (the first wins without validation data)
+    statistics: StatsParams = field(default_factory=StatsParams)  # the gate and p_stat (models/stats_model.py)
+
+
+class ExperienceHead(nn.Module):
+    """Linear head over the classes one experience introduced."""
+
+    def __init__(self, dim: int, classes: list[int]) -> None:
+        super().__init__()
+        self.linear = nn.Linear(dim, len(classes))
+        self.register_buffer("classes", torch.as_tensor(classes, dtype=torch.long))
+
+
+@dataclass
+class MoEForward:
+    logits: torch.Tensor  # (B, C) log p(c | x)
+    aux_loss: torch.Tensor  # scalar: weighted balance + z losses over layers
+    token_sample: torch.Tensor  # (n,) sample of each present token
+    token_modality: torch.Tensor  # (n,) modality index (order of self.encoders)
+    routings: list[Any]  # per layer: Routing
+    comm_stats: list[dict] = field(default_factory=list)  # per layer: what communication did
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, C) log-scores of each part alone
+    routed: torch.Tensor | None = None  # (B,) the routed experience of each sample
+
+
+class MoEModel(ContinualModule):
+    part_names = ("statistics", "experts")
+
+    def __init__(self, params: MoEParams, *, n_classes: int, scenario: str, train: TrainConfig) -> None:
+        _check(params)
+        super().__init__(n_classes=n_classes, scenario=scenario, train=train, embed_dim=params.embed_dim)
+        self.settings = params
+        mode = COMMUNICATION.get(params.communication, "model.params.communication")
+        n_shared = params.shared.n if mode.anchors_shared_experts else 0
+        self.layers = nn.ModuleList(
+            MoELayer(params.embed_dim, params.expert_hidden, params.k, n_shared=n_shared, communication=params.communication)
+            for _ in range(params.n_layers))
+        self.shared_anchor = SharedAnchor(self.layers, params.shared.drift_bound) if n_shared else None
+        self.final_norm = nn.LayerNorm(params.embed_dim)
+        self.heads = nn.ModuleDict()
+        self.group_encoders = GroupEncoders()
+        self._statistics = ModalityStatistics(params.statistics)
+        self.statistics = self._statistics.classifier
+        self.register_buffer("weight_correct", torch.zeros(len(params.expert_weights), dtype=torch.float64))
+        self.register_buffer("frozen_weight", torch.zeros(0))  # conditional frozen: each experience's w
+        self.experience_group: dict[int, int] = {}
+        self.experience_task: dict[int, int] = {}
+        self.growth_log: dict[int, str] = {}
+        self.choices: dict[int, dict[str, float]] = {}  # per experience: what validation chose
+        self._trained: set[int] = set()  # ids of parameters that lived through a finished experience
+
+    # ---- structure ------------------------------------------------------------------------------
+    @property
+    def n_groups(self) -> int:
+        return len(set(self.experience_group.values()))
+
+    @property
+    def expert_owner(self) -> list[int]:
+        return list(self.layers[0].pool.owner)
+
+    def add_modality(self, name: str, spec: ModalitySpec) -> None:
+        super().add_modality(name, spec)
+        self._statistics.add_modality(name, spec)
+        if self.settings.encoder_training == "never":
+            self.encoders[name].requires_grad_(False)
+            self.modality_embed[name].requires_grad_(False)
+
+    def on_experience_start(self, exp: Experience) -> None:
+        e = exp.index
+        old = [p for p in self.parameters() if id(p) in self._trained]
+        known = list(self.encoders)
+        self._statistics.settle_width(exp.spec.n_train)
+        super().on_experience_start(exp)  # encoders for new modalities, class masks
+        self.experience_task[e] = int(exp.task_label)
+        decision = decide_growth(
+            self.settings.growth, n_groups=self.n_groups, n_experts=self.layers[0].n_experts,
+            experts_per_growth=self.settings.experts_per_growth, max_experts=self.settings.max_experts,
+            new_modality=any(m not in known for m in exp.modality_specs), closest_group=lambda: self._most_routed_group(exp))
+        group = self.n_groups if decision.grow else int(decision.reuse_group)
+        if decision.grow:
+            for layer in self.layers:
+                layer.grow(self.settings.experts_per_growth, group)
+            if self.settings.encoder_training == "per_group" and group > 0:
+                self.group_encoders.grow(group, self.group_encoders.of(self.experience_group[e - 1], self.encoders), known)
+        self.experience_group[e], self.growth_log[e] = group, decision.reason
+        self.heads[str(e)] = ExperienceHead(self.settings.embed_dim, exp.classes).to(self.device)
+        self.statistics.add_rows(e, exp.classes)
+        if self.statistics.frozen:  # this experience's w until it ends: the current choice
+            self.frozen_weight = torch.cat([self.frozen_weight, self.frozen_weight.new_full((1,), self.expert_weight)])
+        shared = {id(p) for p in self.shared_anchor.parameters_held} if self.shared_anchor is not None else set()
+        encoders = {id(p) for p in [*self.encoders.parameters(), *self.modality_embed.parameters()]}
+        freeze_old(old, encoders=encoders, shared=shared, encoder_training=self.settings.encoder_training,
+                   freeze=self.settings.freeze_old)
+
+    @torch.no_grad()
+    def _most_routed_group(self, exp: Experience) -> int:
+        """The group the gate sends most of the new experience's samples to (up to 512; ties to the lowest)."""
+        counts = torch.zeros(self.n_groups, dtype=torch.long)
+        exps = sorted(int(e) for e in self.heads)
+        for x, present, _ in self.batches(exp.validation if exp.validation is not None else exp.dataset):
+            routed = StatisticsGate(self.statistics).log_posterior(self.statistics.featurize(x, present), None, exps).argmax(1)
+            counts += torch.bincount(torch.as_tensor([self.experience_group[exps[c]] for c in routed.tolist()]), minlength=self.n_groups)
+            if counts.sum() >= 512:
+                break
+        return int(counts.argmax())
+
+    def on_experience_end(self, exp: Experience) -> None:
+        """Freeze-point bookkeeping, then the experience's class statistics and the validated w."""
+        self._trained = {id(p) for p in self.parameters()}
+        if self.shared_anchor is not None:
+            self.shared_anchor.set()
+        if self.rehearsing:  # the featurisation is rehearsed by forward passes
+            return
+        was_training = self.training
+        self.eval()
+        validation = list(self.batches(exp.validation)) if exp.validation is not None else None
+        self.choices[exp.index] = self.statistics.learn(exp.index, self.batches(exp.dataset), validation, self._choose_weight)
+        self.choices[exp.index]["expert_weight"] = self.expert_weight
+        if self.statistics.frozen:
+            self.frozen_weight[exp.index] = self.expert_weight
+        self.train(was_training)
+
+    # ---- the weight of the experts against the statistics -------------------------------------------
+    @property
+    def expert_weight(self) -> float:
+        """The candidate with the most correct validation answers so far (ties and no evidence: the first)."""
+        return self.settings.expert_weights[int(self.weight_correct.argmax())]
+
+    def _choose_weight(self, validation: list[Any]) -> dict[str, float]:
+        for k, w in enumerate(self.settings.expert_weights):
+            self.weight_correct[k] += sum(float((self.forward_outputs(x, expert_weight=w).logits.argmax(1) == y).sum())
+                                          for x, _, y in validation)
+        return {}
+
+    def _weights(self, experiences: list[int], col: torch.Tensor, candidate: float | None) -> float | torch.Tensor:
+        """w for each head column (K,), or one w; `candidate` replaces the newest experience's (being scored)."""
+        if not self.statistics.frozen:
+            return self.expert_weight if candidate is None else candidate
+        index = torch.as_tensor(experiences, device=col.device)
+        weights = self.frozen_weight[index]
+        if candidate is not None:
+            weights = torch.where(index == max(experiences), candidate, weights)
+        return weights[col]
+
+    # ---- forward --------------------------------------------------------------------------------
+    def forward_outputs(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None, current: int | None = None,
+                        expert_weight: float | None = None) -> MoEForward:
+        """`current`: training on that experience (every sample routed to it, its head alone scores)."""
+        tokens, present = self.modality_tokens(inputs)
+        B = len(next(iter(tokens.values())))
+        exps = sorted(int(e) for e in self.heads)
+        feats = self.statistics.featurize(inputs, present) if current is None else {}
+        if current is not None:
+            log_pe = torch.tensor([0.0 if e == current else NEG for e in exps], device=self.device).expand(B, -1)
+        elif self.task_incremental and task_labels is not None:
+            log_pe = TaskLabelGate(self.experience_task).log_posterior(feats, task_labels, exps)
+        else:
+            log_pe = StatisticsGate(self.statistics).log_posterior(feats, None, exps)  # (B, n_exp)
+        routed = log_pe.argmax(1)  # (B,) the routed experience's column
+        sample_group = torch.as_tensor([self.experience_group[e] for e in exps], device=self.device)[routed]
+        if len(self.group_encoders):
+            tokens = self.group_encoders.encode(inputs, tokens, sample_group, self.modality_embed)
+
+        z = torch.stack(list(tokens.values()), 1)  # (B, M, D)
+        pres = torch.stack(list(present.values()), 1)  # (B, M)
+        token_sample, token_modality = pres.nonzero(as_tuple=True)  # (n,), (n,)
+        h = z[token_sample, token_modality]  # (n, D)
+        owner = torch.as_tensor(self.expert_owner, device=self.device)
+        allowed = (owner.unsqueeze(0) == sample_group.unsqueeze(1))[token_sample]  # (n, E): the routed group's experts
+        aux = h.new_zeros(())
+        routings, comm_stats = [], []
+        for layer in self.layers:
+            out = layer(h, allowed=allowed)
+            h = out.hidden
+            aux = aux + self.settings.balance_loss_weight * out.balance_loss + self.settings.z_loss_weight * out.z_loss
+            routings.append(out.routing)
+            comm_stats.append(out.stats)
+        pooled = h.new_zeros(B, h.shape[1]).index_add_(0, token_sample, h)
+        pooled = self.final_norm(pooled / pres.sum(1, keepdim=True).clamp_min(1).to(h.dtype))  # (B, D)
+        logits, parts = self._predict(pooled, exps, log_pe, routed, feats, current, expert_weight)
+        routed_experience = torch.as_tensor(exps, device=self.device)[routed] if exps else None
+        return MoEForward(logits, aux, token_sample, token_modality, routings, comm_stats, parts, routed_experience)
+
+    def _predict(self, pooled: torch.Tensor, exps: list[int], log_pe: torch.Tensor, routed: torch.Tensor, feats: Any,
+                 current: int | None, expert_weight: float | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """log p(c | x) (B, C) by the formula in the module docstring, and each part alone. All heads run as
+        one matmul over their stacked columns."""
+        if current is not None:  # training: the current head over its classes
+            head = self.heads[str(current)]
+            logits = pooled.new_full((len(pooled), self.n_classes), NEG)
+            logits[:, head.classes] = torch.log_softmax(head.linear(pooled), dim=1)
+            return logits, {}
+        if not exps:  # the untrained model
+            return pooled.new_full((len(pooled), self.n_classes), NEG), {}
+        heads = [self.heads[str(e)] for e in exps]
+        col = torch.repeat_interleave(torch.arange(len(heads), device=self.device),
+                                      torch.tensor([len(h.classes) for h in heads], device=self.device))  # (K,) column -> experience
+        classes = torch.cat([h.classes for h in heads])  # (K,)
+        scores = pooled @ torch.cat([h.linear.weight for h in heads]).T + torch.cat([h.linear.bias for h in heads])  # (B, K)
+        experts = scores - segment_logsumexp(scores, col, len(heads)).gather(1, col.expand_as(scores))  # log p_experts(c | x, e)
+        stat = self.statistics.conditional_log_posterior(feats)[:, torch.argsort(self.statistics.row_experience, stable=True)]
+        on_routed = col.unsqueeze(0) == routed.unsqueeze(1)  # (B, K)
+        mixed = torch.where(on_routed, _mix(stat, experts, self._weights(exps, col, expert_weight)), stat)
+        by_class = lambda s: segment_logsumexp(s, classes, self.n_classes)  # noqa: E731
+        parts = {"statistics": by_class(stat + log_pe[:, col]), "experts": by_class(experts.masked_fill(~on_routed, NEG))}
+        return by_class(mixed + log_pe[:, col]), parts
+
+    def logits(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores of the classes of every head; classes without a head score NEG (finite, so no NaN)."""
+        return self.forward_outputs(inputs, task_labels).logits
+
+    def forward(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None) -> torch.Tensor:
+        logits = self.logits(inputs, task_labels)
+        return logits.masked_fill(~self.class_mask(task_labels, logits.shape[0]), NEG)
+
+    def training_loss(self, x: dict[str, Any], y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.forward_outputs(x, t, current=self.experience)
+        loss = F.cross_entropy(out.logits, y) + out.aux_loss
+        if self.shared_anchor is not None:
+            loss = loss + self.settings.shared.anchor * self.shared_anchor.penalty()
+        return loss, out.logits
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """After each optimizer step: shared experts back within their drift bound (if one is set)."""
+        if self.shared_anchor is not None:
+            self.shared_anchor.project()
+
+    # ---- evaluation -----------------------------------------------------------------------------
+    def evaluation_step(self, inputs: dict[str, Any], task_labels: torch.Tensor | None) -> Prediction:
+        out = self.forward_outputs(inputs, task_labels)
+        mask = ~self.class_mask(task_labels, out.logits.shape[0])
+        return Prediction(out.logits.masked_fill(mask, NEG), out, {k: v.masked_fill(mask, NEG) for k, v in out.parts.items()})
+
+    def evaluation_probes(self) -> list[Any]:
+        return [RoutingProbe(), CommunicationProbe(self.settings.communication), StatisticsProbe()]
+
+    # ---- accounting and checkpoints ---------------------------------------------------------------
+    def parameter_counts(self) -> dict[str, int]:
+        counts = super().parameter_counts()
+        n = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+        k = min(self.settings.k, self.settings.experts_per_growth)
+        active = n(self.encoders) + n(self.modality_embed) + n(self.final_norm) + n(self.heads)
+        for layer in self.layers:
+            per_expert = layer.pool.params_per_expert
+            active += n(layer.norm) + n(layer.router) + n(layer.pool.shared) + min(k, len(layer.pool)) * per_expert
+            if len(layer.comm):  # the newest group's module, reading every older group's experts
+                newest = max(int(g) for g in layer.comm)
+                active += n(layer.comm[str(newest)]) + sum(g < newest for g in layer.pool.owner) * per_expert
+        return {**counts, "active_per_sample": active, "routed_experts_per_layer": len(self.expert_owner)}
+
+    def stored_bytes(self) -> int:
+        return self.statistics.nbytes
+
+    def structure_state(self) -> dict[str, Any]:
+        names = {id(p): n for n, p in self.named_parameters()}
+        return {
+            **super().structure_state(),
+            "experience_group": dict(self.experience_group),
+            "experience_task": dict(self.experience_task),
+            "growth_log": dict(self.growth_log),
+            "heads": {e: head.classes.tolist() for e, head in self.heads.items()},
+            "expert_owner": self.expert_owner,
+            "trained": sorted(names[i] for i in self._trained if i in names),
+            "choices": dict(self.choices),
+            "statistics_width": self._statistics.width,
+            "group_encoders": self.group_encoders.modalities(),
+        }
+
+    def restore_structure(self, state: dict[str, Any]) -> None:
+        self._statistics.width = state["statistics_width"]
+        super().restore_structure(state)
+        owners = state["expert_owner"]
+        for g in dict.fromkeys(owners):  # groups in order of first appearance
+            for layer in self.layers:
+                layer.grow(owners.count(g), g)
+        for g, modalities in state["group_encoders"].items():  # the values come with the state dict
+            self.group_encoders.grow(int(g), self.encoders, modalities)
+        for e, classes in state["heads"].items():
+            self.heads[str(e)] = ExperienceHead(self.settings.embed_dim, classes).to(self.device)
+        self.frozen_weight = self.frozen_weight.new_zeros(len(state["heads"]) if self.statistics.frozen else 0)
+        self.experience_group = {int(k): v for k, v in state["experience_group"].items()}
+        self.experience_task = {int(k): v for k, v in state["experience_task"].items()}
+        self.growth_log = {int(k): v for k, v in state["growth_log"].items()}
+        self.choices = {int(k): v for k, v in state["choices"].items()}
+        params = dict(self.named_parameters())
+        self._trained = {id(params[n]) for n in state["trained"]}
+
+    def structure_summary(self) -> dict[str, Any]:
+        e = self.experience
+        summary = {"group": self.experience_group.get(e), "growth": self.growth_log.get(e), "n_groups": self.n_groups}
+        drift = self.shared_anchor.drift() if self.shared_anchor is not None else None
+        return {**summary, "shared_drift": drift} if drift is not None else summary
+
+
+def _mix(stat: torch.Tensor, experts: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
+    """log((1 - w) p_stat + w p_experts), elementwise; w one value or one per column (K,)."""
+    if isinstance(weight, torch.Tensor):
+        return torch.logaddexp(stat + torch.log1p(-weight), experts + weight.log())  # log 0 = -inf drops a side
+    if weight <= 0:
+        return stat
+    return experts if weight >= 1 else torch.logaddexp(stat + math.log(1 - weight), experts + math.log(weight))
+
+
+def _check(p: MoEParams) -> None:
+    def bad(key: str, msg: str) -> None:
+        raise ConfigError(f"model.params.{key}: {msg}")
+
+    for key in ("embed_dim", "n_layers", "expert_hidden", "experts_per_growth", "k"):
+        if getattr(p, key) < 1:
+            bad(key, f"must be at least 1, got {getattr(p, key)}")
+    if p.k > p.experts_per_growth:
+        bad("k", f"must not exceed experts_per_growth ({p.experts_per_growth}): a sample is routed within one group")
+    if p.growth not in GROWTH:
+        bad("growth", f"unknown policy '{p.growth}'; use one of {', '.join(GROWTH)}")
+    if p.max_experts and p.max_experts < p.experts_per_growth:
+        bad("max_experts", f"must be 0 (no cap) or at least experts_per_growth ({p.experts_per_growth})")
+    if p.encoder_training not in ENCODER_TRAINING:
+        bad("encoder_training", f"use {', '.join(ENCODER_TRAINING)}, got '{p.encoder_training}'")
+    if p.communication not in COMMUNICATION:
+        bad("communication", f"unknown mode '{p.communication}'; use one of {', '.join(COMMUNICATION)}")
+    if COMMUNICATION.get(p.communication).anchors_shared_experts and p.shared.n < 1:
+        bad("shared.n", f"communication={p.communication} needs at least 1 shared expert")
+    if p.shared.drift_bound is not None and p.shared.drift_bound < 0:
+        bad("shared.drift_bound", f"must be >= 0 or null, got {p.shared.drift_bound}")
+    if not p.expert_weights or any(not 0.0 <= v <= 1.0 for v in p.expert_weights):
+        bad("expert_weights", f"give one or more candidates in [0, 1], got {list(p.expert_weights)}")
+    check_stats_params(p.statistics, "model.params.statistics")
+
+
+@MODELS.register("moe", params=MoEParams, routes_by_experience=True)
+def moe(params: MoEParams, **kwargs: Any) -> MoEModel:
+    """Lifelong MoE: expert groups grow per experience and freeze; an experience gate routes each sample."""
+    return MoEModel(params, **kwargs)
