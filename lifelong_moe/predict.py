@@ -245,11 +245,5 @@ def _predict_modality(model: Any, modality: str, files: list[Path], x: np.ndarra
 
 def routed_experience(prediction: Any) -> Any:
     """(B,) the experience whose experts each sample was routed to, where the model routes by experience
-    (its prediction's details carry a `posterior` over experiences); else None."""
-    posterior = getattr(prediction.details, "posterior", None)
-    if posterior is None or not getattr(posterior, "experiences", None):
-        return None
-    import torch
-
-    columns = posterior.routing.argmax(1)
-    return torch.as_tensor(posterior.experiences, device=columns.device)[columns]
+    (its prediction's details carry `routed`); else None."""
+    return getattr(prediction.details, "routed", None)

@@ -51,7 +51,7 @@ def test_run_report_holds_every_section_with_figures_embedded(runs, capsys):
     assert main(["report", str(runs["run"])]) == 0
     assert "report: " in capsys.readouterr().out
     page = (runs["run"] / "report.html").read_text()
-    assert _sections(page) == ["summary", "experiences", "accuracy", "classes", "routing", "modalities", "config"]
+    assert _sections(page) == ["summary", "experiences", "accuracy", "classes", "routing", "contributions", "modalities", "config"]
     _offline(page)
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == 6  # accuracy matrix, forgetting curves, confusion, per class, routing, modalities
@@ -85,7 +85,7 @@ def test_comparison_report_holds_the_table_with_spreads(runs):
     from lifelong_moe.reporting.report import write_report
 
     page = write_report(runs["two_seeds"]).read_text()
-    assert _sections(page) == ["table", "figures", "matrices", "experiences", "config"]
+    assert _sections(page) == ["table", "figures", "matrices", "contributions", "experiences", "config"]
     _offline(page)
     assert len(re.findall(r'src="data:image/png;base64,', page)) == 4  # two comparison figures, two matrices
     table = page.split('<section id="table">')[1].split("</section>")[0]
