@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import io
+import os
 import pickle
 import random
 import zipfile
@@ -89,6 +90,16 @@ def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> None:
     # the state dict goes as it is (an OrderedDict of tensors, with its version metadata)
     torch.save({"format": FORMAT, **{k: v if k == "model" else plain(v) for k, v in payload.items()}}, buf)
     atomic_write_bytes(Path(run_dir) / CHECKPOINT, buf.getvalue())
+
+
+def checkpoint_identity(run_dir: str | Path) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of the run's checkpoint, None without one: every save renames a new file over
+    it, so another process's write changes this even within the same second."""
+    try:
+        st = os.stat(Path(run_dir) / CHECKPOINT)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:

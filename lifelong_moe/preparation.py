@@ -24,7 +24,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from lifelong_moe.checkpointing import fingerprint_changes, first_difference, load_checkpoint, rng_state, set_rng_state
+from lifelong_moe.checkpointing import (
+    checkpoint_identity,
+    fingerprint_changes,
+    first_difference,
+    load_checkpoint,
+    rng_state,
+    set_rng_state,
+)
 from lifelong_moe.config import ExperimentConfig, to_container
 from lifelong_moe.distributed import is_writer
 from lifelong_moe.errors import ConfigError, UserError, first_line
@@ -50,6 +57,7 @@ class Prepared:
     resume: str | None
     state: RunState | None
     grown: dict[str, int]  # parameter counts of the rehearsed model after the last experience
+    checkpoint_id: tuple[int, int, int] | None = None  # the resumed checkpoint as it was checked (inode, size, mtime)
 
 
 def build_model(cfg: ExperimentConfig, stream: Stream) -> ContinualModule:
@@ -87,6 +95,7 @@ def prepare(cfg: ExperimentConfig, resume: str | None = None, progress: Callable
     reference = reference_diagonal(cfg.reference_results, T)
     strategy = build_strategy(cfg)
     strategy.check(cfg.trainer, resume is not None)
+    checkpoint_id = checkpoint_identity(resume) if resume is not None else None  # before reading: a later write shows
     checkpoint = resumable(resume, cfg, stream) if resume is not None else None
     if resume is None and is_writer():  # under DDP the others start once rank 0 has made the directory
         check_output(cfg)
@@ -104,7 +113,7 @@ def prepare(cfg: ExperimentConfig, resume: str | None = None, progress: Callable
         except Exception as err:  # the checkpoint is outside input: a mismatch is the user's, not a bug
             raise ConfigError(f"--resume: {resume}'s checkpoint does not fit the model ({type(err).__name__}: "
                               f"{first_line(err)[:200]})") from None
-    return Prepared(cfg, stream, strategy, model, reference, resume, state, grown)
+    return Prepared(cfg, stream, strategy, model, reference, resume, state, grown, checkpoint_id)
 
 
 def check_output(cfg: ExperimentConfig) -> None:

@@ -17,12 +17,20 @@ from typing import Any
 import numpy as np
 from lightning.pytorch.loggers import TensorBoardLogger
 
-from lifelong_moe.checkpointing import save_checkpoint
+from lifelong_moe.checkpointing import CHECKPOINT, checkpoint_identity, save_checkpoint
 from lifelong_moe.config import ExperimentConfig, to_container, to_yaml
 from lifelong_moe.distributed import RUN_DIR_ENV
-from lifelong_moe.errors import UserError
+from lifelong_moe.errors import ConfigError, OutputError, UserError
 from lifelong_moe.interrupts import deferred
-from lifelong_moe.reporting.files import ClaimedDir, atomic_write_text, claim_run_dir, write_csv, write_json
+from lifelong_moe.reporting.files import (
+    ClaimedDir,
+    RunLock,
+    atomic_write_text,
+    claim_run_dir,
+    lock_run_dir,
+    write_csv,
+    write_json,
+)
 from lifelong_moe.reporting.plots import (
     accuracy_matrix_figure,
     class_accuracy_figure,
@@ -43,9 +51,11 @@ PREPARATION = "preparation.json"  # the stream's modalities and how each source 
 class RunOutputs:
     """The run directory and its TensorBoard logger (one event file for the stream's curves)."""
 
-    def __init__(self, run_dir: Path, stream: Stream, claimed: ClaimedDir | None = None, completed: int = 0) -> None:
+    def __init__(self, run_dir: Path, stream: Stream, lock: RunLock, claimed: ClaimedDir | None = None, completed: int = 0) -> None:
         self.run_dir = run_dir
+        self.lock = lock  # this process's claim on the directory, released by `release`
         self.claimed = claimed  # set for a new run: the directory this process created
+        self.checkpoint_id = checkpoint_identity(run_dir)  # the checkpoint as this process last saw or wrote it
         self.before = {p.name for p in run_dir.iterdir()}  # a resumed run's files, which a failure must keep
         self.started_at = self.checkpointed = completed  # experiences in the checkpoint: at the start, and now
         self.kept = True
@@ -65,8 +75,12 @@ class RunOutputs:
         self.board.log_report(i, state.reports[-1], self.labels)
         self.board.log_classes(i, state.per_class[-1], self.class_names)
         self.board.log_contributions(i, results.get("contributions", {}))
+        if checkpoint_identity(self.run_dir) != self.checkpoint_id:  # never replace what someone else wrote
+            raise OutputError(f"{self.run_dir / CHECKPOINT} was replaced by something other than this run; it is left as "
+                              f"it is, with experience {state.completed}'s results unsaved")
         with deferred():  # an interrupt waits until the checkpoint and results.json agree
             save_checkpoint(self.run_dir, checkpoint)
+            self.checkpoint_id = checkpoint_identity(self.run_dir)
             self.checkpointed = state.completed
             write_json(self.run_dir / "results.json", results)
 
@@ -122,6 +136,10 @@ class RunOutputs:
         except (OSError, ValueError, AttributeError, UserError):
             pass  # best effort: results.json stays as the last experience wrote it
 
+    def release(self) -> None:
+        """Let other processes claim the directory (the run is over, whichever way it ended)."""
+        self.lock.release()
+
     def where(self) -> str:
         """Where the run stands, for the one line that reports its end."""
         if not self.kept:
@@ -148,23 +166,37 @@ class NullOutputs:
     def abandon(self, status: str, reason: str) -> None:
         pass
 
+    def release(self) -> None:
+        pass
+
     def where(self) -> str:
         return f"{self.run_dir} is written by rank 0"
 
 
 def open_outputs(cfg: ExperimentConfig, stream: Stream, resume_dir: str | None, writer: bool,
-                 completed: int = 0) -> RunOutputs | NullOutputs:
+                 completed: int = 0, checkpoint_id: tuple[int, int, int] | None = None) -> RunOutputs | NullOutputs:
     """The writer claims a new run directory (or reopens the resumed one, whose checkpoint holds
-    `completed` experiences) and tells the other processes where it is through the environment they
-    inherit; the others read it from there."""
+    `completed` experiences and, as `prepare` checked it, `checkpoint_id`), locks it for this process, and
+    tells the other processes where it is through the environment they inherit; the others read it
+    from there."""
     if not writer:
         return NullOutputs(Path(os.environ.get(RUN_DIR_ENV, "")))
     claimed = None
     if resume_dir is not None:
         run_dir = Path(resume_dir)
+        lock = lock_run_dir(run_dir, "--resume")
+        if checkpoint_identity(run_dir) != checkpoint_id:  # written by another process since `prepare` read it
+            lock.release()
+            raise ConfigError(f"--resume: {run_dir / CHECKPOINT} changed while this run was being prepared (another "
+                              f"process wrote it); nothing was written; resume again to continue from it")
     else:
         claimed = claim_run_dir(cfg.output.root, cfg.name, cfg.output.version)
         run_dir = claimed.path
+        try:
+            lock = lock_run_dir(run_dir, "output.root")
+        except BaseException:
+            claimed.remove()
+            raise
         try:
             atomic_write_text(run_dir / "config.yaml", to_yaml(cfg))
             # the label -> name mapping, and how new files become samples as this run's did (`predict` reads both)
@@ -172,12 +204,14 @@ def open_outputs(cfg: ExperimentConfig, stream: Stream, resume_dir: str | None, 
             write_json(run_dir / PREPARATION, {"modalities": {m: spec.to_dict() for m, spec in stream.modalities.items()},
                                                "preparation": stream.preparation})
         except BaseException:
+            lock.release()
             claimed.remove()
             raise
     os.environ[RUN_DIR_ENV] = str(run_dir)
     try:
-        return RunOutputs(run_dir, stream, claimed, completed)
+        return RunOutputs(run_dir, stream, lock, claimed, completed)
     except BaseException:
+        lock.release()
         if claimed is not None:
             claimed.remove()
         raise

@@ -64,7 +64,7 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print, resume: 
 
 def _run(p: Prepared, progress: Callable[[str], None], writer: bool) -> RunResult:
     T = len(p.stream.experiences)
-    outputs = open_outputs(p.cfg, p.stream, p.resume, writer, p.state.completed if p.state else 0)
+    outputs = open_outputs(p.cfg, p.stream, p.resume, writer, p.state.completed if p.state else 0, p.checkpoint_id)
     try:
         return _loop(p, outputs, progress)
     except (KeyboardInterrupt, Interrupted) as err:
@@ -82,6 +82,8 @@ def _run(p: Prepared, progress: Callable[[str], None], writer: bool) -> RunResul
     except BaseException as err:
         outputs.abandon("failed", f"{type(err).__name__}: {first_line(err)}")
         raise
+    finally:
+        outputs.release()
 
 
 def _loop(p: Prepared, outputs: Any, progress: Callable[[str], None]) -> RunResult:

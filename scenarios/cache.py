@@ -49,6 +49,20 @@ def shared_memory() -> dict[Any, Any] | None:
     return _SHARED[0] if _SHARED else None
 
 
+def current_umask() -> int:
+    """The process's umask, read without changing it where Linux says it (/proc), else set and restored."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def cache_root() -> Path:
     if os.environ.get(CACHE_ENV):
         return Path(os.environ[CACHE_ENV]).expanduser()
@@ -61,12 +75,14 @@ def digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def files_fingerprint(paths: Iterable[Path], root: Path | None = None) -> list[tuple[str, int, int]]:
-    """(path, size, mtime in ns) of each file: a changed, added, removed or touched file changes it."""
+def files_fingerprint(paths: Iterable[Path], root: Path | None = None) -> list[tuple[str, int, str]]:
+    """(path, size, SHA-256 of the content) of each file: a changed, added or removed file changes it,
+    also one rewritten with its old size and modification time (a key of sizes and mtimes would then
+    serve stale arrays). Within a process each file is hashed once (`content_hash`)."""
     out = []
     for p in paths:
         st = os.stat(p)
-        out.append((str(p.relative_to(root)) if root is not None else str(p), st.st_size, st.st_mtime_ns))
+        out.append((str(p.relative_to(root)) if root is not None else str(p), st.st_size, content_hash(p, st)))
     return out
 
 
@@ -80,26 +96,40 @@ def array_digest(arrays: dict[str, np.ndarray]) -> str:
     return h.hexdigest()
 
 
-_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+_FILE_HASHES: dict[tuple[str, int, int, int, int], str] = {}
+
+
+def content_hash(path: Path, st: os.stat_result | None = None) -> str:
+    """SHA-256 of a file's bytes. Memoised per process by path, inode, size, mtime and ctime: rewriting a
+    file changes its ctime even when its mtime is put back, so the memo never serves an old hash."""
+    st = st or os.stat(path)
+    memo = (os.path.abspath(path), st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    if memo not in _FILE_HASHES:
+        fh = hashlib.sha256()
+        fd = os.open(path, os.O_RDONLY)  # os.read: a small file costs one call, not a buffered file object
+        try:
+            while block := os.read(fd, 1 << 24):
+                fh.update(block)
+        finally:
+            os.close(fd)
+        _FILE_HASHES[memo] = fh.hexdigest()
+    return _FILE_HASHES[memo]
+
+
+def digest_files(files: list[Path], root: Path | None) -> str:
+    """One SHA-256 over files' names (relative to `root`, else their own) and contents."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(root) if root is not None else f.name}|{content_hash(f)}|".encode())
+    return h.hexdigest()
 
 
 def file_digest(path: Path) -> str:
-    """SHA-256 of a file's content (of every file under it, for a directory); memoised per process by
-    path, size and mtime, so a weights file is read once per process."""
+    """SHA-256 of a file's content (of every file under it, for a directory)."""
     path = Path(path)
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    h = hashlib.sha256()
-    for f in files:
-        st = os.stat(f)
-        memo = (str(f.resolve()), st.st_size, st.st_mtime_ns)
-        if memo not in _FILE_HASHES:
-            fh = hashlib.sha256()
-            with open(f, "rb") as stream:
-                for block in iter(lambda: stream.read(1 << 24), b""):
-                    fh.update(block)
-            _FILE_HASHES[memo] = fh.hexdigest()
-        h.update(f"{f.relative_to(path) if path.is_dir() else f.name}|{_FILE_HASHES[memo]}|".encode())
-    return h.hexdigest()
+    if path.is_dir():
+        return digest_files(sorted(p for p in path.rglob("*") if p.is_file()), path)
+    return digest_files([path], None)
 
 
 class ArrayCache:
@@ -155,6 +185,7 @@ class ArrayCache:
                 np.savez(fh, **arrays, **{_KEY_ARRAY: np.array(json.dumps(key, sort_keys=True, default=str))})
                 fh.flush()
                 os.fsync(fh.fileno())
+            os.chmod(tmp, 0o666 & ~current_umask())  # as a plain open() would create it, not mkstemp's 0600
             os.replace(tmp, path)
             return path
         except OSError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,24 @@ def npz_config(earlier: Earlier, folder: Path, train_file: Path | str, test_file
     cfg["stream"]["sources"] = {"mine": {"kind": "npz", "params": params}}
     cfg["stream"]["split"] = {"source": "mine", "n_experiences": n_experiences}
     return cfg
+
+
+def user_source(make: Callable[[Path], dict[str, Any]], pretrained: dict[str, Any] | None = None,
+                n_experiences: int = 2) -> Callable[[Earlier, Path], list[str]]:
+    """A case's command-line arguments: the tiny config over the source `make(tmp)` returns (its own files,
+    made or damaged in `tmp`), split into `n_experiences`, with `pretrained` encoders ('{tmp}' in their
+    strings replaced)."""
+
+    def build(earlier: Earlier, tmp: Path) -> list[str]:
+        cfg = earlier.config()
+        cfg["stream"]["sources"] = {"mine": make(tmp)}
+        cfg["stream"]["split"] = {"source": "mine", "n_experiences": n_experiences}
+        if pretrained is not None:
+            cfg["pretrained"] = {m: {k: (v.format(tmp=tmp) if isinstance(v, str) else v) for k, v in enc.items()}
+                                 for m, enc in pretrained.items()}
+        return [str(write_config(tmp / "c.yaml", cfg))]
+
+    return build
 
 
 def save_npz(path: Path, n: int = 8, **override: Any) -> Path:

@@ -255,3 +255,46 @@ def hf_clip_model(folder: Path, seed: int = 0) -> Path:
          "size": {"shortest_edge": 32}, "resample": 3, "image_mean": [0.48145466, 0.4578275, 0.40821073],
          "image_std": [0.26862954, 0.26130258, 0.27577711]}))
     return folder
+
+
+def hf_audio_model(folder: Path, seed: int = 0) -> Path:
+    """A tiny wav2vec 2.0 (raw waveform in, 16-d frames out), written with save_pretrained."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(seed)
+    config = Wav2Vec2Config(vocab_size=8, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                            conv_dim=(8, 8), conv_stride=(5, 4), conv_kernel=(10, 8), num_feat_extract_layers=2,
+                            num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2, feat_extract_norm="group")
+    Wav2Vec2Model(config).save_pretrained(str(folder))
+    return folder
+
+
+def remote_code_model(folder: Path, marker: Path) -> Path:
+    """A model folder that asks for its own code: config.json's `auto_map` names modules beside the
+    weights, of a `model_type` transformers does not know, so loading it needs `trust_remote_code`.
+    Importing either module creates `marker` (the proof that code from the folder ran)."""
+    import json
+
+    hf_image_model(folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="shadyvit", auto_map={"AutoConfig": "configuration_shady.ShadyConfig",
+                                                   "AutoModel": "modeling_shady.ShadyModel"})
+    (folder / "config.json").write_text(json.dumps(config))
+    ran = f"import pathlib\npathlib.Path({str(marker)!r}).mkdir(exist_ok=True)\n"
+    (folder / "configuration_shady.py").write_text(
+        ran + "from transformers import ViTConfig\n\n\nclass ShadyConfig(ViTConfig):\n    model_type = 'shadyvit'\n")
+    (folder / "modeling_shady.py").write_text(
+        ran + "from transformers import ViTModel\n\nfrom .configuration_shady import ShadyConfig\n\n\n"
+              "class ShadyModel(ViTModel):\n    config_class = ShadyConfig\n")
+    return folder
+
+
+def gz_bomb(path: Path, head: bytes, inflated: int) -> Path:
+    """A .gz whose stream is `head` followed by `inflated` zero bytes, a few kB per 16 MiB: concatenated
+    gzip members of one compressed block, so writing it costs nothing."""
+    import gzip
+
+    block = gzip.compress(b"\0" * (1 << 24), compresslevel=9)
+    path.write_bytes(gzip.compress(head) + block * (inflated >> 24))
+    return path

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from battery import Earlier, npz_config, one_line_error, save_npz, write_config
+from battery import Earlier, npz_config, one_line_error, save_npz, user_source, write_config
 from lifelong_moe.cli import main
 
 KEY = "stream.sources.mine.params"
@@ -245,20 +245,6 @@ def test_one_sample_classes_and_one_experience_run(earlier, tmp_path, capsys):
 
 # --- users' files of other kinds (folders of images or audio, tables) and a frozen encoder's output -----
 
-def _user_files(make: Callable[[Path], dict[str, Any]], pretrained: dict[str, Any] | None = None) -> Callable[[Earlier, Path], list[str]]:
-    """The tiny config over the source `make(tmp)` returns, split into two experiences."""
-
-    def build(earlier: Earlier, tmp: Path) -> list[str]:
-        cfg = earlier.config()
-        cfg["stream"]["sources"] = {"mine": make(tmp)}
-        cfg["stream"]["split"] = {"source": "mine", "n_experiences": 2}
-        if pretrained is not None:
-            cfg["pretrained"] = {m: {k: (v.format(tmp=tmp) if isinstance(v, str) else v) for k, v in enc.items()} for m, enc in pretrained.items()}
-        return [str(write_config(tmp / "c.yaml", cfg))]
-
-    return build
-
-
 def _images(tmp: Path, damage: Callable[[Path], None] = lambda root: None) -> dict[str, Any]:
     import datafiles as D
 
@@ -307,25 +293,25 @@ def _one_class(root: Path) -> None:
 
 
 FILE_CASES = [
-    ("text file named .png", _user_files(lambda t: _images(t, lambda r: (r / "bee" / "bee_0.png").write_bytes(b"not a picture"))),
+    ("text file named .png", user_source(lambda t: _images(t, lambda r: (r / "bee" / "bee_0.png").write_bytes(b"not a picture"))),
      (f"{KEY}", "bee_0.png: not a readable image")),
-    ("empty image file", _user_files(lambda t: _images(t, lambda r: (r / "ant" / "ant_1.png").write_bytes(b""))),
+    ("empty image file", user_source(lambda t: _images(t, lambda r: (r / "ant" / "ant_1.png").write_bytes(b""))),
      (f"{KEY}", "ant_1.png: not a readable image")),
-    ("image folder of one class", _user_files(lambda t: _images(t, _one_class)), ("stream.split.n_experiences: must lie in 1..1 (classes available), got 2",)),
-    ("image root that is a file", _user_files(lambda t: {"kind": "image_folder", "params": {"root": str(write_config(t / "x.yaml", {}))}}),
+    ("image folder of one class", user_source(lambda t: _images(t, _one_class)), ("stream.split.n_experiences: must lie in 1..1 (classes available), got 2",)),
+    ("image root that is a file", user_source(lambda t: {"kind": "image_folder", "params": {"root": str(write_config(t / "x.yaml", {}))}}),
      (f"{KEY}", "folder not found")),
-    ("table cell that is not a number", _user_files(lambda t: _table(t, "tall")), (f"{KEY}", "row 6", "column 'height': not a number ('tall')")),
-    ("infinite table cell", _user_files(lambda t: _table(t, "inf")), (f"{KEY}", "column 'height': not a finite number ('inf')")),
-    ("NaN table cell", _user_files(lambda t: _table(t, "nan")), (f"{KEY}", "column 'height': not a finite number ('nan')")),
-    ("audio file holding text", _user_files(lambda t: _audio_with(t, b"RIFF but not really")), (f"{KEY}", "not a readable audio file")),
-    ("encoder with NaN weights", _user_files(_nan_weights, {"image": {"kind": "timm", "name": "test_vit", "weights": "{tmp}/vit.safetensors",
+    ("table cell that is not a number", user_source(lambda t: _table(t, "tall")), (f"{KEY}", "row 6", "column 'height': not a number ('tall')")),
+    ("infinite table cell", user_source(lambda t: _table(t, "inf")), (f"{KEY}", "column 'height': not a finite number ('inf')")),
+    ("NaN table cell", user_source(lambda t: _table(t, "nan")), (f"{KEY}", "column 'height': not a finite number ('nan')")),
+    ("audio file holding text", user_source(lambda t: _audio_with(t, b"RIFF but not really")), (f"{KEY}", "not a readable audio file")),
+    ("encoder with NaN weights", user_source(_nan_weights, {"image": {"kind": "timm", "name": "test_vit", "weights": "{tmp}/vit.safetensors",
                                                                        "params": {"image_size": [32, 32], "model_args": {"img_size": 32}}}}),
      ("pretrained.image: the timm encoder gave NaN or infinite features for train sample 0 of source 'mine'",)),
 ]
 
 
 @pytest.mark.parametrize("name,build,expected", FILE_CASES, ids=[c[0] for c in FILE_CASES])
-def test_bad_user_files(earlier, tmp_path, capsys, monkeypatch, name, build, expected):
+def test_baduser_source(earlier, tmp_path, capsys, monkeypatch, name, build, expected):
     monkeypatch.setenv("LIFELONG_MOE_CACHE", str(tmp_path / "cache"))  # decoded arrays of its own, never shared
     argv = build(earlier, tmp_path)
     lines = [one_line_error(main, [command, *argv], capsys, *expected) for command in ("validate", "run")]

@@ -167,7 +167,7 @@ def _hub_name(tmp_path):
 
 def _unknown_timm_model(tmp_path):
     return {"image": {"kind": "timm", "name": "no_such_net", "weights": str(D.timm_weights(tmp_path / "vit.safetensors"))}}, \
-        "pretrained.image.name: cannot build timm model 'no_such_net'"
+        "pretrained.image.name: timm has no architecture 'no_such_net'"
 
 
 def _modality_not_in_stream(tmp_path):

@@ -4,11 +4,15 @@ preprocessing the vision kinds share. Light to import: the config loader checks 
 from __future__ import annotations
 
 import importlib.metadata
+import math
+import os
+import pickle
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from lifelong_moe.errors import ConfigError
+from lifelong_moe.errors import ConfigError, DataError, first_line
 from lifelong_moe.registry import Registry, resolve_params
 
 if TYPE_CHECKING:
@@ -22,7 +26,9 @@ EXTRACTORS: Registry[Any] = Registry(
     builtins=("lifelong_moe.features.timm_encoder", "lifelong_moe.features.torchvision_encoder", "lifelong_moe.features.hf_encoder"),
 )
 """`factory(enc: EncoderConfig, params, spec: ModalitySpec, key: str) -> Extractor`. Metadata: `modalities`
-(the modality kinds it reads), `packages` (whose versions enter the cache key), `needs_name`."""
+(the modality kinds it reads), `packages` (whose versions enter the cache key), `needs_name`, and `check`:
+`check(enc, params, key) -> weights files`, run offline before the cache is read (nothing built or
+downloaded), which refuses what must never load and returns the files whose content the weights are."""
 
 
 class Extractor(Protocol):
@@ -48,6 +54,79 @@ def check_pretrained(pretrained: dict[str, EncoderConfig]) -> None:
             raise ConfigError(f"{key}.batch_size: must be at least 1, got {enc.batch_size}")
         if not enc.weights:
             raise ConfigError(f"{key}.weights: give the local weights file or folder")
+
+
+_FILE_NAMES = {"image_size": "size", "mean": "image_mean", "std": "image_std"}
+MAX_IMAGE_SIDE = 4096  # an encoder's input side; larger would allocate gigabytes per batch
+
+
+def check_image_settings(size: Sequence[Any], mean: Sequence[Any], std: Sequence[Any], key: str, where: str = "") -> None:
+    """An encoder's preprocessing, from its params (`key.params.<name>`) or a preprocessor file (`where`):
+    a size of two sides in 1..4096, three finite means and three positive finite stds (a std of 0
+    divides by zero)."""
+    def at(name: str) -> str:  # a preprocessor file calls them size, image_mean, image_std
+        return f"{key}.weights: {where}: {_FILE_NAMES[name]}" if where else f"{key}.params.{name}"
+
+    if size and (len(size) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_IMAGE_SIDE for v in size)):
+        raise DataError(f"{at('image_size')}: must be [height, width] in 1..{MAX_IMAGE_SIDE}, got {list(size)}")
+    for name, values in (("mean", mean), ("std", std)):
+        numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)]
+        if values and (len(values) != 3 or len(numbers) != 3):
+            raise DataError(f"{at(name)}: must be three finite numbers (one per RGB channel), got {list(values)}")
+    if std and min(std) <= 0:
+        raise DataError(f"{at('std')}: must be positive (images are divided by it), got {list(std)}")
+
+
+def check_file_encoder(enc: EncoderConfig, params: Any, key: str, forbidden: Sequence[str], interpolations: Sequence[str]) -> list[Path]:
+    """What timm and torchvision encoders share, checked offline: no builder argument that would load
+    other weights (`forbidden`), valid preprocessing, and a weights file."""
+    bad = [a for a in params.model_args if a in forbidden]
+    if bad:
+        raise DataError(f"{key}.params.model_args.{bad[0]}: not allowed; the weights come from `weights` only")
+    check_image_settings(params.image_size, params.mean, params.std, key)
+    if params.interpolation not in interpolations:
+        raise DataError(f"{key}.params.interpolation: must be bilinear or bicubic, got '{params.interpolation}'")
+    return weights_file(Path(enc.weights).expanduser(), key)
+
+
+def checked_device(device: str, key: str) -> torch.device:
+    """The device an encoder runs on, refused in one line when this machine does not have it; checked
+    whether or not the features come from the cache, so a config does not pass here and fail elsewhere."""
+    import torch
+
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise DataError(f"{key}.device: '{device}' but torch sees no CUDA GPU on this machine; use auto or cpu")
+        if (resolved.index or 0) >= count:
+            raise DataError(f"{key}.device: '{device}' but this machine has {count} GPU(s) (cuda:0..cuda:{count - 1})")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise DataError(f"{key}.device: 'mps' but this machine has no Apple GPU torch can use; use auto or cpu")
+    return resolved
+
+
+def device_key(device: torch.device) -> str:
+    """What of the device enters the feature cache key: its kind, and for a GPU its model (a GPU's
+    kernels round differently from the CPU's, so its features may differ in the last bits)."""
+    import torch
+
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return device.type
+
+
+def weights_file(path: Path, key: str) -> list[Path]:
+    """A weights file must be a regular file (not a folder, device or FIFO, which /proc/self or /dev/zero
+    would be): checked before it is hashed or read."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        raise DataError(f"{key}.weights: not found: {path} (a local weights file; nothing is downloaded)") from None
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{key}.weights: {path} is {'a folder' if stat.S_ISDIR(mode) else 'not a regular file'}; "
+                        f"give the weights file (.safetensors or .pth)")
+    return [path]
 
 
 def versions(packages: Sequence[str]) -> dict[str, str]:
@@ -94,8 +173,6 @@ def prepare_images(x: torch.Tensor, size: Sequence[int], mean: Sequence[float], 
 
 
 def check_modality(kind: str, spec: ModalitySpec, key: str) -> None:
-    from lifelong_moe.errors import DataError
-
     accepted = EXTRACTORS.meta(kind).get("modalities", ())
     if spec.kind not in accepted:
         raise DataError(f"{key}: a {kind} encoder reads {' or '.join(accepted)} modalities; this one is {spec.kind} {list(spec.shape)}")
@@ -108,8 +185,6 @@ def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
     checkpoint cannot run code); `state_dict`/`model` wrappers and DDP's `module.` prefix are removed."""
     import torch
 
-    from lifelong_moe.errors import DataError, first_line
-
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -118,6 +193,8 @@ def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # every reader fails its own way; all mean the file is unusable
+        if refused_pickle(err):
+            raise DataError(f"{key}: {path}: holds Python objects other than tensors (a pickle); refused without running it") from None
         raise DataError(f"{key}: {path}: not a readable weights file ({type(err).__name__}: {first_line(err)})") from None
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
@@ -129,11 +206,15 @@ def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
     return state
 
 
+def refused_pickle(err: BaseException) -> bool:
+    """Whether torch.load(weights_only=True) refused a pickle naming objects other than tensors (it
+    stopped before any of them was built), as opposed to bytes that are no pickle at all."""
+    return isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err)  # torch: "unsupported GLOBAL <name>"
+
+
 def load_exactly(model: torch.nn.Module, state: dict[str, torch.Tensor], key: str, path: Path, what: str) -> None:
     """Load every weight: a missing, unexpected or misshapen key is an error naming the file (partly loaded
     weights would give features that are silently wrong)."""
-    from lifelong_moe.errors import DataError, first_line
-
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # shape mismatches

@@ -7,12 +7,21 @@ pre-logits vector."""
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lifelong_moe.errors import DataError, first_line
-from lifelong_moe.features.base import EXTRACTORS, frozen, load_exactly, prepare_images, read_state_dict, resolve_device
+from lifelong_moe.features.base import (
+    EXTRACTORS,
+    check_file_encoder,
+    checked_device,
+    frozen,
+    load_exactly,
+    prepare_images,
+    read_state_dict,
+)
 
 
 @dataclass
@@ -47,15 +56,36 @@ def _timm_filter(model: Any, state: dict[str, Any]) -> dict[str, Any]:
         return state  # the exact load below then names what does not fit
 
 
-@EXTRACTORS.register("timm", params=TimmParams, modalities=("image",), packages=("timm",), needs_name=True)
+FORBIDDEN_ARGS = ("pretrained", "pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir", "num_classes")
+"""create_model arguments that would load other weights (from the hub, or a pickle through timm's own
+loader) or that this encoder sets itself."""
+
+
+def check_timm(enc: Any, params: TimmParams, key: str) -> list[Path]:
+    """Offline, before anything is built or downloaded: an architecture timm has (not a hub reference such
+    as `hf-hub:org/name`, which timm would fetch), no argument that loads weights, a weights file."""
+    import timm
+
+    name = enc.name
+    if ":" in name:
+        raise DataError(f"{key}.name: '{name}' refers to the hub; give the architecture's name (e.g. vit_base_patch16_224) "
+                        f"and its weights as a local file in `weights` (nothing is downloaded)")
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name.split(".")[0], timm.list_models(), n=3)
+        raise DataError(f"{key}.name: timm has no architecture '{name}'" + (f" (close: {', '.join(close)})" if close else ""))
+    return check_file_encoder(enc, params, key, FORBIDDEN_ARGS, ("", "bilinear", "bicubic"))  # "": the model's own
+
+
+@EXTRACTORS.register("timm", params=TimmParams, modalities=("image",), packages=("timm",), needs_name=True, check=check_timm)
 def timm_extractor(enc: Any, params: TimmParams, spec: Any, key: str) -> TimmExtractor:
     """timm image models (ViT, ResNet, ConvNeXt, ...) from a local weights file."""
     import timm
 
+    check_timm(enc, params, key)
     try:
         model = timm.create_model(enc.name, pretrained=False, num_classes=0, **params.model_args)
-    except (RuntimeError, TypeError, ValueError) as err:
-        raise DataError(f"{key}.name: cannot build timm model '{enc.name}' ({first_line(err)})") from None
+    except Exception as err:  # a model's builder checks its arguments its own way
+        raise DataError(f"{key}.name: cannot build timm model '{enc.name}' ({type(err).__name__}: {first_line(err)})") from None
     path = Path(enc.weights).expanduser()
     state = read_state_dict(path, f"{key}.weights")
     state = _timm_filter(model, state)
@@ -65,6 +95,6 @@ def timm_extractor(enc: Any, params: TimmParams, spec: Any, key: str) -> TimmExt
     load_exactly(model, state, f"{key}.weights", path, f"timm '{enc.name}'")
     data_cfg = timm.data.resolve_data_config({}, model=model)
     size = list(params.image_size) or list(data_cfg["input_size"][1:])
-    device = resolve_device(enc.device)
+    device = checked_device(enc.device, key)
     return TimmExtractor(frozen(model, device), size, list(params.mean) or list(data_cfg["mean"]),
                          list(params.std) or list(data_cfg["std"]), params.interpolation or data_cfg["interpolation"], device)

@@ -2,10 +2,14 @@
 with a pretrained encoder is replaced, in train and test, by the encoder's features [N, D] (a `tabular`
 modality), read from the feature cache when the same data went through the same encoder before.
 
+Before the cache is looked at, each encoder is checked offline by its kind's `check` (name, params,
+weights: a file, or a folder without code) and its device must exist here.
+
 Cache key: SHA-256 of the modality's train and test arrays (its decoded data and preprocessing), the
-encoder's kind, name, params and device-independent settings, the SHA-256 of its weights file (or of
-every file of an hf folder), and the torch / timm / torchvision / transformers versions. A changed data
-file changes the decoded arrays, a changed weights file its hash: either one misses the cache."""
+encoder's kind, name and params, the SHA-256 of its weights file (or of an hf folder's own files), the
+device it runs on (cpu, or the GPU's model: a GPU may round differently), and the torch / timm /
+torchvision / transformers versions. A changed data file changes the decoded arrays, a changed weights
+file its hash: either one misses the cache."""
 
 from __future__ import annotations
 
@@ -19,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lifelong_moe.errors import ConfigError, DataError
-from lifelong_moe.features.base import EXTRACTORS, Extractor, check_modality, versions
+from lifelong_moe.features.base import EXTRACTORS, Extractor, check_modality, checked_device, device_key, versions
 from lifelong_moe.registry import resolve_params
-from scenarios.cache import ArrayCache, array_digest, digest, file_digest, shared_memory
+from scenarios.cache import ArrayCache, array_digest, digest, digest_files, shared_memory
 from scenarios.modality import ModalitySpec
 from scenarios.progress import Ticker, reporting
 from scenarios.sources.base import SourceData, Split
@@ -45,6 +49,7 @@ class FeatureTransform:
         self.used: set[str] = set()
         self.records: list[dict[str, Any]] = []
         self._extractors: dict[str, Extractor] = {}
+        self.fingerprints: dict[str, dict[str, Any]] = {}  # per modality: its weights, for a resume to compare
 
     def __call__(self, source: str, data: SourceData) -> SourceData:
         inputs_train, inputs_test = dict(data.train.inputs), dict(data.test.inputs)
@@ -59,7 +64,7 @@ class FeatureTransform:
             train, test = self._features(source, modality, enc, data)
             inputs_train[modality], inputs_test[modality] = train, test
             modalities[modality] = ModalitySpec("tabular", (int(train.shape[1]),))
-            files.append(_weights_fingerprint(f"pretrained.{modality}.weights", Path(enc.weights).expanduser()))
+            files.append(self.fingerprints[modality])
         return replace(data, train=Split(inputs_train, data.train.labels), test=Split(inputs_test, data.test.labels),
                        modalities=modalities, files=files)
 
@@ -77,6 +82,13 @@ class FeatureTransform:
             raise DataError(f"{key}.weights: not found: {enc.weights} (a local {'folder written by save_pretrained' if enc.kind == 'hf' else 'weights file'}; "
                             f"nothing is downloaded, so a hub name such as 'org/model' needs saving to a folder first)")
         params = resolve_params(EXTRACTORS, enc.kind, enc.params, f"{key}.params")
+        # offline checks first, whether or not the cache holds the features: the name, the params, the
+        # weights (a file, or a folder without code), the device
+        files = EXTRACTORS.meta(enc.kind)["check"](enc, params, key) if "check" in EXTRACTORS.meta(enc.kind) else [weights]
+        device = checked_device(enc.device, key)
+        weights_digest = digest_files(files, weights if weights.is_dir() else None)
+        self.fingerprints[modality] = {"param": f"{key}.weights", "path": str(weights), "mtime_ns": 0, "sha256": weights_digest,
+                                       "size": sum(f.stat().st_size for f in files)}
         start = time.perf_counter()
         train_x, test_x = data.train.inputs[modality], data.test.inputs[modality]
         cache_key = {
@@ -84,7 +96,8 @@ class FeatureTransform:
             "modality": spec.to_dict(),
             "data": array_digest({"train": train_x, "test": test_x}),
             "encoder": {"kind": enc.kind, "name": enc.name, "params": asdict(params) if is_dataclass(params) else params,
-                        "weights": file_digest(weights), "versions": versions(EXTRACTORS.meta(enc.kind).get("packages", ()))},
+                        "weights": weights_digest, "device": device_key(device),
+                        "versions": versions(EXTRACTORS.meta(enc.kind).get("packages", ()))},
         }
         cache = ArrayCache("features", enc.cache)
         shared = SharedRows(("features", digest({k: v for k, v in cache_key.items() if k != "data"})), train_x, test_x)
@@ -203,12 +216,6 @@ def encode_array(extractor: Extractor, x: np.ndarray, batch_size: int, ticker: T
     if features.ndim != 2:
         features = features.reshape(len(features), -1)
     return features
-
-
-def _weights_fingerprint(param: str, weights: Path) -> dict[str, Any]:
-    files = sorted(p for p in weights.rglob("*") if p.is_file()) if weights.is_dir() else [weights]
-    return {"param": param, "path": str(weights), "size": sum(f.stat().st_size for f in files), "mtime_ns": 0,
-            "sha256": file_digest(weights)}
 
 
 def build_experiment_stream(cfg: ExperimentConfig, progress: Callable[[str], None] = print, encode: bool = True) -> Stream:

@@ -1,10 +1,12 @@
 """Run directories and atomic writes: a crash never leaves a half-written results file, two runs started
-at once never share a directory, and a name never leads outside `output.root/<name>/`."""
+at once never share a directory, one run directory is written by one process at a time (a lock), and a
+name never leads outside `output.root/<name>/`."""
 
 from __future__ import annotations
 
 import csv
 import errno
+import fcntl
 import io
 import json
 import os
@@ -45,8 +47,11 @@ def _output_error(path: Path, err: OSError) -> OutputError:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`.
+    """Write to a temporary file in the same folder, fsync, give it the mode a plain open() would (the
+    umask's), then rename over `path`.
     An OSError (a full disk, no permission) becomes an `OutputError` naming `path`; the old file stays."""
+    from scenarios.cache import current_umask  # here: config checks import this module, and must not load numpy
+
     path = Path(path)
     tmp = None
     try:
@@ -55,6 +60,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; a run's files get the user's umask
         os.replace(tmp, path)
     except BaseException as err:
         if tmp is not None and os.path.exists(tmp):
@@ -153,3 +159,43 @@ def new_run_dir(root: str | Path, experiment: str, version: str | None) -> tuple
     """`claim_run_dir`, for callers that only need the path and its version."""
     claimed = claim_run_dir(root, experiment, version)
     return claimed.path, claimed.version
+
+
+LOCK_FILE = ".lock"
+
+
+class RunLock:
+    """An exclusive claim on a run directory: `flock` on its `.lock` file, held while this process writes
+    the run. The kernel drops it when the process ends, however it ends (a crash or SIGKILL included),
+    so a stale lock never blocks a later resume."""
+
+    def __init__(self, run_dir: Path, fd: int) -> None:
+        self.run_dir, self.fd = run_dir, fd
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the descriptor drops the flock
+            self.fd = -1
+
+
+def lock_run_dir(run_dir: Path, key: str) -> RunLock:
+    """Claim `run_dir` for this process, or refuse in one line naming `key` if another process holds it
+    (two `--resume` of one directory, or a resume of a run still going)."""
+    path = Path(run_dir) / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as err:
+        raise ConfigError(f"{key}: cannot lock {run_dir}: {err.strerror or type(err).__name__}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        holder = os.read(fd, 32).decode("ascii", "replace").strip()
+        os.close(fd)
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise ConfigError(f"{key}: {run_dir} is being written by another lifelong-moe process{who}; wait for it "
+                              f"to end, then resume") from None
+        raise ConfigError(f"{key}: cannot lock {run_dir}: {err.strerror or type(err).__name__}") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)  # who holds it, for the message a second claimant gets
+    return RunLock(Path(run_dir), fd)

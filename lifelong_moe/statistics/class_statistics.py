@@ -82,9 +82,13 @@ def shrunk(cov: torch.Tensor, shrinkage: float) -> torch.Tensor:
 
 
 def jittered(cov: torch.Tensor) -> torch.Tensor:
-    """cov plus 1e-9 of its mean eigenvalue on the diagonal: a factorisation of a singular one still runs."""
+    """cov plus 1e-9 of its mean eigenvalue on the diagonal: a factorisation of a singular one still runs.
+    Where the mean eigenvalue is 0 (features constant within every class, e.g. a constant input column),
+    1 instead: a jitter of 0 left the solve singular."""
     d = cov.shape[0]
-    return cov + 1e-9 * torch.trace(cov) / d * torch.eye(d, dtype=cov.dtype, device=cov.device)
+    scale = torch.trace(cov) / d
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return cov + 1e-9 * scale * torch.eye(d, dtype=cov.dtype, device=cov.device)
 
 
 def lda_weights(stats: ClassStatistics, shrinkage: float) -> tuple[torch.Tensor, torch.Tensor]:

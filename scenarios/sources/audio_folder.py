@@ -22,7 +22,7 @@ from scenarios.sources.decode import (
     decode_audio,
     parallel_map,
 )
-from scenarios.sources.files import POOLS, Pool, cached_decode, label_array, split_pool, stems
+from scenarios.sources.files import POOLS, Pool, cached_decode, split_pool, stems
 from scenarios.sources.image_folder import file_listing
 
 
@@ -54,8 +54,7 @@ def audio_prep(params: AudioFolderParams) -> AudioPrep:
 def audio_pool(params: AudioFolderParams, seed: int) -> Pool:
     prep = audio_prep(params)
     check_audio_prep(prep, "")
-    key, files, classes, split = file_listing(params, params.extensions)
-    labels, names = label_array(classes, key)
+    key, files, labels, names, split = file_listing(params, params.extensions)
 
     def decode() -> dict[str, np.ndarray]:
         clips = parallel_map(lambda f: decode_audio(f, prep, f"{key}: {f}"), files, params.workers,

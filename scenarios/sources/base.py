@@ -54,6 +54,14 @@ class SourceData:
             self.classes = sorted(int(c) for c in np.unique(np.concatenate([self.train.labels, self.test.labels])))
 
 
+def memory_bytes() -> int | None:
+    """This machine's memory: what a file's header may declare before its data is read."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
 ARRAYS_PARAM = "(arrays)"  # the `param` of a fingerprint taken of a source's arrays, not of one file
 
 
@@ -73,10 +81,10 @@ def arrays_fingerprint(data: SourceData) -> dict[str, Any]:
 
 
 def file_fingerprint(param: str, path: Path, data: bytes) -> dict[str, Any]:
-    """What identifies a data file's content: its size, modification time and SHA-256 (of `data`, the
-    bytes that were read), under the name of the source param that gave its path."""
+    """What identifies a data file's content: its size, modification and change times and SHA-256 (of
+    `data`, the bytes that were read), under the name of the source param that gave its path."""
     st = path.stat()
-    return {"param": param, "path": str(path), "size": len(data), "mtime_ns": st.st_mtime_ns,
+    return {"param": param, "path": str(path), "size": len(data), "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
             "sha256": hashlib.sha256(data).hexdigest()}
 
 
@@ -97,8 +105,8 @@ def _unchanged(files: list[dict[str, Any]]) -> bool:
             st = os.stat(f["path"])
         except OSError:
             return False
-        if (st.st_size, st.st_mtime_ns) != (f["size"], f["mtime_ns"]):
-            return False
+        if (st.st_size, st.st_mtime_ns, st.st_ctime_ns) != (f["size"], f["mtime_ns"], f.get("ctime_ns", st.st_ctime_ns)):
+            return False  # ctime too: a file rewritten with its old mtime put back is read again
     return True
 
 

@@ -44,8 +44,9 @@ def _read(path_str: str, key: str, delimiter: str) -> tuple[Path, list[str], lis
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh, delimiter=delimiter)
-            rows = list(reader)
             header = list(reader.fieldnames or [])
+            _check_header(header, path, key)  # before the rows: a dict per row keeps one of two equal names
+            rows = list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{key}: {path}: not a readable CSV ({type(err).__name__}: {err})") from None
     if not rows:
@@ -58,7 +59,22 @@ def _read(path_str: str, key: str, delimiter: str) -> tuple[Path, list[str], lis
     return path, header, rows
 
 
+def _check_header(header: list[str], path: Path, key: str) -> None:
+    for i, name in enumerate(header):
+        if not name.strip():
+            raise DataError(f"{key}: {path}: column {i + 1} of the header has no name")
+        if name in header[:i]:
+            raise DataError(f"{key}: {path}: column '{name}' appears twice in the header (columns {header.index(name) + 1} "
+                            f"and {i + 1}); give each column its own name")
+
+
+def check_delimiter(delimiter: str) -> None:
+    if len(delimiter) != 1 or delimiter in "\"\r\n":
+        raise DataError(f"delimiter: must be one character other than a quote or a line break, got {delimiter!r}")
+
+
 def csv_pool(params: CsvParams, seed: int) -> Pool:
+    check_delimiter(params.delimiter)
     files = [("path", params.path)] + ([("test_path", params.test_path)] if params.test_path else [])
     tables = [_read(p, k, params.delimiter) for k, p in files]
     header = tables[0][1]
@@ -98,7 +114,7 @@ def csv_pool(params: CsvParams, seed: int) -> Pool:
         specs[col] = ModalitySpec("text", (params.tokenizer.max_length,), "int64")
     if not inputs:
         raise DataError(f"{where}: no numeric or text columns besides the label")
-    labels, names = label_array([row[params.label] for row in rows], f"{where}, column '{params.label}'")
+    labels, names = label_array([row[params.label] for row in rows], "path", at=lambda i: f"{at(i)}, column '{params.label}'")
     ids = np.array([row[params.id_column].strip() for row in rows]) if params.id_column else np.array([str(i) for i in range(len(rows))])
     split = None
     if params.test_path:

@@ -13,7 +13,9 @@ torch versions."""
 from __future__ import annotations
 
 import io
+import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -57,13 +59,35 @@ def check_image_prep(prep: ImagePrep, key: str) -> None:
         raise DataError(f"{key}fit: must be crop or stretch, got '{prep.fit}'")
 
 
+MAX_AUDIO_SAMPLES = 2**27  # a clip of at most 134 million samples (an hour at 32 kHz); each one is held in memory
+
+
 def check_audio_prep(prep: AudioPrep, key: str) -> None:
-    if prep.sample_rate < 1 or prep.duration <= 0:
-        raise DataError(f"{key}sample_rate and duration must be positive, got {prep.sample_rate} and {prep.duration}")
+    if not 1 <= prep.sample_rate <= 10**6:
+        raise DataError(f"{key}sample_rate: must lie in 1..1000000 Hz, got {prep.sample_rate}")
+    if not (math.isfinite(prep.duration) and prep.duration > 0) or prep.sample_rate * prep.duration > MAX_AUDIO_SAMPLES:
+        raise DataError(f"{key}duration: must be a positive number of seconds of at most {MAX_AUDIO_SAMPLES:,} samples, "
+                        f"got {prep.duration}")
     if prep.features not in ("logmel", "waveform"):
         raise DataError(f"{key}features: must be logmel or waveform, got '{prep.features}'")
-    if prep.features == "logmel" and (prep.n_mels < 1 or prep.n_fft < 2 or prep.hop_length < 1):
+    if prep.features != "logmel":
+        return
+    if prep.n_mels < 1 or prep.n_fft < 2 or prep.hop_length < 1:
         raise DataError(f"{key}n_mels, n_fft and hop_length must be positive")
+    if prep.n_fft > 2**16 or prep.n_mels > 1024:
+        raise DataError(f"{key}n_fft (at most 65536) and n_mels (at most 1024) are too large: {prep.n_fft}, {prep.n_mels}")
+    nyquist = prep.sample_rate / 2
+    top = nyquist if prep.fmax is None else prep.fmax
+    if not (math.isfinite(prep.fmin) and 0 <= prep.fmin < nyquist):
+        raise DataError(f"{key}fmin: must lie in [0, {nyquist:g}) Hz (half the sample rate), got {prep.fmin}")
+    if not (math.isfinite(top) and prep.fmin < top <= nyquist):
+        raise DataError(f"{key}fmax: must lie in ({prep.fmin:g}, {nyquist:g}] Hz (above fmin, at most half the sample "
+                        f"rate), got {prep.fmax}")
+    empty = np.flatnonzero(mel_filters(prep.sample_rate, prep.n_fft, prep.n_mels, prep.fmin, prep.fmax).max(axis=1) <= 0)
+    if len(empty):  # a band between two FFT bins sees nothing: a constant feature
+        raise DataError(f"{key}n_mels: {len(empty)} of the {prep.n_mels} mel bands fall between the FFT bins of n_fft="
+                        f"{prep.n_fft} between {prep.fmin:g} and {top:g} Hz and would always be empty; lower n_mels or "
+                        f"raise n_fft")
 
 
 def image_shape(prep: ImagePrep) -> tuple[int, int, int]:
@@ -78,9 +102,12 @@ def audio_shape(prep: AudioPrep) -> tuple[int, int]:
 
 
 def decode_image(src: str | Path | bytes, prep: ImagePrep, name: str) -> np.ndarray:
-    """uint8 [C, H, W]; `name` (a path or a sample) is what an error names."""
+    """uint8 [C, H, W]; `name` (a path or a sample) is what an error names. An image of more pixels than
+    Pillow's `Image.MAX_IMAGE_PIXELS` (89 million: a decompression bomb, a few kB that inflate to
+    gigabytes) is refused from its header, before it is decoded."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    _bombs_are_errors()
     try:
         with Image.open(io.BytesIO(src) if isinstance(src, bytes) else src) as img:
             img.load()
@@ -92,9 +119,25 @@ def decode_image(src: str | Path | bytes, prep: ImagePrep, name: str) -> np.ndar
             elif img.size != (w, h):
                 img = img.resize((w, h), Image.Resampling.BILINEAR)
             arr = np.asarray(img, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+    except (Image.DecompressionBombWarning, Image.DecompressionBombError) as err:
+        size = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = f"{int(size.group(1)):,} pixels" if size else "too many pixels"
+        raise DataError(f"{name}: refused: an image of {pixels}, more than the {Image.MAX_IMAGE_PIXELS:,} that are "
+                        f"decoded (Pillow's MAX_IMAGE_PIXELS; a decompression bomb?)") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as err:
         raise DataError(f"{name}: not a readable image ({type(err).__name__}: {_short(err)})") from None
     return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1).copy()  # (C, H, W)
+
+
+def _bombs_are_errors() -> None:
+    """Pillow only warns between MAX_IMAGE_PIXELS and twice that (and the warning would print lines of
+    its own): raise it instead, for every image. `filterwarnings` replaces an identical filter, so this
+    adds one entry however often it runs."""
+    import warnings
+
+    from PIL import Image
+
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)
 
 
 def _to_mode(img: Any, channels: int) -> Any:
@@ -113,17 +156,49 @@ def _to_mode(img: Any, channels: int) -> Any:
     return img.convert("L" if channels == 1 else "RGB")
 
 
+MAX_AMPLITUDE = 1e6  # samples are read as floats in [-1, 1] (int16 scale, 32768, still passes); far beyond is damage
+
+
 def decode_audio(src: str | Path | bytes, prep: AudioPrep, name: str) -> np.ndarray:
     """float32 [n_mels, frames] (log-mel) or [1, samples] (waveform)."""
     import soundfile as sf
 
+    data = src if isinstance(src, bytes) else None
     try:
-        wave, rate = sf.read(io.BytesIO(src) if isinstance(src, bytes) else src, dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError) as err:
-        raise DataError(f"{name}: not a readable audio file ({type(err).__name__}: {_short(err)})") from None
+        if data is None:
+            with open(src, "rb") as fh:
+                data = fh.read(MAX_AUDIO_SAMPLES * 8 + (1 << 20))  # bounded: a clip is never larger than this
+        short = _truncated_wav(data)
+        if short:
+            raise DataError(f"{name}: the file is truncated: {short}")
+        with sf.SoundFile(io.BytesIO(data)) as clip:
+            if clip.frames > MAX_AUDIO_SAMPLES:
+                raise DataError(f"{name}: {clip.frames:,} samples, more than the {MAX_AUDIO_SAMPLES:,} read per clip")
+            wave, rate = clip.read(dtype="float32", always_2d=True), clip.samplerate
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError, TypeError, EOFError) as err:
+        detail = getattr(err, "error_string", None) or _short(err)  # libsndfile's own words, not the buffer's repr
+        raise DataError(f"{name}: not a readable audio file ({type(err).__name__}: {detail})") from None
     if wave.shape[0] == 0:
         raise DataError(f"{name}: the audio file holds no samples")
     return audio_features(wave.mean(axis=1), int(rate), prep, name)
+
+
+def _truncated_wav(data: bytes) -> str:
+    """Why a RIFF/WAVE file is cut short (its data chunk promises more bytes than follow), or "".
+    libsndfile reads such a file without a word, as whatever samples are there."""
+    if len(data) < 12 or data[:4] not in (b"RIFF", b"RIFX") or data[8:12] != b"WAVE":
+        return ""
+    order = "little" if data[:4] == b"RIFF" else "big"
+    pos = 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos: pos + 4], int.from_bytes(data[pos + 4: pos + 8], order)
+        if chunk == b"data":
+            held = len(data) - pos - 8
+            if 0 < size < 0xFFFFFFFF and size > held:  # 0 and 0xFFFFFFFF: sizes a streaming writer leaves open
+                return f"its data chunk promises {size:,} bytes of audio, the file holds {held:,}"
+            return ""
+        pos += 8 + size + (size & 1)
+    return ""  # no data chunk: libsndfile says the file is not readable
 
 
 def audio_features(wave: np.ndarray, rate: int, prep: AudioPrep, name: str) -> np.ndarray:
@@ -131,6 +206,10 @@ def audio_features(wave: np.ndarray, rate: int, prep: AudioPrep, name: str) -> n
     wave = np.asarray(wave, dtype=np.float32)
     if not np.isfinite(wave).all():
         raise DataError(f"{name}: the audio holds NaN or infinite samples")
+    peak = float(np.abs(wave).max()) if wave.size else 0.0
+    if peak > MAX_AMPLITUDE:
+        raise DataError(f"{name}: a sample of {peak:.3g}, far outside the range [-1, 1] audio is read in (at most "
+                        f"{MAX_AMPLITUDE:g} is accepted); the file is damaged or not audio")
     if rate != prep.sample_rate:
         import soxr
 

@@ -1,14 +1,17 @@
 """What the file sources share: listing class folders, naming classes, the pool of every sample before
 the train/test split (so `paired` can join sources by id first), and the split itself.
 
-Labels: class names that are all non-negative integers ("0", "7", ...) are those integers, so folders
-named 0-9 line up with digit datasets; other names are numbered in sorted order. Splits: a root with
+Labels: class names that are all whole numbers ("0", "7", "1.0", ...) are those numbers, so folders
+named 0-9 line up with digit datasets (two folders spelling one number, "7" and "007", are refused);
+other names are numbered in sorted order. Splits: a root with
 `train/` and `test/` sub-folders (or a `split` column) is split as given; otherwise a class-stratified
 split with `test_fraction`, reproducible from the run's seed."""
 
 from __future__ import annotations
 
 import csv
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +21,7 @@ import numpy as np
 
 from scenarios.errors import DataError
 from scenarios.modality import ModalitySpec
-from scenarios.sources.base import SourceData, Split, stratified_split
+from scenarios.sources.base import MAX_CLASSES, SourceData, Split, stratified_split
 from scenarios.sources.tokenize import TokenizerParams, tokenize
 
 SPLIT_NAMES = ("train", "test")
@@ -51,27 +54,57 @@ POOLS: dict[str, Callable[[Any, int], Pool]] = {}
 """Kinds whose samples can be paired by id: `kind -> fn(params, seed) -> Pool`."""
 
 
-def class_labels(names: list[str]) -> dict[str, int]:
-    """Class name -> label: the integer itself when every name is one, else the rank in sorted order."""
-    if names and all(n.isdigit() for n in names):
-        return {n: int(n) for n in names}
-    return {n: i for i, n in enumerate(sorted(names))}
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+MISSING = frozenset({"nan", "NaN", "-nan", "-NaN", "NA", "N/A", "n/a", "NULL", "null", "None", "<NA>", "#N/A", "#NA", "?"})
+"""Cells that spreadsheets and pandas write for a missing value: never a class of a table's label column."""
 
 
-def label_array(raw: list[Any], where: str) -> tuple[np.ndarray, dict[int, str]]:
-    """Labels from a column of class names or integers: (int64 labels, label -> class name)."""
+def number(name: str) -> float | None:
+    """The number a label spells ('7', '007', '1.0', '1e1'; ASCII digits only), else None (a name)."""
+    return float(name) if _NUMBER.fullmatch(name) else None
+
+
+def label_array(raw: list[Any], where: str, at: Callable[[int], str] = lambda i: f"sample {i}",
+                cells: bool = True) -> tuple[np.ndarray, dict[int, str]]:
+    """Labels from class names or numbers: (int64 labels, label -> class name). When every label is a
+    number, the labels are those numbers, which must be whole (so `1.0` is class 1) and in
+    0..MAX_CLASSES-1; otherwise the names are numbered in sorted order. `at(i)` names sample i in errors;
+    `cells`: the labels are a table's cells, where a missing-value marker such as `nan` is refused."""
     names = [str(v).strip() for v in raw]
     for i, n in enumerate(names):
         if n == "":
-            raise DataError(f"{where}: sample {i} has an empty label")
-    if all(n.lstrip("-").isdigit() for n in names):
-        ints = [int(n) for n in names]
-        if min(ints) < 0:
-            i = int(np.argmin(ints))
-            raise DataError(f"{where}: sample {i} has negative label {ints[i]}")
-    mapping = class_labels(sorted(set(names)))
+            raise DataError(f"{where}: {at(i)} has an empty label")
+        if cells and n in MISSING:
+            raise DataError(f"{where}: {at(i)} has a missing label ('{n}'); drop the row or give it a class")
+    values = [number(n) for n in names]
+    if names and all(v is not None for v in values):
+        for i, v in enumerate(values):
+            if not math.isfinite(v) or v != int(v):
+                raise DataError(f"{where}: {at(i)} has label '{names[i]}', not a whole number; when every label is a "
+                                f"number, the labels are class indices")
+            if v < 0:
+                raise DataError(f"{where}: {at(i)} has negative label {names[i]}")
+            if v >= MAX_CLASSES:
+                raise DataError(f"{where}: {at(i)} has label {names[i]}; labels must lie in 0..{MAX_CLASSES - 1}")
+        labels = np.array([int(v) for v in values], dtype=np.int64)
+        return labels, {int(c): str(int(c)) for c in np.unique(labels)}
+    mapping = {n: i for i, n in enumerate(sorted(set(names)))}
     labels = np.array([mapping[n] for n in names], dtype=np.int64)
     return labels, {label: name for name, label in mapping.items()}
+
+
+def check_class_names(names: list[str], where: str) -> None:
+    """Class folders whose names are all numbers name classes by value: two folders that spell one
+    number ('7' and '007') would silently become one class, so they are refused."""
+    values = [number(n) for n in names]
+    if not names or any(v is None for v in values):
+        return
+    seen: dict[float, str] = {}
+    for n, v in sorted(zip(names, values)):
+        if v in seen:
+            raise DataError(f"{where}: class folders '{seen[v]}' and '{n}' both name class {v:g}; rename one so "
+                            f"that each class has one folder")
+        seen[v] = n
 
 
 def list_class_folders(root: Path, extensions: list[str], key: str) -> tuple[list[Path], list[str], np.ndarray | None]:
@@ -97,6 +130,7 @@ def list_class_folders(root: Path, extensions: list[str], key: str) -> tuple[lis
             files += found
             classes += [d.name] * len(found)
             splits += [split or ""] * len(found)
+    check_class_names(sorted(set(classes)), f"{key}: {root}")  # over train/ and test/ together
     return files, classes, (np.array(splits) if layouts[0][1] is not None else None)
 
 

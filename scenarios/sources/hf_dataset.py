@@ -10,6 +10,7 @@ Read offline with `load_from_disk`; nothing is downloaded."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,21 +68,78 @@ def _load(path: Path) -> Any:
     hf_offline()
     if not path.is_dir():
         raise DataError(f"path: folder not found: {path}")
+    _check_saved(path)
     import datasets
 
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     try:
-        return datasets.load_from_disk(str(path))
-    except (FileNotFoundError, OSError, ValueError) as err:
-        raise DataError(f"path: {path}: not a dataset saved with save_to_disk ({type(err).__name__}: {err})") from None
+        return datasets.load_from_disk(str(path.resolve()))  # absolute: never read as a URL
+    except Exception as err:  # datasets, fsspec and pyarrow each fail their own way on a damaged folder
+        raise DataError(f"path: {path}: not a dataset saved with save_to_disk ({type(err).__name__}: {_first(err)})") from None
+
+
+def _json(path: Path) -> Any:
+    try:
+        with open(path, "rb") as fh:
+            return json.loads(fh.read(16 * 2**20))
+    except (OSError, ValueError, RecursionError) as err:
+        raise DataError(f"path: {path}: not readable JSON ({type(err).__name__}: {_first(err)})") from None
+
+
+def _plain_name(name: Any) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+
+
+def _check_saved(path: Path) -> None:
+    """What load_from_disk will open, checked before it does: each split of a DatasetDict a sub-folder,
+    and each data file a state.json names a file inside its folder (`../x.arrow` or `/x.arrow` there
+    would have any file on the machine read as the dataset)."""
+    root = path.resolve()
+    folders = [path]
+    if (path / "dataset_dict.json").is_file():
+        meta = _json(path / "dataset_dict.json")
+        splits = meta.get("splits") if isinstance(meta, dict) else None
+        if not isinstance(splits, list):
+            raise DataError(f"path: {path / 'dataset_dict.json'}: no list of 'splits'")
+        for split in splits:
+            if not _plain_name(split):
+                raise DataError(f"path: {path / 'dataset_dict.json'}: split {split!r} is not the name of a folder inside {path}")
+        folders = [path / split for split in splits]
+    for folder in folders:
+        state_path = folder / "state.json"
+        if not state_path.is_file():
+            continue  # load_from_disk names what is missing
+        state = _json(state_path)
+        entries = state.get("_data_files") if isinstance(state, dict) else None
+        if not isinstance(entries, list):
+            raise DataError(f"path: {state_path}: no list of '_data_files'")
+        for entry in entries:
+            name = entry.get("filename") if isinstance(entry, dict) else None
+            target = (folder / name).resolve() if _plain_name(name) else None
+            if target is None or not target.is_relative_to(root) or not target.is_file():
+                raise DataError(f"path: {state_path}: data file {name!r} is not a file inside {path}; a saved dataset "
+                                f"reads its own files only")
+
+
+def _first(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def hf_pool(params: HFDatasetParams, seed: int) -> Pool:
-    import datasets
-
     path = Path(params.path).expanduser()
     loaded = _load(path)
+    try:
+        return _pool(params, path, loaded)
+    except DataError:
+        raise
+    except Exception as err:  # pyarrow errors on data that load_from_disk mapped but cannot read
+        raise DataError(f"path: {path}: cannot read the saved dataset ({type(err).__name__}: {_first(err)})") from None
+
+
+def _pool(params: HFDatasetParams, path: Path, loaded: Any) -> Pool:
+    import datasets
+
     where = f"path: {path}"
     if not params.columns:
         raise DataError("columns: map at least one modality to a column, e.g. {image: {column: img, kind: image}}")
@@ -130,7 +188,7 @@ def hf_pool(params: HFDatasetParams, seed: int) -> Pool:
             specs[modality] = ModalitySpec("signal", audio_shape(params.audio))
 
     def decode() -> dict[str, np.ndarray]:
-        return {m: _decode_media(ds, c, params, where) for m, c in media.items()}
+        return {m: _decode_media(ds, c, params, where, path) for m, c in media.items()}
 
     if media:
         key = {"files": files_fingerprint(sorted(p for p in path.rglob("*") if p.is_file()), path),
@@ -155,29 +213,45 @@ def _numeric(ds: Any, column: str, where: str) -> np.ndarray:
     return arr
 
 
-def _decode_media(ds: Any, col: HFColumn, params: HFDatasetParams, where: str) -> np.ndarray:
-    """Decode an Image or Audio column from its stored bytes (or file path)."""
+def _decode_media(ds: Any, col: HFColumn, params: HFDatasetParams, where: str, root: Path) -> np.ndarray:
+    """Decode an image or audio column from its stored bytes, never through `datasets`' own decoders (its
+    Audio decoding needs torchcodec). The column may be a datasets.Image / Audio feature, a struct with
+    `bytes` (and `path`), or a binary Value holding each file's bytes: what `Value("binary")` writes
+    without torchcodec. A stored path (no bytes) must lie inside the dataset's folder."""
     import datasets
 
     feature = ds.features[col.column]
     expected = datasets.Image if col.kind == "image" else datasets.Audio
-    if not isinstance(feature, expected):
-        raise DataError(f"{where}, column '{col.column}': expected a datasets.{expected.__name__} column, got {feature}")
-    values = list(ds.cast_column(col.column, expected(decode=False))[col.column])
+    if isinstance(feature, expected):
+        values = list(ds.cast_column(col.column, expected(decode=False))[col.column])
+    elif (isinstance(feature, datasets.Value) and feature.dtype in ("binary", "large_binary")) or \
+            (isinstance(feature, dict) and "bytes" in feature):
+        values = list(ds[col.column])
+    else:
+        raise DataError(f"{where}, column '{col.column}': expected a datasets.{expected.__name__} column, a struct with "
+                        f"'bytes', or Value('binary') holding each file's bytes; got {feature}")
 
     def one(i: int) -> np.ndarray:
         value = values[i]
         name = f"{where}, column '{col.column}', sample {i}"
         if isinstance(value, dict) and value.get("array") is not None:  # an already decoded waveform
             return audio_features(np.asarray(value["array"]), int(value["sampling_rate"]), params.audio, name)
-        src = value.get("bytes") if isinstance(value, dict) else None
+        src = value if isinstance(value, bytes) else value.get("bytes") if isinstance(value, dict) else None
         if src is None and isinstance(value, dict) and value.get("path"):
-            src = value["path"]
+            src = _inside(root, value["path"], name)
         if src is None:
             raise DataError(f"{name}: no bytes or path stored")
         return decode_image(src, params.image, name) if col.kind == "image" else decode_audio(src, params.audio, name)
 
     return np.stack(parallel_map(one, list(range(len(values))), params.workers))
+
+
+def _inside(root: Path, stored: str, name: str) -> Path:
+    target = (root / stored).resolve()  # relative paths are the dataset folder's; absolute ones stay absolute
+    if not target.is_relative_to(root.resolve()) or not target.is_file():
+        raise DataError(f"{name}: its bytes are not stored, and its path '{stored}' is not a file inside {root}; save "
+                        f"the dataset with the files' bytes in it")
+    return target
 
 
 POOLS["hf_dataset"] = hf_pool

@@ -46,26 +46,28 @@ class ImageFolderParams:
     fit: str = "crop"  # crop: shorter side to size, centre cut; stretch: resize to size
     extensions: list[str] = field(default_factory=lambda: list(IMAGE_EXTENSIONS))  # file extensions read (others are skipped)
     test_fraction: float = 0.2  # when the files carry no train/test split
-    cache: bool = True  # keep the decoded arrays on disk (keyed by files, sizes, mtimes and these settings)
+    cache: bool = True  # keep the decoded arrays on disk (keyed by the files' contents and these settings)
     workers: int = 0  # decoding threads; 0: up to 8
 
 
-def file_listing(params, extensions: list[str]) -> tuple[str, list[Path], list[str], np.ndarray | None]:
-    """(key, files, class name per file, split per file or None) from `root` or `index`."""
+def file_listing(params, extensions: list[str]) -> tuple[str, list[Path], np.ndarray, dict[int, str], np.ndarray | None]:
+    """(key, files, label per file, label -> class name, split per file or None) from `root` or `index`."""
     if (params.root is None) == (params.index is None):
         raise DataError("root: give either `root` (class folders) or `index` (a CSV of path,label), not both or neither")
     if params.root is not None:
         files, classes, split = list_class_folders(Path(params.root).expanduser(), extensions, "root")
-        return "root", files, classes, split
-    files, classes, split = read_index(Path(params.index).expanduser(), "index")
-    return "index", files, classes, split
+        labels, names = label_array(classes, "root", at=lambda i: str(files[i]), cells=False)
+        return "root", files, labels, names, split
+    index = Path(params.index).expanduser()
+    files, classes, split = read_index(index, "index")
+    labels, names = label_array(classes, f"index: {index}", at=lambda i: f"row {i + 2}")
+    return "index", files, labels, names, split
 
 
 def image_pool(params: ImageFolderParams, seed: int) -> Pool:
     prep = ImagePrep(list(params.size), params.channels, params.fit)
     check_image_prep(prep, "")
-    key, files, classes, split = file_listing(params, params.extensions)
-    labels, names = label_array(classes, key)
+    key, files, labels, names, split = file_listing(params, params.extensions)
 
     def decode() -> dict[str, np.ndarray]:
         images = parallel_map(lambda f: decode_image(f, prep, f"{key}: {f}"), files, params.workers,

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ import numpy as np
 
 from scenarios.errors import DataError
 from scenarios.modality import MASK_KEY, ModalitySpec
-from scenarios.sources.base import MAX_CLASSES, SOURCES, SourceData, Split, file_fingerprint
+from scenarios.sources.base import MAX_CLASSES, SOURCES, SourceData, Split, file_fingerprint, memory_bytes
 
 MAX_TOKEN_ID = 2**20 - 1  # a vocabulary of about a million tokens; larger ids would make embedding tables huge
 SAMPLE_NDIM = {"text": 1, "signal": 2, "image": 3}  # per-sample dimensions of the built-in kinds (tabular: any)
@@ -54,13 +53,6 @@ class _File:
         return f"{self.role}: {self.path}"
 
 
-def _memory_bytes() -> int | None:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _header(fh: Any) -> tuple[tuple[int, ...], np.dtype]:
     version = np.lib.format.read_magic(fh)
     if version == (1, 0):
@@ -83,7 +75,7 @@ def _arrays(data: bytes, where: str) -> dict[str, np.ndarray]:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as err:
         raise DataError(f"{where}: not a readable .npz file ({type(err).__name__}: {err})") from None
     names = [m.filename for m in members]
-    budget, total = _memory_bytes(), 0
+    budget, total = memory_bytes(), 0
     arrays: dict[str, np.ndarray] = {}
     for info in members:
         if names.count(info.filename) > 1:
@@ -198,7 +190,11 @@ def _spec(name: str, train: _File, test: _File, kind: Any) -> ModalitySpec:
     if tr.shape[1:] != te.shape[1:]:
         raise DataError(f"{test.where}: modality '{name}' has shape {te.shape[1:]} in test but {tr.shape[1:]} in train")
     integer = np.issubdtype(tr.dtype, np.integer)
-    if integer != np.issubdtype(te.dtype, np.integer):
+    if kind == "text":  # declared: the split that holds floats is the one at fault, whichever it is
+        for f, arr in ((train, tr), (test, te)):
+            if not np.issubdtype(arr.dtype, np.integer):
+                raise DataError(f"kinds.{name}: kind 'text' takes integer token ids, but '{name}' in {f.path} holds {arr.dtype}")
+    elif kind is None and integer != np.issubdtype(te.dtype, np.integer):  # inferred from train: test is at fault
         raise DataError(f"{test.where}: modality '{name}' holds {te.dtype} in test but {tr.dtype} in train; both splits "
                         f"must hold integers (token ids) or both floats")
     per_sample = tr.ndim - 1

@@ -125,6 +125,8 @@ def _by_label(subs: list[tuple[str, str, object]], seed: int) -> SourceData:
             raise DataError(f"sources.{name}.params.{err}") from None
     _check_names([(n, list(d.modalities)) for n, d in loaded])
     lead_name, lead = loaded[0]
+    for name, data in loaded[1:]:
+        _check_same_classes(lead_name, lead, name, data)
     splits = []
     for s, role in enumerate(("train", "test")):
         anchor: Split = getattr(lead, role)
@@ -144,6 +146,20 @@ def _by_label(subs: list[tuple[str, str, object]], seed: int) -> SourceData:
     modalities = {m: spec for _, d in loaded for m, spec in d.modalities.items()}
     preparation = {m: prep for _, d in loaded for m, prep in d.preparation.items()}
     return SourceData(splits[0], splits[1], modalities, class_names=dict(lead.class_names), preparation=preparation)
+
+
+def _check_same_classes(lead_name: str, lead: SourceData, name: str, other: SourceData) -> None:
+    """Pairing by label joins class k of one source with class k of the other, so where both sources name
+    their classes (folders, label columns) the names of each shared label must agree: folders 0..9 beside
+    folders zero..nine would otherwise pair the images of 0 with the clips of `eight` (class 0 of the
+    sorted names)."""
+    if not lead.class_names or not other.class_names:
+        return
+    for label in sorted(set(lead.class_names) & set(other.class_names)):
+        mine, theirs = lead.class_names[label], other.class_names[label]
+        if mine != theirs:
+            raise DataError(f"sources.{name}: class {label} is '{theirs}' there but '{mine}' in '{lead_name}'; pairing by "
+                            f"label joins classes by number, so name the classes alike in both sources")
 
 
 @SOURCES.register("paired", params=PairedParams)

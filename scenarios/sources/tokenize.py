@@ -16,6 +16,7 @@ import numpy as np
 from scenarios.errors import DataError
 
 PAD, UNK = 0, 1
+MAX_LENGTH = 2**16  # tokens per text: every text becomes an array of this many ids
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
 
@@ -30,8 +31,8 @@ class TokenizerParams:
 
 def tokenize(train: np.ndarray, test: np.ndarray, params: TokenizerParams, key: str) -> tuple[np.ndarray, np.ndarray, int]:
     """(train ids, test ids, vocabulary size) for object arrays of strings."""
-    if params.max_length < 1:
-        raise DataError(f"{key}max_length: must be at least 1, got {params.max_length}")
+    if not 1 <= params.max_length <= MAX_LENGTH:
+        raise DataError(f"{key}max_length: must lie in 1..{MAX_LENGTH}, got {params.max_length}")
     if params.kind == "word":
         return _word(train, test, params)
     if params.kind == "hf":
@@ -60,16 +61,22 @@ def _word(train: np.ndarray, test: np.ndarray, params: TokenizerParams) -> tuple
 
 def _hf(train: np.ndarray, test: np.ndarray, params: TokenizerParams, key: str) -> tuple[np.ndarray, np.ndarray, int]:
     from scenarios.offline import hf_offline
+    from scenarios.sources.hf_folder import folder_problem
 
     hf_offline()
-    if not params.path or not Path(params.path).expanduser().is_dir():
+    if not params.path:
         raise DataError(f"{key}path: a local tokenizer directory is needed (nothing is downloaded), got '{params.path}'")
+    folder = Path(params.path).expanduser()
+    problem = folder_problem(folder, needs=None)
+    if problem:
+        raise DataError(f"{key}path: {problem}")
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(str(Path(params.path).expanduser()), local_files_only=True)
-    except (OSError, ValueError) as err:
-        raise DataError(f"{key}path: cannot load a tokenizer from {params.path} ({type(err).__name__})") from None
+        tok = AutoTokenizer.from_pretrained(str(folder), local_files_only=True, trust_remote_code=False)
+    except Exception as err:  # transformers and tokenizers fail in many ways on a folder that is not a tokenizer
+        detail = (str(err).strip().splitlines() or [""])[0][:200]
+        raise DataError(f"{key}path: cannot load a tokenizer from {folder} ({type(err).__name__}: {detail})") from None
 
     def encode(texts: np.ndarray) -> np.ndarray:
         enc = tok([str(t) for t in texts], padding="max_length", truncation=True, max_length=params.max_length)

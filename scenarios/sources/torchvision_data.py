@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from scenarios.errors import DataError
 from scenarios.modality import ModalitySpec
-from scenarios.sources.base import SOURCES, SourceData, Split
+from scenarios.sources.base import SOURCES, SourceData, Split, memory_bytes
 
 _IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"), "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 _MNIST_FOLDERS = {"mnist": "MNIST", "fashionmnist": "FashionMNIST", "kmnist": "KMNIST"}
@@ -63,33 +65,58 @@ def _missing(root: Path, where: str, hint: str) -> DataError:
     return DataError(f"root: {where} not found under {root}: {hint}")
 
 
-def _read_idx(path: Path, ndim: int) -> np.ndarray:
+def _read_idx(path: Path, ndim: int, n: int | None = None) -> np.ndarray:
+    """An idx file (or its .gz) of `ndim`-D unsigned bytes, streamed: its header is checked first (images
+    must be 28x28, and as many as the labels, `n`), then exactly the bytes it promises are read. A .gz
+    that inflates beyond that (a bomb) is refused after one more byte, never inflated whole."""
     try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as fh:
+            head = fh.read(4 + 4 * ndim)
+            if len(head) < 4 + 4 * ndim or head[0:2] != b"\x00\x00" or head[2] != 0x08 or head[3] != ndim:
+                raise DataError(f"root: {path}: not an idx file of {ndim}-D unsigned bytes")
+            dims = [int.from_bytes(head[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+            if ndim == 3 and dims[1:] != [28, 28]:
+                raise DataError(f"root: {path}: holds images of {dims[1]}x{dims[2]} pixels; this dataset's are 28x28")
+            if n is not None and dims[0] != n:
+                raise DataError(f"root: {path}: its header promises {dims[0]} images for {n} labels")
+            size = int(np.prod(dims))
+            budget = memory_bytes()
+            if budget is not None and size > budget:
+                raise DataError(f"root: {path}: its header promises {size:,} bytes, more than this machine's memory")
+            body = _read_exactly(fh, size)
+            if len(body) < size:
+                raise DataError(f"root: {path}: holds {len(body)} bytes of data, its header promises {size}")
+            if fh.read(1):
+                raise DataError(f"root: {path}: holds more data than the {size:,} bytes its header promises; the file is damaged")
+    except (OSError, EOFError, zlib.error) as err:  # gzip.BadGzipFile is an OSError
         raise DataError(f"root: {path}: not readable ({type(err).__name__}: {err})") from None
-    if len(data) < 4 + 4 * ndim or data[0:2] != b"\x00\x00" or data[2] != 0x08 or data[3] != ndim:
-        raise DataError(f"root: {path}: not an idx file of {ndim}-D unsigned bytes")
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise DataError(f"root: {path}: holds {body.size} bytes of data, its header promises {int(np.prod(dims))}")
-    return body.reshape(dims)
+    return np.frombuffer(body, dtype=np.uint8).reshape(dims)
+
+
+def _read_exactly(fh: Any, size: int) -> bytes:
+    """Up to `size` bytes, in blocks: a header that lies about its size allocates only what is there."""
+    parts, got = [], 0
+    while got < size:
+        block = fh.read(min(1 << 24, size - got))
+        if not block:
+            break
+        parts.append(block)
+        got += len(block)
+    return b"".join(parts)
 
 
 def _mnist(root: Path, key: str) -> tuple[Split, Split, tuple[int, ...]]:
     raw = root / _MNIST_FOLDERS[key] / "raw"
     splits = []
     for role in ("train", "test"):
-        arrays = []
-        for name, ndim in zip(_IDX[role], (3, 1)):
+        paths = []
+        for name in _IDX[role]:
             path = next((p for p in (raw / name, raw / f"{name}.gz") if p.is_file()), None)
             if path is None:
                 raise _missing(root, str(raw / name), layout(key, root))
-            arrays.append(_read_idx(path, ndim))
-        images, labels = arrays
-        if len(images) != len(labels):
-            raise DataError(f"root: {raw}: {len(images)} {role} images but {len(labels)} labels")
+            paths.append(path)
+        labels = _read_idx(paths[1], 1)  # first: the number of images must match it
+        images = _read_idx(paths[0], 3, len(labels))
         splits.append(Split({"image": (images[:, None] / np.float32(255.0)).astype(np.float32)}, labels.astype(np.int64)))
     return splits[0], splits[1], (1, 28, 28)
 
@@ -138,6 +165,32 @@ def _cifar(root: Path, key: str, cifar100_labels: str) -> tuple[Split, Split, tu
     return splits[0], splits[1], (3, 32, 32)
 
 
+def _check_mat(path: Path) -> None:
+    """SVHN's files are MATLAB v5 with X (32, 32, 3, N) and y (N, 1): other versions, and shapes that would
+    need more memory than the machine has, are refused from the headers, before any data is read."""
+    from scipy.io import whosmat
+
+    with open(path, "rb") as fh:
+        head = fh.read(128)
+    if head.startswith(b"MATLAB 7.3") or head[:8] == b"\x89HDF\r\n\x1a\n":
+        raise DataError(f"root: {path}: a MATLAB v7.3 (HDF5) file; SVHN's files are MATLAB v5, as "
+                        f"ufldl.stanford.edu/housenumbers gives them (or save with `save -v7`)")
+    try:
+        shapes = {name: shape for name, shape, _ in whosmat(path)}
+    except Exception as err:
+        raise DataError(f"root: {path}: not an SVHN .mat file ({type(err).__name__}: {_first(err)})") from None
+    x = shapes.get("X")
+    if x is None or "y" not in shapes:
+        raise DataError(f"root: {path}: holds {sorted(shapes)}, not SVHN's X and y")
+    budget = memory_bytes()
+    if len(x) == 4 and budget is not None and int(np.prod(x)) > budget:
+        raise DataError(f"root: {path}: X declares shape {tuple(x)}, more than this machine's memory")
+
+
+def _first(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
 def _svhn(root: Path) -> tuple[Split, Split, tuple[int, ...]]:
     from scipy.io import loadmat
 
@@ -146,11 +199,12 @@ def _svhn(root: Path) -> tuple[Split, Split, tuple[int, ...]]:
         path = root / f"{role}_32x32.mat"
         if not path.is_file():
             raise _missing(root, str(path), layout("svhn", root))
+        _check_mat(path)
         try:
             mat = loadmat(path)
             x, y = np.asarray(mat["X"], dtype=np.uint8), np.asarray(mat["y"], dtype=np.int64).reshape(-1)
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            raise DataError(f"root: {path}: not an SVHN .mat file ({type(err).__name__}: {err})") from None
+        except Exception as err:  # scipy's readers fail in their own ways (MatReadError, ValueError, ...)
+            raise DataError(f"root: {path}: not an SVHN .mat file ({type(err).__name__}: {_first(err)})") from None
         if x.ndim != 4 or x.shape[:3] != (32, 32, 3) or x.shape[3] != len(y):
             raise DataError(f"root: {path}: X has shape {x.shape}, expected (32, 32, 3, {len(y)})")
         y = np.where(y == 10, 0, y)  # the files label digit 0 as 10, as torchvision maps it
