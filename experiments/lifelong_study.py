@@ -21,7 +21,6 @@ Finished runs are read back from their results.json, so an interrupted study con
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import multiprocessing
 import statistics
