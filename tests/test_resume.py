@@ -68,7 +68,14 @@ def test_resume_after_an_interruption_gives_the_same_results(tmp_path, uninterru
 
 @pytest.mark.slow
 def test_sigkill_mid_stream_then_resume_from_the_cli(tmp_path, uninterrupted):
-    cfg_path = write_yaml(tmp_path / "c.yaml", moe_cfg(tmp_path / "runs", train={"epochs": 12, "batch_size": 16, "lr": 0.01}))
+    # one CPU thread in both processes: float sums then come out in one order (earlier tests in this
+    # process may have set another thread count)
+    def cfg(root: Path) -> dict:
+        c = moe_cfg(root, train={"epochs": 12, "batch_size": 16, "lr": 0.01})
+        c["trainer"]["cpu_threads"] = 1
+        return c
+
+    cfg_path = write_yaml(tmp_path / "c.yaml", cfg(tmp_path / "runs"))
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen([sys.executable, "-m", "lifelong_moe.cli", "run", str(cfg_path)], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -90,7 +97,7 @@ def test_sigkill_mid_stream_then_resume_from_the_cli(tmp_path, uninterrupted):
     assert "resuming" in resumed.stdout
     final = json.loads(results.read_text())
     assert final["status"] == "complete"
-    reference = run(config_from_dict(moe_cfg(tmp_path / "ref", train={"epochs": 12, "batch_size": 16, "lr": 0.01})), progress=lambda s: None)
+    reference = run(config_from_dict(cfg(tmp_path / "ref")), progress=lambda s: None)
     written = json.loads((reference.run_dir / "results.json").read_text())
     assert final["accuracy_matrix"] == written["accuracy_matrix"]
     assert final["evaluations"] == written["evaluations"]
