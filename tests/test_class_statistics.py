@@ -37,7 +37,11 @@ def test_streaming_updates_equal_the_batch_statistics():
     assert torch.allclose(stats.mean, mean, atol=1e-12)
     assert torch.allclose(stats.scatter, scatter, rtol=1e-10, atol=1e-9)
     assert stats.seen.tolist() == [True] * 6 + [False] * 2
-    assert stats.nbytes == 8 * (8 + 8 * 5 + 5 * 5)
+    assert stats.nbytes == 8 * (8 + 8 * 5) + 4 * (5 * 6 // 2)  # counts and means in float64, the scatter's triangle in float32
+    stats.settle()  # packed between experiences: float32 values, the same matrix
+    assert not stats.store.is_open and torch.allclose(stats.scatter, scatter, rtol=1e-6)
+    stats.update(x[:3], y[:3])  # and merged into again in float64
+    assert stats.store.is_open and stats.count.sum() == len(y) + 3
 
 
 @pytest.mark.parametrize(("fit", "floor"), [(lambda s: lda_weights(s, 0.1), 0.95)], ids=["lda"])

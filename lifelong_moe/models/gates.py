@@ -30,8 +30,10 @@ class StatisticsGate:
     def __init__(self, statistics: StatisticsClassifier) -> None:
         self.statistics = statistics
 
-    def log_posterior(self, feats: Features, task_labels: torch.Tensor | None, experiences: Sequence[int]) -> torch.Tensor:
-        return self.statistics.experience_log_posterior(feats, experiences)
+    def log_posterior(self, feats: Features, task_labels: torch.Tensor | None, experiences: Sequence[int],
+                      rows: torch.Tensor | None = None) -> torch.Tensor:
+        """`rows`: log p(row | x) when the caller already has it (it also needs it for p(c | x, e))."""
+        return self.statistics.experience_log_posterior(feats, experiences, rows=rows)
 
 
 class TaskLabelGate:

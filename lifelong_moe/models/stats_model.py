@@ -36,6 +36,8 @@ class StatsParams:
     # chosen on validation (the first wins without validation data)
     floors: list[float] = field(default_factory=lambda: [0.0, 0.03, 0.1, 0.3])  # uniform share per modality; ties to the smallest
     conditional: str = "current"  # p(c | x, e) from today's discriminants (current) or those e ended with (frozen)
+    rank: int = 256  # the kept covariance: its top `rank` eigenpairs plus the diagonal of the rest, where smaller
+    # than its float32 upper triangle (rank < width / 2); 0: always the triangle (statistics/compact_scatter.py)
 
 
 def check_stats_params(p: StatsParams, key: str) -> None:
@@ -44,6 +46,8 @@ def check_stats_params(p: StatsParams, key: str) -> None:
 
     if p.width < 1:
         bad("width", f"must be at least 1, got {p.width}")
+    if p.rank < 0:
+        bad("rank", f"must be 0 (the full covariance) or a positive rank, got {p.rank}")
     if p.conditional not in CONDITIONALS:
         bad("conditional", f"use {' or '.join(CONDITIONALS)}, got '{p.conditional}'")
     for name in ("shrinkages", "floors"):
@@ -61,7 +65,8 @@ class ModalityStatistics:
     def __init__(self, params: StatsParams) -> None:
         self.params = params
         self.width: int | None = None
-        self.classifier = StatisticsClassifier(shrinkages=params.shrinkages, floors=params.floors, conditional=params.conditional)
+        self.classifier = StatisticsClassifier(shrinkages=params.shrinkages, floors=params.floors, conditional=params.conditional,
+                                               rank=params.rank)
 
     def settle_width(self, n_train: int) -> None:
         if self.width is None:
