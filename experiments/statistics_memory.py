@@ -1,0 +1,79 @@
+"""What the class statistics keep, and what it costs in accuracy: ACC and kept bytes per setting of
+`model.params.statistics.rank` (0: the full covariance as a float32 triangle; r: its top r eigenpairs plus
+the diagonal of the rest, where smaller), over seeds, with the real configs (every epoch, every experience).
+
+    python experiments/statistics_memory.py [--configs split_digits domains_digits] [--ranks 0 128 256 512] [--seeds 0 1 2]
+
+Writes experiments/results/statistics_memory/<config>.md and .json: per rank, ACC per seed and its mean,
+the bytes kept after each experience (`stored_bytes`) and after the last, and the difference of ACC to
+rank 0 seed by seed. `--reference NAME=BYTES:ACC,ACC,...` adds a row measured elsewhere (e.g. the float64
+square on an older commit)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+
+from lifelong_moe import load_config, run
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def measure(config: str, rank: int, seed: int, root: str) -> dict:
+    cfg = load_config(ROOT / "configs" / f"{config}.yaml", [
+        f"seed={seed}", f"output.root={root}", "trainer.cpu_threads=1", "trainer.enable_progress_bar=false",
+        f"model.params.statistics.rank={rank}"])
+    result = run(cfg, progress=lambda _: None)
+    return {"acc": result.metrics["acc"], "stored_bytes": [p["stored_bytes"] for p in result.results["parameters_per_experience"]]}
+
+
+def table(config: str, rows: dict[str, dict], seeds: list[int]) -> str:
+    base = rows.get("0")
+    lines = [f"# Class statistics kept on {config}: ACC and bytes per `statistics.rank`", "",
+             f"Seeds {seeds}; bytes after the last experience (`stored_bytes`); ΔACC against rank 0, seed by seed.", "",
+             "| setting | bytes kept | ACC per seed | mean ACC | largest abs. ΔACC vs rank 0 |", "|---|---|---|---|---|"]
+    for name, row in rows.items():
+        accs = row["acc"]
+        delta = max(abs(a - b) for a, b in zip(accs, base["acc"], strict=True)) if base and name != "0" and len(accs) == len(base["acc"]) else 0.0
+        lines.append(f"| {name if not name.isdigit() else 'rank ' + name} | {row['bytes']:,} | {', '.join(f'{a:.4f}' for a in accs)} | "
+                     f"{statistics.mean(accs):.4f} | {delta:.4f} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configs", nargs="+", default=["split_digits", "domains_digits"])
+    ap.add_argument("--ranks", nargs="+", type=int, default=[0, 128, 256, 512])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--reference", action="append", default=[], help="CONFIG:NAME=BYTES:ACC,ACC,... a row measured elsewhere")
+    ap.add_argument("--out", default=str(ROOT / "experiments" / "results" / "statistics_memory"))
+    args = ap.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for config in args.configs:
+        rows: dict[str, dict] = {}
+        for ref in args.reference:
+            where, _, value = ref.partition("=")
+            cfg_name, _, name = where.partition(":")
+            if cfg_name == config:
+                size, _, accs = value.partition(":")
+                rows[name] = {"bytes": int(size), "acc": [float(a) for a in accs.split(",")]}
+        for rank in args.ranks:
+            runs = []
+            for seed in args.seeds:
+                with tempfile.TemporaryDirectory() as root:
+                    runs.append(measure(config, rank, seed, root))
+                print(f"{config} rank {rank} seed {seed}: ACC {runs[-1]['acc']:.4f}, {runs[-1]['stored_bytes'][-1]:,} bytes", flush=True)
+            rows[str(rank)] = {"bytes": runs[0]["stored_bytes"][-1], "acc": [r["acc"] for r in runs],
+                               "stored_bytes_per_experience": runs[0]["stored_bytes"]}
+        (out / f"{config}.json").write_text(json.dumps({"seeds": args.seeds, "rows": rows}, indent=1))
+        text = table(config, rows, args.seeds)
+        (out / f"{config}.md").write_text(text)
+        print(text)
+
+
+if __name__ == "__main__":
+    main()
