@@ -52,3 +52,21 @@ def test_spoken_words_are_deterministic_standardised_and_shaped():
     assert a.modalities["signal"].shape == (32, 63) and len(a.test) == 20
     with pytest.raises(ValueError, match="speakers"):
         formant_words(FormantWordsParams(speakers=[7]), 0)
+
+
+def test_holdout_replaces_the_test_split_with_part_of_the_training_split():
+    from scenarios.config import SourceConfig
+    from scenarios.sources.base import load_source
+    from scenarios.sources.digits import DigitsParams
+    from scenarios.sources.holdout import HoldoutParams, holdout
+
+    inner = load_source("digits", DigitsParams(), 3)
+    params = HoldoutParams(source=SourceConfig("digits"), fraction=0.25)
+    data = holdout(params, 3)
+    assert len(data.train) + len(data.test) == len(inner.train)
+    both = np.concatenate([data.train.inputs["image"], data.test.inputs["image"]]).reshape(len(inner.train), -1)
+    assert np.array_equal(np.sort(both, axis=0), np.sort(inner.train.inputs["image"].reshape(len(inner.train), -1), axis=0))
+    held = np.bincount(data.test.labels, minlength=10) / np.bincount(inner.train.labels, minlength=10)
+    assert np.all(np.abs(held - 0.25) < 0.05)  # stratified
+    with pytest.raises(ValueError, match="fraction"):
+        holdout(HoldoutParams(source=SourceConfig("digits"), fraction=1.0), 0)

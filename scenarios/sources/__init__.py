@@ -7,6 +7,7 @@ from scenarios.sources import (  # noqa: F401
     digits,
     formant_words,
     hf_dataset,
+    holdout,
     image_folder,
     mnist1d,
     multimodal_digits,
