@@ -7,6 +7,7 @@ replay baseline: does the MoE's cost per sample stay flat while its experts, hea
 Per method, experience by experience, in this one process (one thread on CPU):
 - train: wall time of everything an experience costs to learn (the strategy's fit, and the model's work when
   it ends: for the MoE its class statistics and the validated weight), over the experience's training samples;
+  and `train step`: the median training step (forward, backward, optimizer) alone, per sample, on a copy;
 - inference: median over --repeats passes of the wall time per sample of a forward over --pool test samples
   drawn from the experiences seen so far, in batches of --batch, sorted by experience (`ordered`, as the
   evaluator reads them: a batch spans pool/batch-th of the seen experiences) or shuffled (`mixed`: every
@@ -36,7 +37,8 @@ from lifelong_moe import config_from_dict
 from lifelong_moe.features import build_experiment_stream
 from lifelong_moe.runner import build_model, build_strategy, sample_bytes
 from lifelong_moe.strategies.base import FitContext
-from timing import inference_pass_seconds, to_device
+from lifelong_moe.training import train_loader
+from timing import inference_pass_seconds, median_time, to_device
 
 METHODS = {  # what each method replaces in the config (None: the config's own)
     "moe": None,
@@ -57,6 +59,25 @@ def per_sample_us(model, batches: list, device: str, dtype: torch.dtype, repeats
     """Median over --repeats passes (after one warm-up pass, which also builds a grown structure's tables)."""
     inference_pass_seconds(model, batches, device, dtype)
     return statistics.median(inference_pass_seconds(model, batches, device, dtype) for _ in range(repeats)) * 1e6
+
+
+def step_us(model, batches: list, device: str, repeats: int) -> float:
+    """Median wall time of one training step (forward, backward, optimizer) per sample, on a copy of the model:
+    the model's own cost per step, without what a fit adds around the steps (a Lightning Trainer per
+    experience walks every module a few times)."""
+    model = copy.deepcopy(model)
+    model.train()
+    opt = torch.optim.Adam(model.optimizer_param_groups(), lr=1e-3)
+    it = iter(range(10**9))
+
+    def step() -> None:
+        x, y, t = batches[next(it) % len(batches)]
+        loss, _ = model.training_loss(x, y, t)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return median_time(step, device, repeats * 5, warmup=2) / len(batches[0][1]) * 1e6
 
 
 def accuracy(model, batches: list, device: str) -> float:
@@ -106,10 +127,13 @@ def run_method(name: str, args: argparse.Namespace) -> list[dict]:
             torch.cuda.synchronize()
         train_s = time.perf_counter() - t0
         ordered, mixed = batches_of(i, False), batches_of(i, True)
+        exp = stream.train_stream[i]
+        train_batches = [to_device(b, args.device) for b, _ in zip(train_loader(exp.dataset, cfg.train, i), range(4))]
         counts = model.parameter_counts()
         stored = strategy.stored_samples(stream.train_stream, i) * sample_bytes(stream) + model.stored_bytes()
         rows.append({
             "experience": i + 1, "train_us_per_sample": train_s / n_train * 1e6,
+            "step_us_per_sample": step_us(model, train_batches, args.device, args.repeats),
             "infer_us_per_sample_ordered": per_sample_us(model, ordered, args.device, dtype, args.repeats),
             "infer_us_per_sample_mixed": per_sample_us(model, mixed, args.device, dtype, args.repeats),
             "accuracy_seen": accuracy(model, mixed, args.device),
@@ -133,19 +157,20 @@ def write(results: dict[str, list[dict]], args: argparse.Namespace, header: str)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "growth.json").write_text(json.dumps({"settings": vars(args), "header": header, "rows": results}, indent=1))
-    keys = [("train_us_per_sample", "train"), ("infer_us_per_sample_ordered", "inference (ordered)"),
+    keys = [("train_us_per_sample", "train"), ("step_us_per_sample", "train step"), ("infer_us_per_sample_ordered", "inference (ordered)"),
             ("infer_us_per_sample_mixed", "inference (mixed)")]
     lines = [f"# Cost per sample along the stream ({args.config})", "", header, "",
-             "| method | experience | train us/sample | inference us/sample, ordered | mixed | accuracy on seen (mixed pool) "
-             "| parameters | active/sample | stored MB | memory MiB |", "|---|---|---|---|---|---|---|---|---|---|"]
+             "| method | experience | train us/sample | train step us/sample | inference us/sample, ordered | mixed "
+             "| accuracy on seen (mixed pool) | parameters | active/sample | stored MB | memory MiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, rows in results.items():
         T = len(rows)
         for r in rows:
             if r["experience"] in sorted({1, 2, 5, 10, 20, 50, T // 2, T}):
-                lines.append(f"| {name} | {r['experience']} | {r['train_us_per_sample']:.1f} | {r['infer_us_per_sample_ordered']:.1f} | "
+                lines.append(f"| {name} | {r['experience']} | {r['train_us_per_sample']:.1f} | {r['step_us_per_sample']:.1f} | "
+                             f"{r['infer_us_per_sample_ordered']:.1f} | "
                              f"{r['infer_us_per_sample_mixed']:.1f} | {r['accuracy_seen']:.3f} | {r['parameters']:,} | "
                              f"{r['active_per_sample']:,} | {r['stored_bytes'] / 1e6:.2f} | {r['memory_mib']:.0f} |")
-    lines += ["", f"| method | ratio | {' | '.join(label for _, label in keys)} |", "|---|---|---|---|---|"]
+    lines += ["", f"| method | ratio | {' | '.join(label for _, label in keys)} |", "|---|---|---|---|---|---|"]
     for name, rows in results.items():
         T = len(rows)
         last, tail = zip(*(ratios(rows, k) for k, _ in keys), strict=True)
@@ -162,7 +187,8 @@ def write(results: dict[str, list[dict]], args: argparse.Namespace, header: str)
     fig, axes = plt.subplots(1, 4, figsize=(18, 4))
     for name, rows in results.items():
         x = [r["experience"] for r in rows]
-        axes[0].plot(x, [r["train_us_per_sample"] for r in rows], label=name)
+        axes[0].plot(x, [r["train_us_per_sample"] for r in rows], label=f"{name}, experience")
+        axes[0].plot(x, [r["step_us_per_sample"] for r in rows], ":", label=f"{name}, step")
         axes[1].plot(x, [r["infer_us_per_sample_ordered"] for r in rows], label=f"{name}, ordered")
         axes[1].plot(x, [r["infer_us_per_sample_mixed"] for r in rows], "--", label=f"{name}, mixed")
         axes[2].plot(x, [r["stored_bytes"] / 1e6 for r in rows], label=f"{name}, stored")

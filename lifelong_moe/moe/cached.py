@@ -22,16 +22,16 @@ T = TypeVar("T")
 def derived(tensor: torch.Tensor, key: Hashable, fn: Callable[[], T]) -> T:
     """fn(), recomputed only after `tensor` was changed in place or moved."""
     cache: dict[Hashable, tuple[tuple, Any]] = tensor.__dict__.setdefault("_derived", {})
-    state = _state(tensor)
+    now = state(tensor)
     hit = cache.get(key)
-    if hit is not None and hit[0] == state:
+    if hit is not None and hit[0] == now:
         return hit[1]
     value = fn()
-    cache[key] = (state, value)
+    cache[key] = (now, value)
     return value
 
 
-def _state(t: torch.Tensor) -> tuple:
+def state(t: torch.Tensor) -> tuple:
     """What changes when a tensor's values may have: an in-place write bumps `_version`; `.to()` on a module
     swaps a parameter's data without a bump (new storage, dtype or device)."""
     return t._version, t.data_ptr(), t.dtype, t.device
@@ -53,7 +53,7 @@ class StackCache:
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return self.join(list(tensors))  # gradients must reach each member
         versions = [t._version for t in tensors]  # an in-place write (optimizer step, load_state_dict) bumps it
-        key = (len(tensors), *_state(tensors[0])) if len(tensors) else (0,)
+        key = (len(tensors), *state(tensors[0])) if len(tensors) else (0,)
         if self._value is None or tensors is not self._source or key != self._key or versions != self._versions:
             with torch.no_grad():
                 self._value = self.join(list(tensors))

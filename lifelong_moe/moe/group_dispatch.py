@@ -22,32 +22,68 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lifelong_moe.moe.cached import StackCache
+from lifelong_moe.moe.cached import state
 from lifelong_moe.moe.groups import GroupTable
 
 
 class GroupStacks:
-    """Every group's experts as one wide MLP, stacked over groups: W1 (G, g*h, d), b1 (G, g*h), W2 (G, d, g*h),
-    b2 (G, g, d); kept while no expert changes (frozen groups are not copied again for every batch)."""
+    """Every group's experts as one wide MLP (`group_weights`), stacked over groups: W1 (G, g*h, d), b1 (G, g*h),
+    W2 (G, d, g*h), b2 (G, g, d). Kept between batches; when experts change in place (the newest group,
+    trained), only their groups are copied again, so inference after an experience does not restack the
+    pool. Under autograd with trainable experts: a fresh differentiable stack."""
 
     def __init__(self) -> None:
-        g_h = lambda ts, G: torch.stack(ts).reshape(G, -1, ts[0].shape[-1])  # noqa: E731  (G*g, h, d) -> (G, g*h, d)
-        self._joins = (g_h, lambda ts, G: torch.stack(ts).reshape(G, -1),
-                       lambda ts, G: torch.stack(ts).reshape(G, -1, *ts[0].shape).permute(0, 2, 1, 3).reshape(G, ts[0].shape[0], -1),
-                       lambda ts, G: torch.stack(ts).reshape(G, -1, ts[0].shape[0]))
-        self._caches: list[StackCache] = []
         self._table: GroupTable | None = None
-        self._tensors: list[list[torch.Tensor]] = []
+        self._groups: list[list[nn.Module]] = []
+        self._params: list[list[torch.Tensor]] = []
+        self._versions: list[list[int]] = []
+        self._key: tuple = ()
+        self._value: tuple[torch.Tensor, ...] | None = None
+
+    def _stack(self, groups: list[list[nn.Module]]) -> tuple[torch.Tensor, ...]:
+        return tuple(torch.stack(parts) for parts in zip(*(group_weights(group) for group in groups), strict=True))
 
     def __call__(self, table: GroupTable, experts: Sequence[nn.Module]) -> tuple[torch.Tensor, ...]:
         if table is not self._table:
-            G = len(table.members)
-            ordered = [experts[e] for g in range(G) for e in table.members[g]]
-            self._tensors = [[getattr(getattr(e, layer), name) for e in ordered] for layer in ("fc1", "fc2") for name in ("weight", "bias")]
-            self._caches = [StackCache(lambda ts, join=join, G=G: join(ts, G)) for join in self._joins]
-            self._table = table
-        w1, b1, w2, b2 = (cache(ts) for cache, ts in zip(self._caches, self._tensors, strict=True))
-        return w1, b1, w2, b2
+            groups = [[experts[e] for e in table.members[g]] for g in range(len(table.members))]
+            before = self._groups  # the pool grows by appending groups: the stacked ones carry over
+            if len(before) > len(groups) or any(a is not b for g, h in zip(before, groups) for a, b in zip(g, h)):
+                self._value = None
+            self._table, self._groups = table, groups
+            self._params = [[t for e in group for t in (e.fc1.weight, e.fc1.bias, e.fc2.weight, e.fc2.bias)] for group in groups]
+        if torch.is_grad_enabled() and any(p.requires_grad for params in self._params for p in params):
+            return self._stack(self._groups)
+        versions = [[p._version for p in params] for params in self._params]  # in-place writes bump them
+        key = state(self._params[0][0])  # a move of the pool shows in any member's storage
+        with torch.no_grad():
+            if self._value is None or key != self._key:
+                self._value = self._stack(self._groups)
+            else:
+                have = len(self._value[0])
+                if have < len(self._groups):  # groups appended: written into spare room (doubled when full)
+                    self._value = tuple(_extended(stacked, part) for stacked, part in
+                                        zip(self._value, self._stack(self._groups[have:]), strict=True))
+                    self._versions = self._versions[:have] + versions[have:]
+                for g, (old, new) in enumerate(zip(self._versions, versions, strict=True)):
+                    if old != new:
+                        for stacked, part in zip(self._value, group_weights(self._groups[g]), strict=True):
+                            stacked[g].copy_(part)
+        self._versions, self._key = versions, key
+        return self._value
+
+
+def _extended(stacked: torch.Tensor, more: torch.Tensor) -> torch.Tensor:
+    """cat([stacked, more]) along the groups, as a view of a buffer with room to spare: appending a group
+    each experience copies the pool only when the room doubles, not every time."""
+    have, need = len(stacked), len(stacked) + len(more)
+    room = stacked.__dict__.get("_room")
+    if room is None or len(room) < need or room.data_ptr() != stacked.data_ptr():
+        room = stacked.new_empty(max(2 * have, need), *stacked.shape[1:])
+        room[:have] = stacked
+    room[have:need] = more
+    out = room[:need]
+    out.__dict__["_room"] = room
+    return out
 
 
 def group_weights(experts: Sequence[nn.Module]) -> tuple[torch.Tensor, ...]:
