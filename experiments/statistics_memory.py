@@ -31,15 +31,16 @@ def measure(config: str, rank: int, seed: int, root: str) -> dict:
 
 
 def table(config: str, rows: dict[str, dict], seeds: list[int]) -> str:
-    base = rows.get("0")
+    """Markdown: one row per setting; sizes and ACC differences against the first row (the reference, if given)."""
+    base_name, base = next(iter(rows.items()))
     lines = [f"# Class statistics kept on {config}: ACC and bytes per `statistics.rank`", "",
-             f"Seeds {seeds}; bytes after the last experience (`stored_bytes`); ΔACC against rank 0, seed by seed.", "",
-             "| setting | bytes kept | ACC per seed | mean ACC | largest abs. ΔACC vs rank 0 |", "|---|---|---|---|---|"]
+             f"Seeds {seeds}; bytes after the last experience (`stored_bytes`); ΔACC = ACC - ACC of `{base_name}`, seed by seed.", "",
+             f"| setting | bytes kept | / {base_name} | ACC per seed | mean ACC | ΔACC per seed |", "|---|---|---|---|---|---|"]
     for name, row in rows.items():
         accs = row["acc"]
-        delta = max(abs(a - b) for a, b in zip(accs, base["acc"], strict=True)) if base and name != "0" and len(accs) == len(base["acc"]) else 0.0
-        lines.append(f"| {name if not name.isdigit() else 'rank ' + name} | {row['bytes']:,} | {', '.join(f'{a:.4f}' for a in accs)} | "
-                     f"{statistics.mean(accs):.4f} | {delta:.4f} |")
+        deltas = ", ".join(f"{a - b:+.4f}" for a, b in zip(accs, base["acc"], strict=True)) if len(accs) == len(base["acc"]) else ""
+        lines.append(f"| {'rank ' + name if name.isdigit() else name} | {row['bytes']:,} | {row['bytes'] / base['bytes']:.3f} | "
+                     f"{', '.join(f'{a:.4f}' for a in accs)} | {statistics.mean(accs):.4f} | {deltas} |")
     return "\n".join(lines) + "\n"
 
 
