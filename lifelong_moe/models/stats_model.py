@@ -36,8 +36,8 @@ class StatsParams:
     # chosen on validation (the first wins without validation data)
     floors: list[float] = field(default_factory=lambda: [0.0, 0.03, 0.1, 0.3])  # uniform share per modality; ties to the smallest
     conditional: str = "current"  # p(c | x, e) from today's discriminants (current) or those e ended with (frozen)
-    rank: int = 256  # the kept covariance: its top `rank` eigenpairs plus the diagonal of the rest, where smaller
-    # than its float32 upper triangle (rank < width / 2); 0: always the triangle (statistics/compact_scatter.py)
+    rank_share: float = 0.375  # the kept covariance of a wide space (1024+ features): its top (rank_share x width)
+    # eigenpairs plus the diagonal of the rest (share < 0.5); 0 or narrower: its float32 triangle (statistics/compact_scatter.py)
 
 
 def check_stats_params(p: StatsParams, key: str) -> None:
@@ -46,8 +46,8 @@ def check_stats_params(p: StatsParams, key: str) -> None:
 
     if p.width < 1:
         bad("width", f"must be at least 1, got {p.width}")
-    if p.rank < 0:
-        bad("rank", f"must be 0 (the full covariance) or a positive rank, got {p.rank}")
+    if not 0.0 <= p.rank_share <= 1.0:
+        bad("rank_share", f"give a share of the width in [0, 1] (0: the full covariance), got {p.rank_share}")
     if p.conditional not in CONDITIONALS:
         bad("conditional", f"use {' or '.join(CONDITIONALS)}, got '{p.conditional}'")
     for name in ("shrinkages", "floors"):
@@ -66,7 +66,7 @@ class ModalityStatistics:
         self.params = params
         self.width: int | None = None
         self.classifier = StatisticsClassifier(shrinkages=params.shrinkages, floors=params.floors, conditional=params.conditional,
-                                               rank=params.rank)
+                                               rank_share=params.rank_share)
 
     def settle_width(self, n_train: int) -> None:
         if self.width is None:

@@ -35,6 +35,7 @@ from lifelong_moe.moe.segments import NEG, segment_logsumexp
 from lifelong_moe.statistics.class_statistics import ClassStatistics, lda_weights
 
 MODALITY_MISMATCH = 1e3  # log-score cost per modality a row and a sample do not share
+WIDE = 1024  # features from which the kept scatter may be low rank (`rank_share`): its triangle passes 2 MB there
 CONDITIONALS = ("current", "frozen")
 
 Features = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (features (B, D), present (B,) bool)
@@ -42,12 +43,13 @@ Batch = tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]  # inputs, 
 
 
 class StatisticsClassifier(nn.Module):
-    def __init__(self, *, shrinkages: Sequence[float], floors: Sequence[float], conditional: str = "current", rank: int = 0) -> None:
+    def __init__(self, *, shrinkages: Sequence[float], floors: Sequence[float], conditional: str = "current",
+                 rank_share: float = 0.0) -> None:
         super().__init__()
         if conditional not in CONDITIONALS:
             raise ValueError(f"conditional must be one of {CONDITIONALS}, got {conditional!r}")
         self.shrinkages, self.floors, self.conditional = tuple(shrinkages), tuple(floors), conditional
-        self.rank = rank  # of the kept scatter (`compact_scatter.py`)
+        self.rank_share = rank_share  # of the kept scatter, as a share of each modality's width (`compact_scatter.py`)
         self.views = nn.ModuleDict()
         self.stats = nn.ModuleDict()
         self.register_buffer("row_experience", torch.zeros(0, dtype=torch.long))
@@ -74,7 +76,8 @@ class StatisticsClassifier(nn.Module):
         """A fixed feature space for modality `name`: a module (B, ...) -> (B, view.out_dim)."""
         device = self.row_class.device
         self.views[name] = view.to(device)
-        self.stats[name] = ClassStatistics(view.out_dim, self.n_rows, self.rank).to(device)
+        rank = round(self.rank_share * view.out_dim) if view.out_dim >= WIDE else 0
+        self.stats[name] = ClassStatistics(view.out_dim, self.n_rows, rank).to(device)
         self.register_buffer(f"shrinkage_correct_{name}", torch.zeros(len(self.shrinkages), dtype=torch.float64, device=device))
         for prefix in self._discriminants:
             self.register_buffer(f"{prefix}W_{name}", torch.zeros(view.out_dim, self.n_rows, device=device))
