@@ -16,9 +16,14 @@ def _forwards(model, x):
     with torch.no_grad():
         out = model.evaluation_step(x, None)
     model.train()
-    loss, _ = model.training_loss(x, torch.zeros(len(x["m0"]), dtype=torch.long), torch.zeros(len(x["m0"]), dtype=torch.long))
+    labels = torch.zeros(len(x["m0"]), dtype=torch.long, device=x["m0"].device)
+    loss, _ = model.training_loss(x, labels, labels)
     model.eval()
     return out, loss
+
+
+def _to(batch, device):
+    return {k: _to(v, device) for k, v in batch.items()} if isinstance(batch, dict) else batch.to(device)
 
 
 def test_the_guard_catches_what_synchronises():
@@ -47,8 +52,7 @@ def test_moe_forward_on_the_gpu_path_never_waits_for_the_host(tmp_path, conditio
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA; the CPU test above checks the same path's calls")
 def test_moe_forward_on_cuda_bf16_never_synchronises(tmp_path):
     model, x = trained(tmp_path, UNEVEN, conditional="current")
-    model = model.cuda()
-    x = {k: v.cuda() for k, v in x.items()}
+    model, x = model.cuda(), _to(x, "cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         expected, _ = _forwards(model, x)
         torch.cuda.synchronize()
