@@ -27,6 +27,8 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader worker processes
     modality_dropout: float = 0.0  # remedy for modality imbalance: each present modality of a training
     # sample is masked out with this probability (a sample keeps at least one)
+    shift_augment: float = 0.0  # training images and signals shifted at random by up to this share of each
+    # spatial or time axis (zero fill), for every method alike (scenarios/augment.py)
     validation_fraction: float = 0.1  # share of each experience's training samples held out (stratified,
     # seeded) to choose hyperparameters on; never the test data
 

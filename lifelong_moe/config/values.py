@@ -79,6 +79,8 @@ def _check_train(cfg: ExperimentConfig) -> None:
     _int_range("train.num_workers", t.num_workers, 0, MAX_NUM_WORKERS)
     _int_range("trainer.cpu_threads", cfg.trainer.cpu_threads, 0, 1024)
     _unit_interval("train.modality_dropout", t.modality_dropout)
+    if not 0.0 <= t.shift_augment <= 0.5:
+        raise ConfigError(f"train.shift_augment: must lie in [0, 0.5] (a share of each axis), got {t.shift_augment}")
     if not (math.isfinite(t.validation_fraction) and 0.0 <= t.validation_fraction <= 0.5):
         raise ConfigError(f"train.validation_fraction: must lie in [0, 0.5], got {t.validation_fraction}")
 

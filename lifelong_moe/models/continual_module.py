@@ -23,6 +23,7 @@ from lifelong_moe.config.schema import TrainConfig
 from lifelong_moe.errors import InputError
 from lifelong_moe.models.encoders import build_encoder
 from scenarios import Experience
+from scenarios.augment import shift_augment
 from scenarios.masking import drop_modalities
 from scenarios.modality import MASK_KEY, ModalitySpec
 
@@ -177,7 +178,7 @@ class ContinualModule(L.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         x, y, t = batch
-        x = drop_modalities(x, self.train_cfg.modality_dropout, list(self.encoders))
+        x = shift_augment(drop_modalities(x, self.train_cfg.modality_dropout, list(self.encoders)), self.train_cfg.shift_augment)
         loss, logits = self.training_loss(x, y, t)
         for term in self.loss_terms:
             loss = loss + term(self, x, y, logits)

@@ -2,7 +2,8 @@
 that have experts. The MoE model routes each sample to the experts of its most likely experience and
 weighs every experience's prediction by p(e | x); which gate it uses is its only source of task identity.
 
-- `StatisticsGate`: from class statistics in fixed feature spaces (task-free; the default).
+- `StatisticsGate`: from class statistics in fixed feature spaces (task-free; the default), and with `gate:
+  nested` also in the groups' own learned features (`statistics/nested.py`).
 - `TaskLabelGate`: from the task label (task-incremental streams, where labels are given at test time).
 
 A gate is any object with `log_posterior(feats, task_labels, experiences) -> (B, n)`; `feats` are the
@@ -25,15 +26,17 @@ class ExperienceGate(Protocol):
 
 
 class StatisticsGate:
-    """p(e | x) = sum over e's (experience, class) rows of p(row | x), from the statistics classifier."""
+    """p(e | x) = sum over e's (experience, class) rows of p(row | x), from the statistics classifier; with
+    `learned` (B, R), the log p(row | x) of the statistics in the groups' own features (`NestedStatistics`),
+    as a second expert of the product."""
 
-    def __init__(self, statistics: StatisticsClassifier) -> None:
-        self.statistics = statistics
+    def __init__(self, statistics: StatisticsClassifier, learned: torch.Tensor | None = None) -> None:
+        self.statistics, self.learned = statistics, learned
 
     def log_posterior(self, feats: Features, task_labels: torch.Tensor | None, experiences: Sequence[int],
                       rows: torch.Tensor | None = None) -> torch.Tensor:
-        """`rows`: log p(row | x) when the caller already has it (it also needs it for p(c | x, e))."""
-        return self.statistics.experience_log_posterior(feats, experiences, rows=rows)
+        """`rows`: log p(row | x) (with `learned`) when the caller already has it (it also needs it for p(c | x, e))."""
+        return self.statistics.experience_log_posterior(feats, experiences, self.learned, rows=rows)
 
 
 class TaskLabelGate:

@@ -33,7 +33,7 @@ from lifelong_moe.models.freezing import ENCODER_TRAINING, freeze_old
 from lifelong_moe.models.gates import StatisticsGate, TaskLabelGate
 from lifelong_moe.models.group_encoders import GroupEncoders
 from lifelong_moe.models.moe_probes import CommunicationProbe, RoutingProbe, StatisticsProbe
-from lifelong_moe.models.moe_routing import ExperienceTables, HeadStacks, routed_prediction, token_layout
+from lifelong_moe.models.moe_routing import ExperienceTables, HeadStacks, Tokens, routed_prediction, token_layout
 from lifelong_moe.models.stats_model import ModalityStatistics, StatsParams, check_stats_params
 from lifelong_moe.moe import COMMUNICATION, GROWTH, MoELayer, decide_growth
 from lifelong_moe.moe.cached import derived
@@ -41,6 +41,7 @@ from lifelong_moe.moe.groups import GroupRoute
 from lifelong_moe.moe.segments import NEG
 from lifelong_moe.moe.shared_anchor import SharedAnchor
 from lifelong_moe.registry import MODELS
+from lifelong_moe.statistics.nested import NestedStatistics
 from scenarios import Experience
 from scenarios.modality import ModalitySpec
 
@@ -72,6 +73,8 @@ class MoEParams:
     expert_weights: list[float] = field(default_factory=lambda: [0.5, 0.0, 0.25, 0.75, 1.0])  # candidates for w,
     # chosen on validation (the first wins without validation data)
     statistics: StatsParams = field(default_factory=StatsParams)  # the gate and p_stat (models/stats_model.py)
+    gate: str = "fixed"  # fixed: statistics in fixed feature maps; nested: also in each group's own learned
+    # features (statistics/nested.py; every group then runs on every sample at test time)
 
 
 class ExperienceHead(nn.Module):
@@ -114,6 +117,9 @@ class MoEModel(ContinualModule):
         self.group_encoders = GroupEncoders()
         self._statistics = ModalityStatistics(params.statistics)
         self.statistics = self._statistics.classifier
+        self.nested = NestedStatistics(params.embed_dim, params.statistics.shrinkages) if params.gate == "nested" else None
+        if self.nested is not None:
+            self.part_names = (*self.part_names, "fixed_statistics")
         self.register_buffer("weight_correct", torch.zeros(len(params.expert_weights), dtype=torch.float64))
         self.register_buffer("frozen_weight", torch.zeros(0))  # conditional frozen: each experience's w
         self.experience_group: dict[int, int] = {}
@@ -162,12 +168,16 @@ class MoEModel(ContinualModule):
         if decision.grow:
             for layer in self.layers:
                 layer.grow(self.settings.experts_per_growth, group)
+            if self.nested is not None:
+                self.nested.add_stage()
             if self.settings.encoder_training == "per_group" and group > 0:
                 self.group_encoders.grow(group, self.group_encoders.of(self.experience_group[e - 1], self.encoders), known)
         self.experience_group[e], self.growth_log[e] = group, decision.reason
         self.heads[str(e)] = ExperienceHead(self.settings.embed_dim, exp.classes).to(self.device)
         self._tables = None
         self.statistics.add_rows(e, exp.classes)
+        if self.nested is not None:
+            self.nested.add_rows(group, len(exp.classes))
         if self.statistics.frozen:  # this experience's w until it ends: the current choice
             self.frozen_weight = torch.cat([self.frozen_weight, self.frozen_weight.new_full((1,), self.expert_weight)])
         shared = {id(p) for p in self.shared_anchor.parameters_held} if self.shared_anchor is not None else set()
@@ -197,11 +207,33 @@ class MoEModel(ContinualModule):
         was_training = self.training
         self.eval()
         validation = list(self.batches(exp.validation)) if exp.validation is not None else None
+        learned = self._learn_nested(exp, validation) if self.nested is not None else {}
         self.choices[exp.index] = self.statistics.learn(exp.index, self.batches(exp.dataset), validation, self._choose_weight)
-        self.choices[exp.index]["expert_weight"] = self.expert_weight
+        self.choices[exp.index].update({**learned, "expert_weight": self.expert_weight})
         if self.statistics.frozen:
             self.frozen_weight[exp.index] = self.expert_weight
         self.train(was_training)
+
+    @torch.no_grad()
+    def _learn_nested(self, exp: Experience, validation: list[Any] | None) -> dict[str, float]:
+        """The experience's samples, through every group so far, into the nested statistics; the shrinkage
+        chosen on its validation split, which then joins them too."""
+        def features(batches: Any) -> Any:
+            for x, present, y in batches:
+                tokens, present = self.modality_tokens(x)
+                yield self.group_features(x, tokens, present), self.statistics.row_of(exp.index, y)
+
+        for feats, rows in features(self.batches(exp.dataset)):
+            self.nested.observe(feats, rows)
+        if validation is not None:
+            val = list(features(validation))
+            joined = [torch.cat([f[g] for f, _ in val]) for g in range(self.n_groups)]
+            rows = torch.cat([r for _, r in val])
+            self.nested.fit((joined, rows, self.statistics.row_class))
+            self.nested.observe(joined, rows)
+        chosen = self.nested.fit(None)
+        self.nested.settle()  # packed until the next experience, as a checkpoint holds them
+        return chosen
 
     # ---- the weight of the experts against the statistics -------------------------------------------
     @property
@@ -236,23 +268,36 @@ class MoEModel(ContinualModule):
         tables = self.tables()
         exps = tables.experiences
         feats = self.statistics.featurize(inputs, present) if current is None else {}
+        learned = None  # gate: nested, the statistics in the groups' own features
+        if current is None and self.nested is not None and self.nested.n_rows:
+            learned = self.nested.log_posterior(self.group_features(inputs, tokens, present))
         rows = None
         if current is not None:
             log_pe = torch.where(tables.experience == current, 0.0, NEG).expand(B, -1)
         elif self.task_incremental and task_labels is not None:
             log_pe = TaskLabelGate(self.experience_task).log_posterior(feats, task_labels, exps)
         else:
-            rows = self.statistics.row_log_posterior(feats)  # every row scored once, for the gate and p_stat
-            log_pe = StatisticsGate(self.statistics).log_posterior(feats, None, exps, rows=rows)  # (B, n_exp)
+            rows = self.statistics.row_log_posterior(feats, learned)  # every row scored once, for the gate and p_stat
+            log_pe = StatisticsGate(self.statistics, learned).log_posterior(feats, None, exps, rows=rows)  # (B, n_exp)
         routed = log_pe.argmax(1)  # (B,) the routed experience's column
         sample_group = tables.group_of[routed]
+        single = self.experience_group[current] if current is not None else None
+        pooled, aux, t, routings, comm_stats = self._experts(inputs, tokens, present, sample_group, single)
+        logits, scored = self._predict(pooled, tables, log_pe, routed, feats, rows, learned, current, expert_weight, parts)
+        routed_experience = tables.experience[routed] if exps else None
+        return MoEForward(logits, aux, t.sample, t.modality, routings, comm_stats, scored, routed_experience, t.present)
+
+    def _experts(self, inputs: dict[str, Any], tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
+                 sample_group: torch.Tensor, single: int | None = None) -> tuple[torch.Tensor, torch.Tensor, Tokens, list[Any], list[dict]]:
+        """Each sample through the experts (and per-group encoders) of its group `sample_group` (B,), or of the
+        group `single` for every sample (known on the host): the pooled representation (B, D), the auxiliary
+        loss, the tokens' layout, routings, communication."""
         if len(self.group_encoders):
             tokens = self.group_encoders.encode(inputs, tokens, sample_group, self.modality_embed)
-
         # every (sample, modality) token, absent ones weighted 0; the communication modules run group by group
         # on the present tokens alone (they wait for the host anyway)
         t = token_layout(tokens, present, only_present=any(len(layer.comm) for layer in self.layers))
-        route = GroupRoute(single=self.experience_group[current]) if current is not None else GroupRoute(sample_group[t.sample])
+        route = GroupRoute(single=single) if single is not None else GroupRoute(sample_group[t.sample])
         weight = t.present.to(t.h.dtype)
         h, aux = t.h, t.h.new_zeros(())
         routings, comm_stats = [], []
@@ -262,15 +307,19 @@ class MoEModel(ContinualModule):
             aux = aux + self.settings.balance_loss_weight * out.balance_loss + self.settings.z_loss_weight * out.z_loss
             routings.append(out.routing)
             comm_stats.append(out.stats)
-        pooled = h.new_zeros(B, h.shape[1]).index_add_(0, t.sample, h * weight.unsqueeze(1))
+        pooled = h.new_zeros(len(sample_group), h.shape[1]).index_add_(0, t.sample, h * weight.unsqueeze(1))
         pooled = self.final_norm(pooled / t.presence.sum(1, keepdim=True).clamp_min(1).to(h.dtype))  # (B, D)
-        logits, scored = self._predict(pooled, tables, log_pe, routed, feats, rows, current, expert_weight, parts)
-        routed_experience = tables.experience[routed] if exps else None
-        return MoEForward(logits, aux, t.sample, t.modality, routings, comm_stats, scored, routed_experience, t.present)
+        return pooled, aux, t, routings, comm_stats
+
+    def group_features(self, inputs: dict[str, Any], tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Every group's pooled representation of every sample, [(B, D)] in group order (`gate: nested`)."""
+        B = len(next(iter(tokens.values())))
+        full = lambda g: torch.full((B,), g, dtype=torch.long, device=self.device)  # noqa: E731
+        return [self._experts(inputs, tokens, present, full(g), single=g)[0].detach() for g in range(self.n_groups)]
 
     def _predict(self, pooled: torch.Tensor, tables: ExperienceTables, log_pe: torch.Tensor, routed: torch.Tensor, feats: Any,
-                 rows: torch.Tensor | None, current: int | None, expert_weight: float | None, parts: bool = True
-                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 rows: torch.Tensor | None, learned: torch.Tensor | None, current: int | None, expert_weight: float | None,
+                 parts: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """log p(c | x) (B, C) by the formula in the module docstring, and each part alone; the experts' part
         from the routed head alone (`moe_routing.routed_prediction`)."""
         if current is not None:  # training: the current head over its classes
@@ -281,10 +330,13 @@ class MoEModel(ContinualModule):
         if not tables.experiences:  # the untrained model
             return pooled.new_full((len(pooled), self.n_classes), NEG), {}
         order = derived(self.statistics.row_experience, "column_order",
-                        lambda: torch.argsort(self.statistics.row_experience, stable=True))
-        stat = self.statistics.conditional_log_posterior(feats, rows=rows)[:, order]  # (B, K) by head column
-        return routed_prediction(pooled, self._head_stacks(tables), tables, stat, log_pe, routed,
-                                 self._weights(tables, expert_weight), self.n_classes, _mix, parts)
+                        lambda: torch.argsort(self.statistics.row_experience, stable=True))  # rows in head-column order
+        stat = self.statistics.conditional_log_posterior(feats, learned, rows=rows)[:, order]  # (B, K) by head column
+        logits, scored = routed_prediction(pooled, self._head_stacks(tables), tables, stat, log_pe, routed,
+                                           self._weights(tables, expert_weight), self.n_classes, _mix, parts)
+        if parts and learned is not None:  # what the fixed feature maps alone would say (the `stats` model)
+            scored["fixed_statistics"] = self.statistics.class_log_posterior(feats, self.n_classes)
+        return logits, scored
 
     def logits(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of the classes of every head; classes without a head score NEG (finite, so no NaN)."""
@@ -330,7 +382,7 @@ class MoEModel(ContinualModule):
         return {**counts, "active_per_sample": active, "routed_experts_per_layer": len(self.expert_owner)}
 
     def stored_bytes(self) -> int:
-        return self.statistics.nbytes
+        return self.statistics.nbytes + (self.nested.nbytes if self.nested is not None else 0)
 
     def structure_state(self) -> dict[str, Any]:
         names = {id(p): n for n, p in self.named_parameters()}
@@ -354,6 +406,9 @@ class MoEModel(ContinualModule):
         for g in dict.fromkeys(owners):  # groups in order of first appearance
             for layer in self.layers:
                 layer.grow(owners.count(g), g)
+        if self.nested is not None:
+            for _ in dict.fromkeys(owners):
+                self.nested.add_stage()
         for g, modalities in state["group_encoders"].items():  # the values come with the state dict
             self.group_encoders.grow(int(g), self.encoders, modalities)
         for e, classes in state["heads"].items():
@@ -398,6 +453,8 @@ def _check(p: MoEParams) -> None:
         bad("max_experts", f"must be 0 (no cap) or at least experts_per_growth ({p.experts_per_growth})")
     if p.encoder_training not in ENCODER_TRAINING:
         bad("encoder_training", f"use {', '.join(ENCODER_TRAINING)}, got '{p.encoder_training}'")
+    if p.gate not in ("fixed", "nested"):
+        bad("gate", f"use fixed or nested, got '{p.gate}'")
     if p.communication not in COMMUNICATION:
         bad("communication", f"unknown mode '{p.communication}'; use one of {', '.join(COMMUNICATION)}")
     if COMMUNICATION.get(p.communication).anchors_shared_experts and p.shared.n < 1:

@@ -269,14 +269,17 @@ class StatisticsClassifier(nn.Module):
     def _n_experience_ids(self) -> int:
         return derived(self.row_experience, "n", lambda: int(self.row_experience.max()) + 1)
 
-    def row_log_posterior(self, feats: Features) -> torch.Tensor:
-        """log p(row | x) (B, R) from today's discriminants and floor."""
-        return self._combine(self._modality_log_posteriors(feats), self.floor)
+    def row_log_posterior(self, feats: Features, extra: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(row | x) (B, R) from today's discriminants and floor; `extra` (B, R), another expert's log
+        p(row | x) (e.g. `NestedStatistics` on learned features), joins the product."""
+        rows = self._combine(self._modality_log_posteriors(feats), self.floor)
+        return rows if extra is None else (rows + extra).log_softmax(1)
 
-    def experience_log_posterior(self, feats: Features, experiences: Sequence[int], rows: torch.Tensor | None = None) -> torch.Tensor:
+    def experience_log_posterior(self, feats: Features, experiences: Sequence[int], extra: torch.Tensor | None = None,
+                                 rows: torch.Tensor | None = None) -> torch.Tensor:
         """log p(e | x) (B, n) over `experiences`: the sum of each one's rows (rows of others are dropped).
-        `rows`: `row_log_posterior(feats)`, when the caller has it already."""
-        rows = self.row_log_posterior(feats) if rows is None else rows
+        `rows`: `row_log_posterior(feats, extra)`, when the caller has it already."""
+        rows = self.row_log_posterior(feats, extra) if rows is None else rows
         extra = len(experiences)
 
         def columns() -> torch.Tensor:
@@ -286,14 +289,16 @@ class StatisticsClassifier(nn.Module):
         cols = derived(self.row_experience, ("columns", tuple(experiences), rows.device), columns)
         return segment_logsumexp(rows, cols, extra + 1)[:, :extra]
 
-    def conditional_log_posterior(self, feats: Features, rows: torch.Tensor | None = None) -> torch.Tensor:
+    def conditional_log_posterior(self, feats: Features, extra: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
         """log p(c(row) | x, e(row)) (B, R): each row's share of its experience. `frozen`: from the
         discriminants and floor the experience ended with, normalised within each experience per modality,
-        mixed there with its floor and fused over the modalities present."""
+        mixed there with its floor and fused over the modalities present. `extra` as in `row_log_posterior`
+        (its share within each experience joins the product); `rows`: `row_log_posterior(feats, extra)`,
+        when the caller has it already."""
         seg, E = self.row_experience, self._n_experience_ids
         within = lambda s: s - segment_logsumexp(s, seg, E).gather(1, seg.expand_as(s))  # noqa: E731
         if not self.frozen:
-            return within(self.row_log_posterior(feats) if rows is None else rows)
+            return within(self.row_log_posterior(feats, extra) if rows is None else rows)
         floor = self.frozen_floor.clamp(1e-12, 1.0 - 1e-12)  # (R,)
         total = None
         for m, (z, keep) in feats.items():
@@ -304,7 +309,7 @@ class StatisticsClassifier(nn.Module):
             mixed = torch.logaddexp(logp + torch.log1p(-floor), uniform + floor.log())
             part = torch.where(known, mixed, torch.zeros_like(mixed)) * keep.unsqueeze(1).float()
             total = part if total is None else total + part
-        return within(total)
+        return within(total if extra is None else total + within(extra))
 
     def class_log_posterior(self, feats: Features, n_classes: int) -> torch.Tensor:
         """log p(c | x) (B, n_classes) = log sum_e p(e | x) p(c | x, e): under `current` plain LDA's posterior."""

@@ -25,6 +25,7 @@ from lifelong_moe.models.continual_module import ContinualModule, make_optimizer
 from lifelong_moe.registry import STRATEGIES
 from lifelong_moe.strategies.base import FitContext
 from scenarios import Experience
+from scenarios.augment import shift_augment
 
 # The runner evaluates and logs; Avalanche's own evaluator is given no loggers on purpose.
 warnings.filterwarnings("ignore", message="No loggers specified, metrics will not be logged")
@@ -44,6 +45,8 @@ class AvalancheBackbone(nn.Module):
         self.mask_unseen = mask_unseen
 
     def forward(self, x: dict[str, Any]) -> torch.Tensor:
+        if self.training:  # the same augmentation as the native strategies' training steps
+            x = type(x)(shift_augment(x, self.module.train_cfg.shift_augment))
         return self.module(x, None) if self.mask_unseen else self.module.logits(x)
 
 
