@@ -4,15 +4,19 @@
 costs the same matmul FLOPs in both. Both blocks include the pre-norm and the residual; the MoE layer also
 pays for its router and auxiliary losses. Ratios are dense time / MoE time (1.0 = as fast as dense), all
 measured in one process. The experts come from two growth steps (n-2 older, 2 newest); the last columns
-time the same layer with the older ones frozen (no weight gradients). The last column is the ratio of the bare
-GEMMs alone, split evenly over the experts: what the hardware allows a one-matmul-pair-per-expert layer.
+time the same layer with the older ones frozen (no weight gradients). The GEMM-only bounds are the ratio of
+the bare GEMMs alone, split evenly over the experts: what the hardware allows a one-matmul-pair-per-expert
+layer, with each GEMM's output freed at once (`freed`: the next GEMM reuses hot memory) or kept to the end
+of the step (`kept`: as a real step keeps its activations and every expert's weight gradient). The last
+columns give the layer's ratio as a share of each bound (1.0: the layer costs only its GEMMs).
 
-    python experiments/bench_moe_layer.py [--device cpu|cuda] [--dtype float32|bfloat16] [--experts 4 16 64 256]
+    python experiments/bench_moe_layer.py [--device cpu|cuda] [--dtype float32|bf16] [--experts 4 16 64 256]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 import torch
 from torch import nn
@@ -31,10 +35,11 @@ class DenseBlock(nn.Module):
         return x + self.ffn(self.norm(x))
 
 
-def matmul_bound(tokens: int, dim: int, hidden: int, k: int, n_experts: int, device: str, repeats: int) -> float:
+def matmul_bound(tokens: int, dim: int, hidden: int, k: int, n_experts: int, device: str, repeats: int, keep: bool = False) -> float:
     """Dense time / per-expert time of the bare GEMMs of a GELU MLP (forward: x W1^T, h W2^T; backward:
     g^T h, g W2, gh^T x, gh W1), tokens split evenly over the experts: the best ratio any layer that runs
-    one matmul pair per expert could reach, before routing, sorting or gathering cost anything."""
+    one matmul pair per expert could reach, before routing, sorting or gathering cost anything. `keep`:
+    every output lives to the end of the step (as activations and weight gradients do)."""
 
     def gemms(m: int, width: int, count: int):
         # distinct tensors per expert, as real experts have: reusing one set would keep it cache-hot
@@ -43,8 +48,11 @@ def matmul_bound(tokens: int, dim: int, hidden: int, k: int, n_experts: int, dev
                 for _ in range(count)]
 
         def run() -> None:
+            kept = []
             for x, g, h, gh, w1, w2 in sets:
-                x @ w1.T, h @ w2.T, g.T @ h, g @ w2, gh.T @ x, gh @ w1
+                outputs = (x @ w1.T, h @ w2.T, g.T @ h, g @ w2, gh.T @ x, gh @ w1)
+                if keep:
+                    kept.append(outputs)
 
         return run
 
@@ -56,7 +64,7 @@ def matmul_bound(tokens: int, dim: int, hidden: int, k: int, n_experts: int, dev
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "bf16"])
     ap.add_argument("--experts", type=int, nargs="+", default=[4, 16, 64, 256])
     ap.add_argument("--tokens", type=int, default=4096)
     ap.add_argument("--dim", type=int, default=256)
@@ -65,7 +73,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=10)
     args = ap.parse_args()
     torch.manual_seed(0)
-    dev, dtype = args.device, getattr(torch, args.dtype)
+    dev, dtype = args.device, torch.bfloat16 if args.dtype in ("bf16", "bfloat16") else torch.float32
     x = torch.randn(args.tokens, args.dim, device=dev)
 
     def step_of(block):
@@ -79,8 +87,9 @@ def main() -> None:
 
     dense = DenseBlock(args.dim, args.k * args.hidden).to(dev)
     print(f"device={dev} dtype={args.dtype} tokens={args.tokens} d={args.dim} hidden={args.hidden} top-{args.k} "
-          f"threads={torch.get_num_threads()}")
-    print("| experts | dense ms | MoE ms | dense/MoE | MoE, all but 2 frozen ms | dense/frozen-MoE | GEMM-only bound |\n|---|---|---|---|---|---|---|")
+          f"threads={torch.get_num_threads()} load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print("| experts | dense ms | MoE ms | dense/MoE | MoE, all but 2 frozen ms | dense/frozen-MoE | GEMM-only bound, freed | kept "
+          "| MoE / bound, freed | kept | frozen-MoE / bound, freed | kept |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in args.experts:
         layer = MoELayer(args.dim, args.hidden, args.k).to(dev)
         layer.grow(n - 2, group=0)  # as after a stream: the old experts' bank, then the newest 2
@@ -90,9 +99,11 @@ def main() -> None:
         for expert in layer.pool.experts_of(group=0):
             expert.requires_grad_(False)
         t_frozen = median_time(step_of(layer), dev, args.repeats)
-        bound = matmul_bound(args.tokens, args.dim, args.hidden, args.k, n, dev, args.repeats)
-        print(f"| {n} | {t_dense * 1e3:.1f} | {t_moe * 1e3:.1f} | {t_dense / t_moe:.2f} | {t_frozen * 1e3:.1f} | "
-              f"{t_dense / t_frozen:.2f} | {bound:.2f} |")
+        freed, kept = (matmul_bound(args.tokens, args.dim, args.hidden, args.k, n, dev, args.repeats, keep) for keep in (False, True))
+        moe, frozen = t_dense / t_moe, t_dense / t_frozen
+        print(f"| {n} | {t_dense * 1e3:.1f} | {t_moe * 1e3:.1f} | {moe:.2f} | {t_frozen * 1e3:.1f} | {frozen:.2f} | {freed:.2f} | {kept:.2f} "
+              f"| {moe / freed:.2f} | {moe / kept:.2f} | {frozen / freed:.2f} | {frozen / kept:.2f} |")
+    print(f"load average at the end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -37,7 +37,11 @@ def test_streaming_updates_equal_the_batch_statistics():
     assert torch.allclose(stats.mean, mean, atol=1e-12)
     assert torch.allclose(stats.scatter, scatter, rtol=1e-10, atol=1e-9)
     assert stats.seen.tolist() == [True] * 6 + [False] * 2
-    assert stats.nbytes == 8 * (8 + 8 * 5 + 5 * 5)
+    assert stats.nbytes == 8 * (8 + 8 * 5) + 4 * (5 * 6 // 2)  # counts and means in float64, the scatter's triangle in float32
+    stats.settle()  # packed between experiences: float32 values, the same matrix
+    assert not stats.store.is_open and torch.allclose(stats.scatter, scatter, rtol=1e-6)
+    stats.update(x[:3], y[:3])  # and merged into again in float64
+    assert stats.store.is_open and stats.count.sum() == len(y) + 3
 
 
 @pytest.mark.parametrize(("fit", "floor"), [(lambda s: lda_weights(s, 0.1), 0.95)], ids=["lda"])
@@ -79,3 +83,26 @@ def test_fixed_features_are_deterministic_and_shaped():
     assert torch.equal(relu(image), before) and before.shape == (7, 128) and (before >= 0).all()
     words = BagOfWords(6)(torch.tensor([[1, 1, 5, 0], [2, 0, 0, 0]]))
     assert torch.allclose(words, torch.tensor([[2 / 3, 0, 0, 0, 1 / 3], [0, 1.0, 0, 0, 0]]))
+
+
+def test_a_low_rank_scatter_keeps_the_top_eigenpairs_and_the_exact_diagonal():
+    from lifelong_moe.statistics.compact_scatter import CompactScatter
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(300, 12, generator=g, dtype=torch.float64) @ torch.randn(12, 12, generator=g, dtype=torch.float64)
+    scatter = x.T @ x
+    store = CompactScatter(12, rank=4)
+    store.add_(scatter)
+    store.settle()
+    kept = store.full()
+    values, vectors = torch.linalg.eigh(scatter)
+    assert torch.allclose(kept.diagonal(), scatter.diagonal(), rtol=1e-6)  # every feature's variance, so the trace
+    top = vectors[:, -4:] @ torch.diag(values[-4:]) @ vectors[:, -4:].T  # the best rank-4 part
+    low = (store.basis.double() * store.eigen) @ store.basis.double().T
+    assert torch.allclose(low, top, atol=1e-5 * float(values[-1]))
+    assert (store.diagonal >= 0).all() and torch.allclose(kept, low + torch.diag(store.diagonal))
+    assert store.nbytes == 12 * 4 * 4 + 4 * 8 + 12 * 8  # float32 basis, float64 eigenvalues and diagonal
+    reloaded = CompactScatter(12, rank=4)
+    reloaded.load_state_dict(store.state_dict())
+    assert torch.equal(reloaded.full(), kept)  # a checkpoint reopens the same matrix, bit for bit
+    assert CompactScatter(12, rank=6).rank == 0  # no smaller than the triangle: kept as the triangle

@@ -218,3 +218,24 @@ def test_communication_modules_and_drift_origins_resume(tmp_path, params):
     made = {"pnn": ".comm.", "per_group": "nested.stages." if "gate" in params else "group_encoders.",
             "shared": "origin__"}[params.get("communication", "per_group")]
     assert any(made in k for k in a)
+
+
+def test_wide_statistics_kept_low_rank_resume_bit_identically(tmp_path):
+    """A feature space 1,024 wide keeps its scatter as eigenpairs plus a diagonal (`rank_share`), packed when
+    each experience ends and reopened from the packed values: a resumed run computes the same numbers."""
+    import copy
+
+    import torch
+
+    from lifelong_moe.checkpointing import load_checkpoint
+
+    def wide(cfg: dict) -> None:
+        cfg["stream"] = copy.deepcopy(STREAM)
+        cfg["stream"]["sources"]["syn"]["params"]["n_train_per_class"] = 150  # 4 features per sample: 1,024 wide
+        cfg["model"]["params"]["statistics"] = {"width": 1024}
+
+    straight, resumed, run_dir = straight_and_resumed(tmp_path, wide, 1)
+    assert resumed.accuracy_matrix.tolist() == straight.accuracy_matrix.tolist()
+    kept, reference = _statistics(load_checkpoint(run_dir)["model"]), _statistics(load_checkpoint(straight.run_dir)["model"])
+    assert any(k.endswith("store.basis") and v.shape == (1024, 384) for k, v in kept.items())  # low rank was kept
+    assert kept.keys() == reference.keys() and all(torch.equal(v, reference[k]) for k, v in kept.items())

@@ -194,7 +194,7 @@ class ContinualModule(L.LightningModule):
         """Running sums of the epoch's loss and correct predictions, kept on device (no sync per step)."""
         if self._epoch_sums is None:
             self._epoch_sums = torch.zeros(3, device=loss.device)
-        self._epoch_sums += torch.stack([loss.float() * n, correct.float(), torch.tensor(float(n), device=loss.device)])
+        self._epoch_sums += torch.stack([loss.float() * n, correct.float(), loss.new_full((), float(n), dtype=torch.float32)])
 
     def on_train_epoch_start(self) -> None:
         self._epoch_sums = None

@@ -33,8 +33,10 @@ class StatisticsGate:
     def __init__(self, statistics: StatisticsClassifier, learned: torch.Tensor | None = None) -> None:
         self.statistics, self.learned = statistics, learned
 
-    def log_posterior(self, feats: Features, task_labels: torch.Tensor | None, experiences: Sequence[int]) -> torch.Tensor:
-        return self.statistics.experience_log_posterior(feats, experiences, self.learned)
+    def log_posterior(self, feats: Features, task_labels: torch.Tensor | None, experiences: Sequence[int],
+                      rows: torch.Tensor | None = None) -> torch.Tensor:
+        """`rows`: log p(row | x) (with `learned`) when the caller already has it (it also needs it for p(c | x, e))."""
+        return self.statistics.experience_log_posterior(feats, experiences, self.learned, rows=rows)
 
 
 class TaskLabelGate:

@@ -33,9 +33,12 @@ from lifelong_moe.models.freezing import ENCODER_TRAINING, freeze_old
 from lifelong_moe.models.gates import StatisticsGate, TaskLabelGate
 from lifelong_moe.models.group_encoders import GroupEncoders
 from lifelong_moe.models.moe_probes import CommunicationProbe, RoutingProbe, StatisticsProbe
+from lifelong_moe.models.moe_routing import ExperienceTables, HeadStacks, Tokens, routed_prediction, token_layout
 from lifelong_moe.models.stats_model import ModalityStatistics, StatsParams, check_stats_params
 from lifelong_moe.moe import COMMUNICATION, GROWTH, MoELayer, decide_growth
-from lifelong_moe.moe.segments import NEG, segment_logsumexp
+from lifelong_moe.moe.cached import derived
+from lifelong_moe.moe.groups import GroupRoute
+from lifelong_moe.moe.segments import NEG
 from lifelong_moe.moe.shared_anchor import SharedAnchor
 from lifelong_moe.registry import MODELS
 from lifelong_moe.statistics.nested import NestedStatistics
@@ -87,12 +90,13 @@ class ExperienceHead(nn.Module):
 class MoEForward:
     logits: torch.Tensor  # (B, C) log p(c | x)
     aux_loss: torch.Tensor  # scalar: weighted balance + z losses over layers
-    token_sample: torch.Tensor  # (n,) sample of each present token
+    token_sample: torch.Tensor  # (n,) sample of each token
     token_modality: torch.Tensor  # (n,) modality index (order of self.encoders)
     routings: list[Any]  # per layer: Routing
     comm_stats: list[dict] = field(default_factory=list)  # per layer: what communication did
     parts: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, C) log-scores of each part alone
     routed: torch.Tensor | None = None  # (B,) the routed experience of each sample
+    token_present: torch.Tensor | None = None  # (n,) bool: the token's modality is present (absent ones count for nothing)
 
 
 class MoEModel(ContinualModule):
@@ -123,6 +127,8 @@ class MoEModel(ContinualModule):
         self.growth_log: dict[int, str] = {}
         self.choices: dict[int, dict[str, float]] = {}  # per experience: what validation chose
         self._trained: set[int] = set()  # ids of parameters that lived through a finished experience
+        self._tables: ExperienceTables | None = None  # rebuilt when an experience is added or the model moves
+        self._head_stacks = HeadStacks()
 
     # ---- structure ------------------------------------------------------------------------------
     @property
@@ -132,6 +138,13 @@ class MoEModel(ContinualModule):
     @property
     def expert_owner(self) -> list[int]:
         return list(self.layers[0].pool.owner)
+
+    def tables(self) -> ExperienceTables:
+        """Index tables of the experiences grown so far, on the model's device (`moe_routing.py`)."""
+        t = self._tables
+        if t is None or len(t.experiences) != len(self.heads) or t.experience.device != self.device:
+            t = self._tables = ExperienceTables.of(self.heads, self.experience_group, self.device)
+        return t
 
     def add_modality(self, name: str, spec: ModalitySpec) -> None:
         super().add_modality(name, spec)
@@ -161,6 +174,7 @@ class MoEModel(ContinualModule):
                 self.group_encoders.grow(group, self.group_encoders.of(self.experience_group[e - 1], self.encoders), known)
         self.experience_group[e], self.growth_log[e] = group, decision.reason
         self.heads[str(e)] = ExperienceHead(self.settings.embed_dim, exp.classes).to(self.device)
+        self._tables = None
         self.statistics.add_rows(e, exp.classes)
         if self.nested is not None:
             self.nested.add_rows(group, len(exp.classes))
@@ -211,121 +225,122 @@ class MoEModel(ContinualModule):
 
         for feats, rows in features(self.batches(exp.dataset)):
             self.nested.observe(feats, rows)
-        if validation is None:
-            return self.nested.fit(None)
-        val = list(features(validation))
-        joined = [torch.cat([f[g] for f, _ in val]) for g in range(self.n_groups)]
-        rows = torch.cat([r for _, r in val])
-        self.nested.fit((joined, rows, self.statistics.row_class))
-        self.nested.observe(joined, rows)
-        return self.nested.fit(None)
+        if validation is not None:
+            val = list(features(validation))
+            joined = [torch.cat([f[g] for f, _ in val]) for g in range(self.n_groups)]
+            rows = torch.cat([r for _, r in val])
+            self.nested.fit((joined, rows, self.statistics.row_class))
+            self.nested.observe(joined, rows)
+        chosen = self.nested.fit(None)
+        self.nested.settle()  # packed until the next experience, as a checkpoint holds them
+        return chosen
 
     # ---- the weight of the experts against the statistics -------------------------------------------
     @property
     def expert_weight(self) -> float:
         """The candidate with the most correct validation answers so far (ties and no evidence: the first)."""
-        return self.settings.expert_weights[int(self.weight_correct.argmax())]
+        best = derived(self.weight_correct, "best", lambda: int(self.weight_correct.argmax()))  # no sync per forward
+        return self.settings.expert_weights[best]
 
     def _choose_weight(self, validation: list[Any]) -> dict[str, float]:
         for k, w in enumerate(self.settings.expert_weights):
-            self.weight_correct[k] += sum(float((self.forward_outputs(x, expert_weight=w).logits.argmax(1) == y).sum())
+            self.weight_correct[k] += sum(float((self.forward_outputs(x, expert_weight=w, parts=False).logits.argmax(1) == y).sum())
                                           for x, _, y in validation)
         return {}
 
-    def _weights(self, experiences: list[int], col: torch.Tensor, candidate: float | None) -> float | torch.Tensor:
+    def _weights(self, tables: ExperienceTables, candidate: float | None) -> float | torch.Tensor:
         """w for each head column (K,), or one w; `candidate` replaces the newest experience's (being scored)."""
         if not self.statistics.frozen:
             return self.expert_weight if candidate is None else candidate
-        index = torch.as_tensor(experiences, device=col.device)
-        weights = self.frozen_weight[index]
+        weights = self.frozen_weight[tables.experience]
         if candidate is not None:
-            weights = torch.where(index == max(experiences), candidate, weights)
-        return weights[col]
+            weights = torch.where(tables.experience == tables.experiences[-1], candidate, weights)
+        return weights[tables.col]
 
     # ---- forward --------------------------------------------------------------------------------
     def forward_outputs(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None, current: int | None = None,
-                        expert_weight: float | None = None) -> MoEForward:
-        """`current`: training on that experience (every sample routed to it, its head alone scores)."""
+                        expert_weight: float | None = None, parts: bool = True) -> MoEForward:
+        """`current`: training on that experience (every sample routed to it, its head alone scores).
+        Each sample runs only its routed group's router columns, experts and head (`moe_routing.py`).
+        `parts`: also score each part alone (what the evaluator reports; a plain forward does not need them)."""
         tokens, present = self.modality_tokens(inputs)
         B = len(next(iter(tokens.values())))
-        exps = sorted(int(e) for e in self.heads)
+        tables = self.tables()
+        exps = tables.experiences
         feats = self.statistics.featurize(inputs, present) if current is None else {}
         learned = None  # gate: nested, the statistics in the groups' own features
         if current is None and self.nested is not None and self.nested.n_rows:
             learned = self.nested.log_posterior(self.group_features(inputs, tokens, present))
+        rows = None
         if current is not None:
-            log_pe = torch.tensor([0.0 if e == current else NEG for e in exps], device=self.device).expand(B, -1)
+            log_pe = torch.where(tables.experience == current, 0.0, NEG).expand(B, -1)
         elif self.task_incremental and task_labels is not None:
             log_pe = TaskLabelGate(self.experience_task).log_posterior(feats, task_labels, exps)
         else:
-            log_pe = StatisticsGate(self.statistics, learned).log_posterior(feats, None, exps)  # (B, n_exp)
+            rows = self.statistics.row_log_posterior(feats, learned)  # every row scored once, for the gate and p_stat
+            log_pe = StatisticsGate(self.statistics, learned).log_posterior(feats, None, exps, rows=rows)  # (B, n_exp)
         routed = log_pe.argmax(1)  # (B,) the routed experience's column
-        sample_group = torch.as_tensor([self.experience_group[e] for e in exps], device=self.device)[routed]
-        pooled, aux, token_sample, token_modality, routings, comm_stats = self._experts(inputs, tokens, present, sample_group)
-        logits, parts = self._predict(pooled, exps, log_pe, routed, feats, learned, current, expert_weight)
-        routed_experience = torch.as_tensor(exps, device=self.device)[routed] if exps else None
-        return MoEForward(logits, aux, token_sample, token_modality, routings, comm_stats, parts, routed_experience)
+        sample_group = tables.group_of[routed]
+        single = self.experience_group[current] if current is not None else None
+        pooled, aux, t, routings, comm_stats = self._experts(inputs, tokens, present, sample_group, single)
+        logits, scored = self._predict(pooled, tables, log_pe, routed, feats, rows, learned, current, expert_weight, parts)
+        routed_experience = tables.experience[routed] if exps else None
+        return MoEForward(logits, aux, t.sample, t.modality, routings, comm_stats, scored, routed_experience, t.present)
 
     def _experts(self, inputs: dict[str, Any], tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
-                 sample_group: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[Any], list[dict]]:
-        """Each sample through the experts (and per-group encoders) of its group `sample_group` (B,): the pooled
-        representation (B, D), the auxiliary loss, each token's sample and modality, routings, communication."""
+                 sample_group: torch.Tensor, single: int | None = None) -> tuple[torch.Tensor, torch.Tensor, Tokens, list[Any], list[dict]]:
+        """Each sample through the experts (and per-group encoders) of its group `sample_group` (B,), or of the
+        group `single` for every sample (known on the host): the pooled representation (B, D), the auxiliary
+        loss, the tokens' layout, routings, communication."""
         if len(self.group_encoders):
             tokens = self.group_encoders.encode(inputs, tokens, sample_group, self.modality_embed)
-        z = torch.stack(list(tokens.values()), 1)  # (B, M, D)
-        pres = torch.stack(list(present.values()), 1)  # (B, M)
-        token_sample, token_modality = pres.nonzero(as_tuple=True)  # (n,), (n,)
-        h = z[token_sample, token_modality]  # (n, D)
-        owner = torch.as_tensor(self.expert_owner, device=self.device)
-        allowed = (owner.unsqueeze(0) == sample_group.unsqueeze(1))[token_sample]  # (n, E): the group's experts
-        aux = h.new_zeros(())
+        # every (sample, modality) token, absent ones weighted 0; the communication modules run group by group
+        # on the present tokens alone (they wait for the host anyway)
+        t = token_layout(tokens, present, only_present=any(len(layer.comm) for layer in self.layers))
+        route = GroupRoute(single=single) if single is not None else GroupRoute(sample_group[t.sample])
+        weight = t.present.to(t.h.dtype)
+        h, aux = t.h, t.h.new_zeros(())
         routings, comm_stats = [], []
         for layer in self.layers:
-            out = layer(h, allowed=allowed)
+            out = layer(h, route=route, token_weight=weight)
             h = out.hidden
             aux = aux + self.settings.balance_loss_weight * out.balance_loss + self.settings.z_loss_weight * out.z_loss
             routings.append(out.routing)
             comm_stats.append(out.stats)
-        pooled = h.new_zeros(len(sample_group), h.shape[1]).index_add_(0, token_sample, h)
-        pooled = self.final_norm(pooled / pres.sum(1, keepdim=True).clamp_min(1).to(h.dtype))  # (B, D)
-        return pooled, aux, token_sample, token_modality, routings, comm_stats
+        pooled = h.new_zeros(len(sample_group), h.shape[1]).index_add_(0, t.sample, h * weight.unsqueeze(1))
+        pooled = self.final_norm(pooled / t.presence.sum(1, keepdim=True).clamp_min(1).to(h.dtype))  # (B, D)
+        return pooled, aux, t, routings, comm_stats
 
     def group_features(self, inputs: dict[str, Any], tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         """Every group's pooled representation of every sample, [(B, D)] in group order (`gate: nested`)."""
         B = len(next(iter(tokens.values())))
         full = lambda g: torch.full((B,), g, dtype=torch.long, device=self.device)  # noqa: E731
-        return [self._experts(inputs, tokens, present, full(g))[0].detach() for g in range(self.n_groups)]
+        return [self._experts(inputs, tokens, present, full(g), single=g)[0].detach() for g in range(self.n_groups)]
 
-    def _predict(self, pooled: torch.Tensor, exps: list[int], log_pe: torch.Tensor, routed: torch.Tensor, feats: Any,
-                 learned: torch.Tensor | None, current: int | None, expert_weight: float | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """log p(c | x) (B, C) by the formula in the module docstring, and each part alone. All heads run as
-        one matmul over their stacked columns."""
+    def _predict(self, pooled: torch.Tensor, tables: ExperienceTables, log_pe: torch.Tensor, routed: torch.Tensor, feats: Any,
+                 rows: torch.Tensor | None, learned: torch.Tensor | None, current: int | None, expert_weight: float | None,
+                 parts: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """log p(c | x) (B, C) by the formula in the module docstring, and each part alone; the experts' part
+        from the routed head alone (`moe_routing.routed_prediction`)."""
         if current is not None:  # training: the current head over its classes
             head = self.heads[str(current)]
             logits = pooled.new_full((len(pooled), self.n_classes), NEG)
             logits[:, head.classes] = torch.log_softmax(head.linear(pooled), dim=1)
             return logits, {}
-        if not exps:  # the untrained model
+        if not tables.experiences:  # the untrained model
             return pooled.new_full((len(pooled), self.n_classes), NEG), {}
-        heads = [self.heads[str(e)] for e in exps]
-        col = torch.repeat_interleave(torch.arange(len(heads), device=self.device),
-                                      torch.tensor([len(h.classes) for h in heads], device=self.device))  # (K,) column -> experience
-        classes = torch.cat([h.classes for h in heads])  # (K,)
-        scores = pooled @ torch.cat([h.linear.weight for h in heads]).T + torch.cat([h.linear.bias for h in heads])  # (B, K)
-        experts = scores - segment_logsumexp(scores, col, len(heads)).gather(1, col.expand_as(scores))  # log p_experts(c | x, e)
-        order = torch.argsort(self.statistics.row_experience, stable=True)  # rows in head-column order
-        stat = self.statistics.conditional_log_posterior(feats, learned)[:, order]
-        on_routed = col.unsqueeze(0) == routed.unsqueeze(1)  # (B, K)
-        mixed = torch.where(on_routed, _mix(stat, experts, self._weights(exps, col, expert_weight)), stat)
-        by_class = lambda s: segment_logsumexp(s, classes, self.n_classes)  # noqa: E731
-        parts = {"statistics": by_class(stat + log_pe[:, col]), "experts": by_class(experts.masked_fill(~on_routed, NEG))}
-        if learned is not None:  # what the fixed feature maps alone would say (the `stats` model)
-            parts["fixed_statistics"] = self.statistics.class_log_posterior(feats, self.n_classes)
-        return by_class(mixed + log_pe[:, col]), parts
+        order = derived(self.statistics.row_experience, "column_order",
+                        lambda: torch.argsort(self.statistics.row_experience, stable=True))  # rows in head-column order
+        stat = self.statistics.conditional_log_posterior(feats, learned, rows=rows)[:, order]  # (B, K) by head column
+        logits, scored = routed_prediction(pooled, self._head_stacks(tables), tables, stat, log_pe, routed,
+                                           self._weights(tables, expert_weight), self.n_classes, _mix, parts)
+        if parts and learned is not None:  # what the fixed feature maps alone would say (the `stats` model)
+            scored["fixed_statistics"] = self.statistics.class_log_posterior(feats, self.n_classes)
+        return logits, scored
 
     def logits(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None) -> torch.Tensor:
         """Scores of the classes of every head; classes without a head score NEG (finite, so no NaN)."""
-        return self.forward_outputs(inputs, task_labels).logits
+        return self.forward_outputs(inputs, task_labels, parts=False).logits
 
     def forward(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None) -> torch.Tensor:
         logits = self.logits(inputs, task_labels)
@@ -398,6 +413,7 @@ class MoEModel(ContinualModule):
             self.group_encoders.grow(int(g), self.encoders, modalities)
         for e, classes in state["heads"].items():
             self.heads[str(e)] = ExperienceHead(self.settings.embed_dim, classes).to(self.device)
+        self._tables = None
         self.frozen_weight = self.frozen_weight.new_zeros(len(state["heads"]) if self.statistics.frozen else 0)
         self.experience_group = {int(k): v for k, v in state["experience_group"].items()}
         self.experience_task = {int(k): v for k, v in state["experience_task"].items()}

@@ -32,7 +32,10 @@ class RoutingProbe:
         per_sample = torch.zeros(len(y), len(model.expert_owner), device=model.device)  # (B, E)
         for routing in out.routings:
             k = routing.topk_idx.shape[1]
-            w = routing.topk_weight.float().reshape(-1)
+            w = routing.topk_weight.float()
+            if out.token_present is not None:  # tokens of absent modalities carry no mass
+                w = w * out.token_present.unsqueeze(1)
+            w = w.reshape(-1)
             idx = routing.topk_idx.reshape(-1)
             mod = out.token_modality.repeat_interleave(k)
             self.mass[loader].index_put_((mod, idx), w / len(out.routings), accumulate=True)

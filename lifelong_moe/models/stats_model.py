@@ -36,6 +36,8 @@ class StatsParams:
     # chosen on validation (the first wins without validation data)
     floors: list[float] = field(default_factory=lambda: [0.0, 0.03, 0.1, 0.3])  # uniform share per modality; ties to the smallest
     conditional: str = "current"  # p(c | x, e) from today's discriminants (current) or those e ended with (frozen)
+    rank_share: float = 0.375  # the kept covariance of a wide space (1024+ features): its top (rank_share x width)
+    # eigenpairs plus the diagonal of the rest (share < 0.5); 0 or narrower: its float32 triangle (statistics/compact_scatter.py)
 
 
 def check_stats_params(p: StatsParams, key: str) -> None:
@@ -44,6 +46,8 @@ def check_stats_params(p: StatsParams, key: str) -> None:
 
     if p.width < 1:
         bad("width", f"must be at least 1, got {p.width}")
+    if not 0.0 <= p.rank_share <= 1.0:
+        bad("rank_share", f"give a share of the width in [0, 1] (0: the full covariance), got {p.rank_share}")
     if p.conditional not in CONDITIONALS:
         bad("conditional", f"use {' or '.join(CONDITIONALS)}, got '{p.conditional}'")
     for name in ("shrinkages", "floors"):
@@ -61,7 +65,8 @@ class ModalityStatistics:
     def __init__(self, params: StatsParams) -> None:
         self.params = params
         self.width: int | None = None
-        self.classifier = StatisticsClassifier(shrinkages=params.shrinkages, floors=params.floors, conditional=params.conditional)
+        self.classifier = StatisticsClassifier(shrinkages=params.shrinkages, floors=params.floors, conditional=params.conditional,
+                                               rank_share=params.rank_share)
 
     def settle_width(self, n_train: int) -> None:
         if self.width is None:

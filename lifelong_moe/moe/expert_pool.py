@@ -5,9 +5,13 @@ weight gradient; stacked weights were measured slower on CPU (see experiments/be
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from lifelong_moe.moe.cached import StackCache
 
 
 class MLPExpert(nn.Module):
@@ -27,6 +31,25 @@ class MLPExpert(nn.Module):
         return F.gelu(self.fc1(x))
 
 
+class ExpertStacks:
+    """The MLP experts' weights stacked, (e, h, d), (e, h), (e, d, h), (e, d), for the batched dispatch paths;
+    kept while no expert changes (so frozen experts are not copied for every batch)."""
+
+    def __init__(self) -> None:
+        self._caches = [StackCache() for _ in range(4)]
+        self._source: Sequence[nn.Module] | None = None  # a pool's ModuleList only grows by appending
+        self._size = 0
+        self._tensors: list[list[torch.Tensor]] = [[] for _ in range(4)]
+
+    def __call__(self, experts: Sequence[nn.Module]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if experts is not self._source or len(experts) != self._size:
+            self._source, self._size = experts, len(experts)
+            self._tensors = [[getattr(getattr(e, layer), name) for e in experts]
+                             for layer in ("fc1", "fc2") for name in ("weight", "bias")]
+        w1, b1, w2, b2 = (cache(tensors) for cache, tensors in zip(self._caches, self._tensors, strict=True))
+        return w1, b1, w2, b2
+
+
 class ExpertPool(nn.Module):
     """Routed experts plus always-on shared experts. `owner[i]` is the group that created routed expert i."""
 
@@ -36,6 +59,7 @@ class ExpertPool(nn.Module):
         self.experts = nn.ModuleList()
         self.shared = nn.ModuleList(MLPExpert(dim, hidden) for _ in range(n_shared))
         self.owner: list[int] = []
+        self.stacks = ExpertStacks()
 
     def __len__(self) -> int:
         return len(self.experts)

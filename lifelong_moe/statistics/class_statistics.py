@@ -15,17 +15,30 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lifelong_moe.moe.cached import derived
+from lifelong_moe.statistics.compact_scatter import CompactScatter
+
 
 class ClassStatistics(nn.Module):
-    """Counts (C,), means (C, D) and the pooled within-class scatter (D, D), as float64 buffers (so they
-    travel with checkpoints bit for bit)."""
+    """Counts (C,) and means (C, D) as float64 buffers, and the pooled within-class scatter (D, D), merged in
+    float64 and kept compact between experiences (`compact_scatter.py`; `rank`: 0 or low rank plus
+    diagonal). Buffers travel with checkpoints bit for bit; `settle()` packs the scatter."""
 
-    def __init__(self, dim: int, n_classes: int) -> None:
+    def __init__(self, dim: int, n_classes: int, rank: int = 0) -> None:
         super().__init__()
         self.dim, self.n_classes = dim, n_classes
         self.register_buffer("count", torch.zeros(n_classes, dtype=torch.float64))
         self.register_buffer("mean", torch.zeros(n_classes, dim, dtype=torch.float64))
-        self.register_buffer("scatter", torch.zeros(dim, dim, dtype=torch.float64))
+        self.store = CompactScatter(dim, rank)
+
+    @property
+    def scatter(self) -> torch.Tensor:
+        """(D, D) float64."""
+        return self.store.full()
+
+    def settle(self) -> None:
+        """Pack the scatter until more samples arrive."""
+        self.store.settle()
 
     def grow(self, n_classes: int) -> None:
         """Room for `n_classes` rows (e.g. (experience, class) pairs arriving with the stream)."""
@@ -42,12 +55,17 @@ class ClassStatistics(nn.Module):
 
     @property
     def nbytes(self) -> int:
-        return sum(b.numel() * b.element_size() for b in (self.count, self.mean, self.scatter))
+        return sum(b.numel() * b.element_size() for b in (self.count, self.mean)) + self.store.nbytes
 
     @property
     def seen(self) -> torch.Tensor:
         """(C,) bool: classes with at least one sample."""
         return self.count > 0
+
+    @property
+    def n_seen(self) -> int:
+        """Classes with at least one sample, on the host (read every forward, counted once per update)."""
+        return derived(self.count, "n_seen", lambda: int(self.seen.sum()))
 
     @torch.no_grad()
     def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
@@ -64,7 +82,7 @@ class ClassStatistics(nn.Module):
         n = n_a + n_b
         delta = m_b - m_a  # (k, D)
         weight = n_a * n_b / n  # (k,): zero for classes new to these statistics
-        self.scatter += scatter_b + (delta * weight[:, None]).T @ delta
+        self.store.add_(scatter_b + (delta * weight[:, None]).T @ delta)
         self.mean[classes] = m_a + delta * (n_b / n)[:, None]
         self.count[classes] = n
 

@@ -30,10 +30,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from lifelong_moe.moe.cached import derived
 from lifelong_moe.moe.segments import NEG, segment_logsumexp
 from lifelong_moe.statistics.class_statistics import ClassStatistics, lda_weights
 
 MODALITY_MISMATCH = 1e3  # log-score cost per modality a row and a sample do not share
+WIDE = 1024  # features from which the kept scatter may be low rank (`rank_share`): its triangle passes 2 MB there
 CONDITIONALS = ("current", "frozen")
 
 Features = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (features (B, D), present (B,) bool)
@@ -41,11 +43,13 @@ Batch = tuple[dict[str, Any], dict[str, torch.Tensor], torch.Tensor]  # inputs, 
 
 
 class StatisticsClassifier(nn.Module):
-    def __init__(self, *, shrinkages: Sequence[float], floors: Sequence[float], conditional: str = "current") -> None:
+    def __init__(self, *, shrinkages: Sequence[float], floors: Sequence[float], conditional: str = "current",
+                 rank_share: float = 0.0) -> None:
         super().__init__()
         if conditional not in CONDITIONALS:
             raise ValueError(f"conditional must be one of {CONDITIONALS}, got {conditional!r}")
         self.shrinkages, self.floors, self.conditional = tuple(shrinkages), tuple(floors), conditional
+        self.rank_share = rank_share  # of the kept scatter, as a share of each modality's width (`compact_scatter.py`)
         self.views = nn.ModuleDict()
         self.stats = nn.ModuleDict()
         self.register_buffer("row_experience", torch.zeros(0, dtype=torch.long))
@@ -72,7 +76,8 @@ class StatisticsClassifier(nn.Module):
         """A fixed feature space for modality `name`: a module (B, ...) -> (B, view.out_dim)."""
         device = self.row_class.device
         self.views[name] = view.to(device)
-        self.stats[name] = ClassStatistics(view.out_dim, self.n_rows).to(device)
+        rank = round(self.rank_share * view.out_dim) if view.out_dim >= WIDE else 0
+        self.stats[name] = ClassStatistics(view.out_dim, self.n_rows, rank).to(device)
         self.register_buffer(f"shrinkage_correct_{name}", torch.zeros(len(self.shrinkages), dtype=torch.float64, device=device))
         for prefix in self._discriminants:
             self.register_buffer(f"{prefix}W_{name}", torch.zeros(view.out_dim, self.n_rows, device=device))
@@ -144,8 +149,11 @@ class StatisticsClassifier(nn.Module):
     @property
     def floor(self) -> float:
         """The floor with the most correct validation answers so far; ties (and no evidence) to the smallest."""
-        counts = self.floor_correct.tolist()
-        return max(self.floors, key=lambda f: (counts[self.floors.index(f)], -f))
+        def best() -> float:
+            counts = self.floor_correct.tolist()
+            return max(self.floors, key=lambda f: (counts[self.floors.index(f)], -f))
+
+        return derived(self.floor_correct, "floor", best)  # read every forward: no device sync
 
     @torch.no_grad()
     def fit(self, validation: tuple[Features, torch.Tensor] | None = None) -> dict[str, float]:
@@ -203,6 +211,7 @@ class StatisticsClassifier(nn.Module):
         if validation is None:
             choices = self.fit(None)
             self.freeze(experience)
+            self._settle()
             return choices
         feats: Features = {}
         for x, present, _ in validation:
@@ -215,7 +224,13 @@ class StatisticsClassifier(nn.Module):
         self.observe(feats, rows)  # the held-out samples count, once chosen
         choices = self.fit(None)
         self.freeze(experience)
+        self._settle()
         return {**choices, **extra}
+
+    def _settle(self) -> None:
+        """The experience is in: pack every scatter until the next one (`compact_scatter.py`)."""
+        for stats in self.stats.values():
+            stats.settle()
 
     # ---- inference ----------------------------------------------------------------------------------
     def _modality_log_posteriors(self, feats: Features) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
@@ -230,7 +245,7 @@ class StatisticsClassifier(nn.Module):
         mismatch = torch.zeros_like(total)
         for m, (logp, keep) in per_modality.items():
             known = self.stats[m].seen  # (R,)
-            uniform = -math.log(max(int(known.sum()), 1))
+            uniform = -math.log(max(self.stats[m].n_seen, 1))
             mixed = torch.logaddexp(logp + math.log(max(1.0 - floor, 1e-12)), torch.full_like(logp, uniform + math.log(max(floor, 1e-12))))
             present = keep.unsqueeze(1).float()
             total = total + torch.where(known, mixed, torch.zeros_like(mixed)) * present
@@ -244,7 +259,15 @@ class StatisticsClassifier(nn.Module):
 
     def _class_posterior_of_rows(self, row_logp: torch.Tensor) -> torch.Tensor:
         """log p(c | x) (B, C) from log p(row | x): the sum over each class's rows."""
-        return segment_logsumexp(row_logp, self.row_class, int(self.row_class.max()) + 1)
+        return segment_logsumexp(row_logp, self.row_class, self._n_class_ids)
+
+    @property
+    def _n_class_ids(self) -> int:
+        return derived(self.row_class, "n", lambda: int(self.row_class.max()) + 1)
+
+    @property
+    def _n_experience_ids(self) -> int:
+        return derived(self.row_experience, "n", lambda: int(self.row_experience.max()) + 1)
 
     def row_log_posterior(self, feats: Features, extra: torch.Tensor | None = None) -> torch.Tensor:
         """log p(row | x) (B, R) from today's discriminants and floor; `extra` (B, R), another expert's log
@@ -252,30 +275,37 @@ class StatisticsClassifier(nn.Module):
         rows = self._combine(self._modality_log_posteriors(feats), self.floor)
         return rows if extra is None else (rows + extra).log_softmax(1)
 
-    def experience_log_posterior(self, feats: Features, experiences: Sequence[int], extra: torch.Tensor | None = None) -> torch.Tensor:
-        """log p(e | x) (B, n) over `experiences`: the sum of each one's rows (rows of others are dropped)."""
-        rows = self.row_log_posterior(feats, extra)
-        col_of = {e: k for k, e in enumerate(experiences)}
+    def experience_log_posterior(self, feats: Features, experiences: Sequence[int], extra: torch.Tensor | None = None,
+                                 rows: torch.Tensor | None = None) -> torch.Tensor:
+        """log p(e | x) (B, n) over `experiences`: the sum of each one's rows (rows of others are dropped).
+        `rows`: `row_log_posterior(feats, extra)`, when the caller has it already."""
+        rows = self.row_log_posterior(feats, extra) if rows is None else rows
         extra = len(experiences)
-        cols = torch.as_tensor([col_of.get(e, extra) for e in self.row_experience.tolist()], device=rows.device)
+
+        def columns() -> torch.Tensor:
+            col_of = {e: k for k, e in enumerate(experiences)}
+            return torch.as_tensor([col_of.get(e, extra) for e in self.row_experience.tolist()], device=rows.device)
+
+        cols = derived(self.row_experience, ("columns", tuple(experiences), rows.device), columns)
         return segment_logsumexp(rows, cols, extra + 1)[:, :extra]
 
-    def conditional_log_posterior(self, feats: Features, extra: torch.Tensor | None = None) -> torch.Tensor:
+    def conditional_log_posterior(self, feats: Features, extra: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
         """log p(c(row) | x, e(row)) (B, R): each row's share of its experience. `frozen`: from the
         discriminants and floor the experience ended with, normalised within each experience per modality,
         mixed there with its floor and fused over the modalities present. `extra` as in `row_log_posterior`
-        (its share within each experience joins the product)."""
-        seg, E = self.row_experience, int(self.row_experience.max()) + 1
+        (its share within each experience joins the product); `rows`: `row_log_posterior(feats, extra)`,
+        when the caller has it already."""
+        seg, E = self.row_experience, self._n_experience_ids
         within = lambda s: s - segment_logsumexp(s, seg, E).gather(1, seg.expand_as(s))  # noqa: E731
         if not self.frozen:
-            return within(self.row_log_posterior(feats, extra))
+            return within(self.row_log_posterior(feats, extra) if rows is None else rows)
         floor = self.frozen_floor.clamp(1e-12, 1.0 - 1e-12)  # (R,)
         total = None
         for m, (z, keep) in feats.items():
             known = self.stats[m].seen
             W, b = getattr(self, f"frozen_W_{m}"), getattr(self, f"frozen_b_{m}")
             logp = within(torch.where(known, z @ W + b, torch.full_like(b, NEG)))
-            uniform = -torch.bincount(seg[known], minlength=E).clamp_min(1).float().log()[seg]  # (R,)
+            uniform = -torch.zeros(E, device=seg.device).index_add_(0, seg, known.float()).clamp_min(1).log()[seg]  # (R,)
             mixed = torch.logaddexp(logp + torch.log1p(-floor), uniform + floor.log())
             part = torch.where(known, mixed, torch.zeros_like(mixed)) * keep.unsqueeze(1).float()
             total = part if total is None else total + part
@@ -285,6 +315,6 @@ class StatisticsClassifier(nn.Module):
         """log p(c | x) (B, n_classes) = log sum_e p(e | x) p(c | x, e): under `current` plain LDA's posterior."""
         rows = self.row_log_posterior(feats)
         if self.frozen:
-            seg, E = self.row_experience, int(self.row_experience.max()) + 1
+            seg, E = self.row_experience, self._n_experience_ids
             rows = segment_logsumexp(rows, seg, E).gather(1, seg.expand_as(rows)) + self.conditional_log_posterior(feats)
         return segment_logsumexp(rows, self.row_class, n_classes)

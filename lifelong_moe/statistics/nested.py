@@ -66,6 +66,11 @@ class NestedStatistics(nn.Module):
     def nbytes(self) -> int:
         return sum(b.numel() * b.element_size() for b in self.buffers())
 
+    def settle(self) -> None:
+        """The experience is in: pack every stage's scatter until the next one (`compact_scatter.py`)."""
+        for stage in self.stages:
+            stage.stats.settle()
+
     def add_stage(self) -> None:
         """A new group: a stage whose space is every group so far, itself included."""
         device = self.row_stage.device
