@@ -21,7 +21,6 @@ Finished runs are read back from their results.json, so an interrupted study con
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import multiprocessing
 import statistics
@@ -55,6 +54,8 @@ METHODS: dict[str, tuple[str, str, dict[str, Any]]] = {  # name -> (model, strat
     "moe_shared_encoders": ("moe", "naive", {"model.params.encoder_training": "introduced", "model.params.gate": "fixed"}),
     "moe_no_shift": ("moe", "naive", {"train.shift_augment": 0.0}),
     "moe_pnn": ("moe", "naive", {"model.params.communication": "pnn"}),
+    # the other way round, on streams configured without it: learned features in the gate
+    "moe_nested": ("moe", "naive", {"model.params.gate": "nested", "model.params.encoder_training": "per_group"}),
 }
 LRS = (1e-3, 3e-3)
 EPOCHS = (5, 20)

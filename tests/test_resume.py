@@ -194,6 +194,7 @@ def test_a_domain_stream_resumes_with_its_frozen_conditionals(tmp_path):
 
 
 @pytest.mark.parametrize("params", [{"communication": "pnn"}, {"encoder_training": "per_group"},
+                                    {"encoder_training": "per_group", "gate": "nested"},
                                     {"communication": "shared", "shared": {"drift_bound": 0.05}}])
 def test_communication_modules_and_drift_origins_resume(tmp_path, params):
     """pnn's per-older-group adapters and per-group encoders are rebuilt with the same shapes, and a bounded
@@ -207,5 +208,6 @@ def test_communication_modules_and_drift_origins_resume(tmp_path, params):
     assert resumed.accuracy_matrix.tolist() == straight.accuracy_matrix.tolist()
     a, b = load_checkpoint(run_dir)["model"], load_checkpoint(straight.run_dir)["model"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    made = {"pnn": ".comm.", "per_group": "group_encoders.", "shared": "origin__"}[params.get("communication", "per_group")]
+    made = {"pnn": ".comm.", "per_group": "nested.stages." if "gate" in params else "group_encoders.",
+            "shared": "origin__"}[params.get("communication", "per_group")]
     assert any(made in k for k in a)
