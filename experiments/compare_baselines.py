@@ -1,4 +1,4 @@
-"""The comparison in the README: the MoE model against Avalanche's baselines on two class-incremental
+"""The MoE model against Avalanche's baselines on two class-incremental
 streams (the default multimodal digits and split MNIST-1D), 3 seeds each, through `lifelong_moe.compare`.
 
     python experiments/compare_baselines.py [--seeds 3] [--strategies ...]

@@ -2,7 +2,7 @@
 validate`: the stream (every data file read and checked), the reference results, the strategy and its
 compatibility with the Trainer settings, Lightning's own acceptance of those settings on this machine,
 the model rehearsed through every experience without training (growth, new modalities' encoders, one
-forward pass of a train and a test batch per experience, key fitting), and for a resume the checkpoint
+forward pass of a train and a test batch per experience, the class statistics), and for a resume the checkpoint
 (safe to load, same config, same data files, fitting the model). A config that passes `prepare` fails
 in `run` only in training itself (e.g. a loss that becomes NaN).
 

@@ -24,7 +24,7 @@ from scenarios import build_stream
 
 # Global batch semantics keep the number of optimizer steps equal; what still differs is the order in
 # which samples meet (DistributedSampler's shuffle) and float summation order. Measured on the default
-# stream: R entries within 0.038, ACC 0.585 vs 0.582 (README, "Several processes").
+# stream: R entries within 0.038, ACC 0.585 vs 0.582 (when this test was written).
 R_TOLERANCE = 0.1
 ACC_TOLERANCE = 0.05
 

@@ -42,7 +42,7 @@ class AudioFolderParams:
     standardize: bool = True  # log-mel only: scale each mel band by the training split's mean and std
     extensions: list[str] = field(default_factory=lambda: list(AUDIO_EXTENSIONS))  # file extensions read (others are skipped)
     test_fraction: float = 0.2  # when the files carry no train/test split
-    cache: bool = True  # keep the decoded arrays on disk (keyed by files, sizes, mtimes and these settings)
+    cache: bool = True  # keep the decoded arrays on disk (keyed by the files' contents and these settings)
     workers: int = 0  # decoding threads; 0: up to 8
 
 
