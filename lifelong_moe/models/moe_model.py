@@ -12,8 +12,10 @@ statistics, is chosen on validation data. Training experience e routes every sam
 fits e's head on e's classes only. Each evaluation also reports the two parts alone (`parts`): the
 statistics (w = 0) and the experts within the routed experience, so every run shows what the experts add.
 
-Growth (`moe/growth.py`), freezing (`freezing.py`), communication (`moe/communication.py`), the shared
-experts' anchor (`moe/shared_anchor.py`) and per-group encoders (`group_encoders.py`) are their own parts.
+With `gate: nested` the gate's statistics also live in each group's own learned features
+(`statistics/nested.py`). Settings (`moe_params.py`), growth (`moe/growth.py`), freezing (`freezing.py`),
+communication (`moe/communication.py`), the shared experts' anchor (`moe/shared_anchor.py`) and per-group
+encoders (`group_encoders.py`) are their own parts.
 Shape key: B samples, n present tokens, D width, E routed experts, K head columns, C classes."""
 
 from __future__ import annotations
@@ -27,15 +29,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong_moe.config.schema import TrainConfig
-from lifelong_moe.errors import ConfigError
 from lifelong_moe.models.continual_module import ContinualModule, Prediction
-from lifelong_moe.models.freezing import ENCODER_TRAINING, freeze_old
+from lifelong_moe.models.freezing import freeze_old
 from lifelong_moe.models.gates import StatisticsGate, TaskLabelGate
 from lifelong_moe.models.group_encoders import GroupEncoders
+from lifelong_moe.models.moe_params import MoEParams, check_moe_params
 from lifelong_moe.models.moe_probes import CommunicationProbe, RoutingProbe, StatisticsProbe
 from lifelong_moe.models.moe_routing import ExperienceTables, HeadStacks, Tokens, routed_prediction, token_layout
-from lifelong_moe.models.stats_model import ModalityStatistics, StatsParams, check_stats_params
-from lifelong_moe.moe import COMMUNICATION, GROWTH, MoELayer, decide_growth
+from lifelong_moe.models.stats_model import ModalityStatistics
+from lifelong_moe.moe import COMMUNICATION, MoELayer, decide_growth
 from lifelong_moe.moe.cached import derived
 from lifelong_moe.moe.groups import GroupRoute
 from lifelong_moe.moe.segments import NEG
@@ -44,37 +46,6 @@ from lifelong_moe.registry import MODELS
 from lifelong_moe.statistics.nested import NestedStatistics
 from scenarios import Experience
 from scenarios.modality import ModalitySpec
-
-
-@dataclass
-class SharedExpertsParams:
-    """`communication: shared`: always-on experts per layer that keep training in every experience."""
-
-    n: int = 1  # shared experts per layer
-    anchor: float = 1.0  # weight of the L2 pull to their values at the end of the previous experience
-    drift_bound: float | None = None  # most relative distance from their first-experience values (0: frozen after it)
-
-
-@dataclass
-class MoEParams:
-    embed_dim: int = 64  # width of the modality tokens and the experts' input and output
-    n_layers: int = 2  # MoE layers
-    expert_hidden: int = 128  # hidden width of each expert's MLP
-    experts_per_growth: int = 2  # experts added to every layer at each growth step
-    k: int = 2  # experts per token, within the routed group (at most experts_per_growth)
-    balance_loss_weight: float = 0.01  # Switch/GShard load balance over the routed group's experts
-    z_loss_weight: float = 0.001  # ST-MoE router z-loss
-    growth: str = "experience"  # experience | modality (moe/growth.py)
-    max_experts: int = 0  # per layer; 0: no cap. Beyond it the group most of the new data routes to is reused
-    freeze_old: bool = True  # everything trained in earlier experiences stops training (freezing.py)
-    encoder_training: str = "introduced"  # introduced | never | always | per_group (freezing.py)
-    communication: str = "none"  # none | lateral | attention | pnn | shared (moe/communication.py)
-    shared: SharedExpertsParams = field(default_factory=SharedExpertsParams)  # communication: shared only
-    expert_weights: list[float] = field(default_factory=lambda: [0.5, 0.0, 0.25, 0.75, 1.0])  # candidates for w,
-    # chosen on validation (the first wins without validation data)
-    statistics: StatsParams = field(default_factory=StatsParams)  # the gate and p_stat (models/stats_model.py)
-    gate: str = "fixed"  # fixed: statistics in fixed feature maps; nested: also in each group's own learned
-    # features (statistics/nested.py; every group then runs on every sample at test time)
 
 
 class ExperienceHead(nn.Module):
@@ -103,7 +74,7 @@ class MoEModel(ContinualModule):
     part_names = ("statistics", "experts")
 
     def __init__(self, params: MoEParams, *, n_classes: int, scenario: str, train: TrainConfig) -> None:
-        _check(params)
+        check_moe_params(params)
         super().__init__(n_classes=n_classes, scenario=scenario, train=train, embed_dim=params.embed_dim)
         self.settings = params
         mode = COMMUNICATION.get(params.communication, "model.params.communication")
@@ -465,34 +436,6 @@ def _mix(stat: torch.Tensor, experts: torch.Tensor, weight: float | torch.Tensor
     if weight <= 0:
         return stat
     return experts if weight >= 1 else torch.logaddexp(stat + math.log(1 - weight), experts + math.log(weight))
-
-
-def _check(p: MoEParams) -> None:
-    def bad(key: str, msg: str) -> None:
-        raise ConfigError(f"model.params.{key}: {msg}")
-
-    for key in ("embed_dim", "n_layers", "expert_hidden", "experts_per_growth", "k"):
-        if getattr(p, key) < 1:
-            bad(key, f"must be at least 1, got {getattr(p, key)}")
-    if p.k > p.experts_per_growth:
-        bad("k", f"must not exceed experts_per_growth ({p.experts_per_growth}): a sample is routed within one group")
-    if p.growth not in GROWTH:
-        bad("growth", f"unknown policy '{p.growth}'; use one of {', '.join(GROWTH)}")
-    if p.max_experts and p.max_experts < p.experts_per_growth:
-        bad("max_experts", f"must be 0 (no cap) or at least experts_per_growth ({p.experts_per_growth})")
-    if p.encoder_training not in ENCODER_TRAINING:
-        bad("encoder_training", f"use {', '.join(ENCODER_TRAINING)}, got '{p.encoder_training}'")
-    if p.gate not in ("fixed", "nested"):
-        bad("gate", f"use fixed or nested, got '{p.gate}'")
-    if p.communication not in COMMUNICATION:
-        bad("communication", f"unknown mode '{p.communication}'; use one of {', '.join(COMMUNICATION)}")
-    if COMMUNICATION.get(p.communication).anchors_shared_experts and p.shared.n < 1:
-        bad("shared.n", f"communication={p.communication} needs at least 1 shared expert")
-    if p.shared.drift_bound is not None and p.shared.drift_bound < 0:
-        bad("shared.drift_bound", f"must be >= 0 or null, got {p.shared.drift_bound}")
-    if not p.expert_weights or any(not 0.0 <= v <= 1.0 for v in p.expert_weights):
-        bad("expert_weights", f"give one or more candidates in [0, 1], got {list(p.expert_weights)}")
-    check_stats_params(p.statistics, "model.params.statistics")
 
 
 @MODELS.register("moe", params=MoEParams, routes_by_experience=True)
