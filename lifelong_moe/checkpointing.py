@@ -24,9 +24,8 @@ from lifelong_moe.errors import ConfigError
 from lifelong_moe.reporting.files import atomic_write_bytes
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 5  # 1: pickled numpy objects (refused); 2: tensors and plain data, the model before the gate refactor;
-# 3: float64 square covariances; 4: covariances packed (statistics/compact_scatter.py); 5: now (the nested
-# gate's groups also read their encoders' trunks)
+FORMAT = 4  # 1: pickled numpy objects (refused); 2: tensors and plain data, the model before the gate refactor;
+# 3: float64 square covariances; 4: now (covariances packed: statistics/compact_scatter.py)
 _FIELDS: dict[str, tuple[type, ...]] = {
     "config": (dict,), "completed": (int,), "structure": (dict,), "model": (dict,), "R": (list,),
     "b": (list, type(None)), "timing": (list,), "params": (list,), "reports": (list,), "modality": (list,),

@@ -94,23 +94,3 @@ def test_the_moe_reports_its_fixed_statistics_as_the_stats_model_would(tmp_path)
     assert parts["fixed_statistics"]["accuracy_matrix"] == stats["accuracy_matrix"]
     assert parts["statistics"]["accuracy_matrix"] != stats["accuracy_matrix"]
     assert moe_results["parameters_per_experience"][-1]["stored_bytes"] > stats["parameters_per_experience"][-1]["stored_bytes"]
-
-
-def test_each_group_reads_its_pooled_output_and_its_encoders_trunk(tmp_path):
-    """On images, a stage's space is, per group so far, the pooled representation (embed_dim) and the image
-    encoder's pooled convolution features (64 channels x 2 x 2): statistics on what the group's own
-    encoder learned, not only on its last projection."""
-    from lifelong_moe.checkpointing import load_checkpoint
-
-    stream = {"scenario": "class_incremental", "split": {"source": "c", "n_experiences": 2, "class_order": [0, 1, 2, 3]},
-              "sources": {"c": {"kind": "cluttered_digits", "params": {"canvas": 12, "renders": 1, "fragments": 0}}}}
-    cfg = tiny_config(tmp_path, stream=stream, model={"name": "moe", "params": {
-        "embed_dim": 16, "expert_hidden": 32, "gate": "nested", "encoder_training": "per_group",
-        "statistics": {"width": 256, "shrinkages": [0.1]}}})
-    cfg["train"]["epochs"] = 2
-    result = run(config_from_dict(cfg), progress=lambda s: None)
-    state = load_checkpoint(result.run_dir)["model"]
-    width = 16 + 64 * 4
-    assert state["nested.stages.0.stats.mean"].shape[-1] == width
-    assert state["nested.stages.1.stats.mean"].shape[-1] == 2 * width
-    assert result.results["contributions"]["statistics"]["acc"] > 0.5  # 4 classes: chance 0.25

@@ -24,17 +24,10 @@ ENCODERS: Registry[type[nn.Module]] = Registry("modality encoder")
 class ModalityEncoder(nn.Module):
     """Base of the built-in encoders: default fixed feature map of the raw sample."""
 
-    trunk_dim: int | None = None  # width of `trunk`; None: the encoder's output width
-
     @staticmethod
     def fixed_features(spec: ModalitySpec, width: int, seed: int) -> nn.Module:
         """A random feature space of `width` features for class statistics (a module with `out_dim`)."""
         return RandomReLUFeatures(math.prod(spec.shape), width, seed)
-
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        """The features below the encoder's last projection (the nested gate's statistics read them);
-        by default its output."""
-        return self(x)
 
 
 @ENCODERS.register("image")
@@ -50,13 +43,9 @@ class ImageEncoder(ModalityEncoder):
             nn.Conv2d(64, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
             nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(64 * 4, dim), nn.ReLU(),
         )
-        self.trunk_dim = 64 * 4
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net[:-2](x)  # the pooled convolution features
 
 
 
@@ -73,13 +62,9 @@ class SignalEncoder(ModalityEncoder):
             nn.Conv1d(32, 32, 3, stride=2, padding=1), nn.ReLU(),
             nn.AdaptiveAvgPool1d(5), nn.Flatten(), nn.Linear(32 * 5, dim), nn.ReLU(),
         )
-        self.trunk_dim = 32 * 5
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
-
-    def trunk(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net[:-2](x)  # the pooled convolution features
 
 
     @staticmethod

@@ -96,7 +96,6 @@ class MoEModel(ContinualModule):
         self.experience_group: dict[int, int] = {}
         self.experience_task: dict[int, int] = {}
         self.growth_log: dict[int, str] = {}
-        self.nested_modalities: dict[int, list[str]] = {}  # gate nested: the modalities whose trunks each group reads
         self.choices: dict[int, dict[str, float]] = {}  # per experience: what validation chose
         self._trained: set[int] = set()  # ids of parameters that lived through a finished experience
         self._tables: ExperienceTables | None = None  # rebuilt when an experience is added or the model moves
@@ -140,11 +139,10 @@ class MoEModel(ContinualModule):
         if decision.grow:
             for layer in self.layers:
                 layer.grow(self.settings.experts_per_growth, group)
+            if self.nested is not None:
+                self.nested.add_stage()
             if self.settings.encoder_training == "per_group" and group > 0:
                 self.group_encoders.grow(group, self.group_encoders.of(self.experience_group[e - 1], self.encoders), known)
-            if self.nested is not None:
-                self.nested_modalities[group] = list(self.encoders)
-                self.nested.add_stage(self._nested_width(group))
         self.experience_group[e], self.growth_log[e] = group, decision.reason
         self.heads[str(e)] = ExperienceHead(self.settings.embed_dim, exp.classes).to(self.device)
         self._tables = None
@@ -285,27 +283,10 @@ class MoEModel(ContinualModule):
         return pooled, aux, t, routings, comm_stats
 
     def group_features(self, inputs: dict[str, Any], tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Every group's features of every sample, [(B, d_g)] in group order (`gate: nested`): its pooled
-        representation, then its encoders' trunk for each modality it knew (zeros where a sample lacks it).
-        The trunks keep what the last projection of a group trained on few classes discards."""
+        """Every group's pooled representation of every sample, [(B, D)] in group order (`gate: nested`)."""
         B = len(next(iter(tokens.values())))
         full = lambda g: torch.full((B,), g, dtype=torch.long, device=self.device)  # noqa: E731
-        out = []
-        for g in range(self.n_groups):
-            pooled = self._experts(inputs, tokens, present, full(g), single=g)[0]
-            encoders, parts = self.group_encoders.of(g, self.encoders), [pooled]
-            for m in self.nested_modalities[g]:
-                if m in tokens:
-                    trunk = _trunk(encoders[m], inputs[m]).to(pooled.dtype)
-                    parts.append(trunk * present[m].unsqueeze(1).to(pooled.dtype))
-                else:
-                    parts.append(pooled.new_zeros(B, _trunk_width(encoders[m], self.settings.embed_dim)))
-            out.append(torch.cat(parts, 1).detach())
-        return out
-
-    def _nested_width(self, group: int) -> int:
-        encoders = self.group_encoders.of(group, self.encoders)
-        return self.settings.embed_dim + sum(_trunk_width(encoders[m], self.settings.embed_dim) for m in self.nested_modalities[group])
+        return [self._experts(inputs, tokens, present, full(g), single=g)[0].detach() for g in range(self.n_groups)]
 
     def _predict(self, pooled: torch.Tensor, tables: ExperienceTables, log_pe: torch.Tensor, routed: torch.Tensor, feats: Any,
                  rows: torch.Tensor | None, learned: torch.Tensor | None, current: int | None, expert_weight: float | None,
@@ -387,7 +368,6 @@ class MoEModel(ContinualModule):
             "choices": dict(self.choices),
             "statistics_width": self._statistics.width,
             "group_encoders": self.group_encoders.modalities(),
-            "nested_modalities": dict(self.nested_modalities),
         }
 
     def restore_structure(self, state: dict[str, Any]) -> None:
@@ -397,12 +377,11 @@ class MoEModel(ContinualModule):
         for g in dict.fromkeys(owners):  # groups in order of first appearance
             for layer in self.layers:
                 layer.grow(owners.count(g), g)
+        if self.nested is not None:
+            for _ in dict.fromkeys(owners):
+                self.nested.add_stage()
         for g, modalities in state["group_encoders"].items():  # the values come with the state dict
             self.group_encoders.grow(int(g), self.encoders, modalities)
-        self.nested_modalities = {int(g): list(m) for g, m in state["nested_modalities"].items()}
-        if self.nested is not None:
-            for g in dict.fromkeys(owners):
-                self.nested.add_stage(self._nested_width(g))
         for e, classes in state["heads"].items():
             self.heads[str(e)] = ExperienceHead(self.settings.embed_dim, classes).to(self.device)
         self._tables = None
@@ -419,14 +398,6 @@ class MoEModel(ContinualModule):
         summary = {"group": self.experience_group.get(e), "growth": self.growth_log.get(e), "n_groups": self.n_groups}
         drift = self.shared_anchor.drift() if self.shared_anchor is not None else None
         return {**summary, "shared_drift": drift} if drift is not None else summary
-
-
-def _trunk(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return encoder.trunk(x) if hasattr(encoder, "trunk") else encoder(x)  # a user's encoder: its output
-
-
-def _trunk_width(encoder: nn.Module, embed_dim: int) -> int:
-    return getattr(encoder, "trunk_dim", None) or embed_dim
 
 
 def _mix(stat: torch.Tensor, experts: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """Class statistics in the experts' own learned feature spaces, exact and exemplar-free (`gate: nested`).
 
 Each group of experts, once its experience ends and it freezes, is a feature map f_g: the pooled output of
-its encoders and experts, beside its encoders' convolutional trunk (the MoE model builds f_g). A class seen at experience j passes through the groups that exist then, f_0 ..
+its encoders and experts. A class seen at experience j passes through the groups that exist then, f_0 ..
 f_j, so its statistics exist, exactly, in those spaces and not in later ones (its data are gone). Instead
 of estimating what is missing, the decision is nested: stage s (group s) tells the classes that group s
 learned apart from every class that came after it, in the space [f_0 .. f_s], where all of them have
@@ -14,7 +14,7 @@ towards a multiple of the identity; shrinkage chosen on validation data). The st
 maps see what random features see; these see what each group learned, and a group trained on its two
 classes responds to their shapes wherever they are. The cost: every group runs on every sample.
 
-Shape key: B samples, d_g features of group g, R rows (experience, class), S stages (groups)."""
+Shape key: B samples, d features per group, R rows (experience, class), S stages (groups)."""
 
 from __future__ import annotations
 
@@ -53,8 +53,7 @@ class _Stage(nn.Module):
 class NestedStatistics(nn.Module):
     def __init__(self, dim: int, shrinkages: Sequence[float]) -> None:
         super().__init__()
-        self.dim, self.shrinkages = dim, tuple(shrinkages)  # dim: a group's width unless add_stage says another
-        self.ends: list[int] = []  # stage s reads features [: ends[s]] of the groups joined in order
+        self.dim, self.shrinkages = dim, tuple(shrinkages)
         self.stages = nn.ModuleList()
         self.register_buffer("row_stage", torch.zeros(0, dtype=torch.long))
         self.register_buffer("shrinkage_correct", torch.zeros(len(self.shrinkages), dtype=torch.float64))
@@ -72,10 +71,10 @@ class NestedStatistics(nn.Module):
         for stage in self.stages:
             stage.stats.settle()
 
-    def add_stage(self, dim: int | None = None) -> None:
-        """A new group of `dim` features: a stage whose space is every group so far, itself included."""
-        self.ends.append((self.ends[-1] if self.ends else 0) + (self.dim if dim is None else dim))
-        self.stages.append(_Stage(self.ends[-1], self.n_rows).to(self.row_stage.device))
+    def add_stage(self) -> None:
+        """A new group: a stage whose space is every group so far, itself included."""
+        device = self.row_stage.device
+        self.stages.append(_Stage(self.dim * (len(self.stages) + 1), self.n_rows).to(device))
 
     def add_rows(self, stage: int, n: int) -> None:
         """`n` rows (an experience's classes) decided at `stage` (its group)."""
@@ -91,11 +90,11 @@ class NestedStatistics(nn.Module):
 
     @torch.no_grad()
     def observe(self, feats: Sequence[torch.Tensor], rows: torch.Tensor) -> None:
-        """Add samples (features of groups 0.. (B, d_g) each; all rows of one stage) to every stage up to it."""
+        """Add samples (features of groups 0.. (B, d) each; all rows of one stage) to every stage up to it."""
         top = int(self.row_stage[rows].max())
         z = torch.cat(list(feats[: top + 1]), 1).double()
         for s in range(top + 1):
-            self.stages[s].stats.update(z[:, : self.ends[s]], rows)
+            self.stages[s].stats.update(z[:, : self.dim * (s + 1)], rows)
 
     @property
     def shrinkage(self) -> float:
@@ -124,7 +123,7 @@ class NestedStatistics(nn.Module):
                 stage.b.copy_(b.clamp_min(NEG).float())
 
     def log_posterior(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
-        """log p(row | x) (B, R) by the nested chain; `feats`: every group's features (B, d_g)."""
+        """log p(row | x) (B, R) by the nested chain; `feats`: every group's features (B, d)."""
         B = feats[0].shape[0]
         out = feats[0].new_full((B, self.n_rows), NEG)
         carry = feats[0].new_zeros(B)  # log P(a later stage than those done | x)
