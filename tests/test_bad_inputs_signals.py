@@ -30,7 +30,7 @@ STREAM = {
                                                           "n_train_per_class": 40, "n_test_per_class": 20, "separation": 3.0}}},
     "split": {"source": "syn", "n_experiences": 3},
 }
-TRAIN = {"epochs": 40, "batch_size": 16, "lr": 0.01}  # long enough (~1 s per experience) that a signal 0.3 s in lands in training
+TRAIN = {"epochs": 15, "batch_size": 16, "lr": 0.01}  # long enough that a signal 0.3 s in lands in training
 
 
 def _env() -> dict[str, str]:
