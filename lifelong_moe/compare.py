@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -199,7 +200,10 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def spread(mean: float, std: float, n: int, digits: int = 3) -> str:
-    """`mean ± std` over n seeds; the mean alone for one seed, whose spread is unknown (not zero)."""
+    """`mean ± std` over n seeds; the mean alone for one seed, whose spread is unknown (not zero); `n/a` for a
+    metric the runs did not measure (FWT without `evaluate_untrained`)."""
+    if math.isnan(mean):
+        return "n/a"
     return f"{mean:.{digits}f}" if n < 2 else f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 

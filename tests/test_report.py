@@ -102,6 +102,13 @@ def test_a_one_seed_table_shows_no_spread(runs):
     assert "±" not in page.split('<section id="table">')[1].split("</section>")[0]
 
 
+def test_a_metric_the_runs_did_not_measure_reads_n_a():
+    from lifelong_moe.compare import spread
+
+    assert spread(float("nan"), float("nan"), 3) == "n/a"  # FWT without evaluate_untrained
+    assert spread(0.5, 0.01, 3) == "0.500 ± 0.010" and spread(0.5, 0.0, 1) == "0.500"
+
+
 def test_report_errors_are_one_line(tmp_path, capsys):
     from battery import one_line_error
 
