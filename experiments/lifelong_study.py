@@ -9,9 +9,10 @@ Protocol (nothing is chosen on test data):
 - Tuning, per stream and method, at seed 0: the whole lifelong run on a *holdout* version of the stream
   (each source's training split divided 80/20, the 20% standing in for the test split; the test data unused),
   for every learning rate in LRS and epochs in EPOCHS; the best final average accuracy wins (ties: fewer
-  epochs, then the smaller rate). Methods with nothing to train by gradient (`stats`) are not tuned. Variants
-  (`moe_*`) use their base method's choice.
-- Test runs: the chosen settings, seeds 0..n-1, on the stream as configured (its test splits).
+  epochs, then the smaller rate); a setting whose loss diverges loses. Methods with nothing to train by
+  gradient (`stats`) are not tuned. Variants (`moe_*`) use their base method's choice.
+- Test runs: the chosen settings, seeds 0..n-1, on the stream as configured (its test splits). A seed whose
+  loss diverges is named in `diverged.md` beside the table and left out of its means.
 - Every method trains the same backbone where it has one (the config's `multimodal_mlp` defaults for the
   baselines; the MoE's encoders are the same modules) with the config's `train` section otherwise, augmentation
   included. Replay, DER and ER-ACE keep 200 samples.
@@ -35,6 +36,7 @@ from class_incremental import read_back_or_run, summary
 
 from lifelong_moe import config_from_dict
 from lifelong_moe.compare import comparison_row, write_comparison
+from lifelong_moe.errors import TrainingError
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -111,21 +113,36 @@ def tune(stream: str, config: str, method: str, out: Path) -> dict:
             for epochs in EPOCHS:
                 name = f"{method}-lr{lr:g}-e{epochs}"
                 raw = method_config(config, method, 0, out / stream / "tuning" / "runs", name, lr, epochs, holdout=True)
-                results = read_back_or_run(out / stream / "tuning" / "runs" / name / "seed0", lambda raw=raw: config_from_dict(raw))
+                try:
+                    results = read_back_or_run(out / stream / "tuning" / "runs" / name / "seed0", lambda raw=raw: config_from_dict(raw))
+                except TrainingError as err:  # a setting whose loss diverges is a candidate that lost, not the study's end
+                    grid[f"{lr:g}/{epochs}"] = None
+                    print(f"[{stream}] tuning {method} lr {lr:g} epochs {epochs}: diverged ({err})", flush=True)
+                    continue
                 grid[f"{lr:g}/{epochs}"] = results["metrics"]["acc"]
                 print(f"[{stream}] tuning {method} lr {lr:g} epochs {epochs}: validation ACC {grid[f'{lr:g}/{epochs}']:.3f}", flush=True)
-        best = max(grid, key=lambda k: (grid[k], -int(k.split("/")[1]), -float(k.split("/")[0])))
-        chosen = {"lr": float(best.split("/")[0]), "epochs": int(best.split("/")[1]), "validation_acc": grid[best], "grid": grid}
+        finite = [k for k in grid if grid[k] is not None]
+        if finite:
+            best = max(finite, key=lambda k: (grid[k], -int(k.split("/")[1]), -float(k.split("/")[0])))
+            chosen = {"lr": float(best.split("/")[0]), "epochs": int(best.split("/")[1]), "validation_acc": grid[best], "grid": grid}
+        else:  # no setting to test: its test runs are reported as diverged
+            chosen = {"lr": None, "epochs": None, "diverged": True, "grid": grid}
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps(chosen, indent=1))
     return chosen
 
 
-def test_run(stream: str, config: str, method: str, seed: int, out: Path) -> dict:
+def test_run(stream: str, config: str, method: str, seed: int, out: Path) -> dict | str:
+    """results.json of one test run; the error's message if its loss diverged (reported, not averaged)."""
     torch.set_num_threads(1)
     chosen = json.loads((out / stream / "tuning" / f"{base_method(method)}.json").read_text())
+    if chosen.get("diverged"):
+        return f"every setting of {base_method(method)} diverged on the holdout stream: {chosen['grid']}"
     raw = method_config(config, method, seed, out / stream / "runs", method, chosen["lr"], chosen["epochs"])
-    return read_back_or_run(out / stream / "runs" / method / f"seed{seed}", lambda: config_from_dict(raw))
+    try:
+        return read_back_or_run(out / stream / "runs" / method / f"seed{seed}", lambda: config_from_dict(raw))
+    except TrainingError as err:
+        return str(err)
 
 
 def run_study(streams: dict[str, str], methods: list[str], seeds: int, out: Path, jobs: int) -> dict[str, dict[str, list[dict]]]:
@@ -136,13 +153,21 @@ def run_study(streams: dict[str, str], methods: list[str], seeds: int, out: Path
         tasks = [(s, c, m, k) for s, c in streams.items() for m in methods for k in range(seeds)]
         results = list(pool.map(test_run, *zip(*[(s, c, m, k, out) for s, c, m, k in tasks], strict=True)))
     all_rows: dict[str, dict[str, list[dict]]] = {}
+    diverged: dict[str, list[str]] = {}
     for (s, _, m, k), res in zip(tasks, results, strict=True):
+        if isinstance(res, str):
+            diverged.setdefault(s, []).append(f"{m} seed {k}: {res}")
+            print(f"[{s}] {m} seed {k}: DIVERGED ({res})", flush=True)
+            continue
         all_rows.setdefault(s, {}).setdefault(m, []).append(comparison_row(res, res["metrics"]))
         print(f"[{s}] {m} seed {k}: ACC {res['metrics']['acc']:.3f}", flush=True)
     for s, rows in all_rows.items():
         write_comparison(out / s, rows)
         tuning = {b: json.loads((out / s / "tuning" / f"{b}.json").read_text()) for b in sorted({base_method(m) for m in rows})}
         (out / s / "tuning.json").write_text(json.dumps(tuning, indent=1))
+        if diverged.get(s):  # seeds left out of the table's means
+            (out / s / "diverged.md").write_text("Test runs whose loss diverged (left out of the means):\n\n"
+                                                 + "".join(f"- {line}\n" for line in diverged[s]))
     return all_rows
 
 
