@@ -111,3 +111,19 @@ def test_compare_rejects_unknown_names(tmp_path, capsys):
     assert main(["compare", str(cfg_path), "--strategies", "moe,icarl"]) == 2
     assert "--strategies: unknown 'icarl'" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_er_ace_loss_is_avalanches_where_that_is_finite_and_finite_where_it_is_not():
+    """Avalanche's ACECriterion takes log(softmax): a logit gap beyond ~88 underflows and gives NaN."""
+    from avalanche.training.regularization import ACECriterion
+
+    from lifelong_moe.strategies.avalanche_baselines import StableACE
+
+    gen = torch.Generator().manual_seed(0)
+    out_in, out_buf = torch.randn(16, 10, generator=gen) * 3, torch.randn(8, 10, generator=gen) * 3
+    y_in, y_buf = torch.randint(3, 7, (16,), generator=gen), torch.randint(0, 10, (8,), generator=gen)
+    assert torch.allclose(StableACE()(out_in, y_in, out_buf, y_buf), ACECriterion()(out_in, y_in, out_buf, y_buf), atol=1e-5)
+    out_in[0, int(y_in[1])] = -200.0  # a current class far below another sample's logits
+    out_in[0, int(y_in[0])] = 50.0
+    assert torch.isnan(ACECriterion()(out_in, y_in, out_buf, y_buf))
+    assert torch.isfinite(StableACE()(out_in, y_in, out_buf, y_buf))

@@ -109,6 +109,8 @@ class AvalancheBaseline:
             device=device, evaluator=EvaluationPlugin(loggers=[]), eval_every=-1, **kwargs,
         )
         _current_buffer_api(built)
+        if hasattr(built, "ace_criterion"):  # ER-ACE
+            built.ace_criterion = StableACE()
         return built
 
     def template_and_kwargs(self, supervised: Any) -> tuple[Any, dict[str, Any]]:
@@ -217,6 +219,19 @@ class DERParams:
 class ERACEParams:
     mem_size: int = 200  # samples kept in the replay buffer (class-balanced)
     batch_size_mem: int = 32  # buffered samples replayed per training batch
+
+
+class StableACE:
+    """ER-ACE's asymmetric cross-entropy: the incoming batch is scored over its own classes only, the buffer
+    over all. Avalanche 0.6's ACECriterion takes log(softmax(x)), which is -inf for a class whose probability
+    underflows (a logit gap beyond ~88 in float32), and its one-hot product then gives 0 * -inf = NaN: ER-ACE
+    stopped with a NaN loss at every lr on a domain-incremental stream. The same loss with log_softmax."""
+
+    def __call__(self, out_in: torch.Tensor, target_in: torch.Tensor, out_buffer: torch.Tensor,
+                 target_buffer: torch.Tensor) -> torch.Tensor:
+        current = torch.unique(target_in)  # sorted
+        loss_current = nn.functional.cross_entropy(out_in[:, current], torch.searchsorted(current, target_in))
+        return (nn.functional.cross_entropy(out_buffer, target_buffer) + loss_current) / 2
 
 
 def _cpu_safe_si_plugin(si_lambda: float) -> Any:
