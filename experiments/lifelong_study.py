@@ -55,6 +55,7 @@ METHODS: dict[str, tuple[str, str, dict[str, Any]]] = {  # name -> (model, strat
     "moe_fixed_gate": ("moe", "naive", {"model.params.gate": "fixed"}),
     "moe_shared_encoders": ("moe", "naive", {"model.params.encoder_training": "introduced", "model.params.gate": "fixed"}),
     "moe_no_shift": ("moe", "naive", {"train.shift_augment": 0.0}),
+    "moe_no_self_labels": ("moe", "naive", {"model.params.self_labels": "none"}),
     "moe_pnn": ("moe", "naive", {"model.params.communication": "pnn"}),
     # the other way round, on streams configured without it: learned features in the gate
     "moe_nested": ("moe", "naive", {"model.params.gate": "nested", "model.params.encoder_training": "per_group"}),

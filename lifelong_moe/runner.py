@@ -48,13 +48,15 @@ def run(cfg: ExperimentConfig, progress: Callable[[str], None] = print, resume: 
     Everything is checked (`prepare`) before anything is written. A run that stops after its directory
     exists (an error, SIGINT or SIGTERM) removes what this attempt made if it completed no experience, and
     otherwise keeps its last checkpoint and marks results.json; an interrupt is raised as `Interrupted`
-    carrying where the run stopped."""
+    carrying where the run stopped. `trainer.cpu_threads` holds for the run; the caller's count returns after."""
     writer = is_writer()
     inherited = os.environ.get(RUN_DIR_ENV)
+    threads = torch.get_num_threads()
     try:
         prepared = prepare(cfg, resume, progress if writer else (lambda _: None))
         return _run(prepared, progress if writer else (lambda _: None), writer)
     finally:
+        torch.set_num_threads(threads)  # a later run or test in this process sums floats as it would alone
         if writer:  # the next run in this process must not inherit this one's directory
             if inherited is None:
                 os.environ.pop(RUN_DIR_ENV, None)

@@ -107,9 +107,11 @@ def test_cpu_threads_setting_is_applied_and_checked(tmp_path):
     cfg = tiny_config(tmp_path)
     before = torch.get_num_threads()
     cfg["trainer"]["cpu_threads"] = 1 if before > 1 else 2
+    during: list[int] = []
     try:
-        run(config_from_dict(cfg), progress=lambda s: None)
-        assert torch.get_num_threads() == cfg["trainer"]["cpu_threads"]
+        run(config_from_dict(cfg), progress=lambda s: during.append(torch.get_num_threads()))
+        assert during and set(during) == {cfg["trainer"]["cpu_threads"]}  # every experience ran on the setting
+        assert torch.get_num_threads() == before  # and the caller's count came back (later runs sum as alone)
     finally:
         torch.set_num_threads(before)
     cfg["trainer"]["cpu_threads"] = -1

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong_moe.config.schema import TrainConfig
+from lifelong_moe.errors import ConfigError
 from lifelong_moe.models.continual_module import ContinualModule, Prediction
 from lifelong_moe.models.freezing import freeze_old
 from lifelong_moe.models.gates import StatisticsGate, TaskLabelGate
@@ -36,6 +37,7 @@ from lifelong_moe.models.group_encoders import GroupEncoders
 from lifelong_moe.models.moe_params import MoEParams, check_moe_params
 from lifelong_moe.models.moe_probes import CommunicationProbe, RoutingProbe, StatisticsProbe
 from lifelong_moe.models.moe_routing import ExperienceTables, HeadStacks, Tokens, routed_prediction, token_layout
+from lifelong_moe.models.self_labels import SelfLabelHeads, carries_transform, check_modality, plain_and_transformed
 from lifelong_moe.models.stats_model import ModalityStatistics
 from lifelong_moe.moe import COMMUNICATION, MoELayer, decide_growth
 from lifelong_moe.moe.cached import derived
@@ -68,6 +70,7 @@ class MoEForward:
     parts: dict[str, torch.Tensor] = field(default_factory=dict)  # (B, C) log-scores of each part alone
     routed: torch.Tensor | None = None  # (B,) the routed experience of each sample
     token_present: torch.Tensor | None = None  # (n,) bool: the token's modality is present (absent ones count for nothing)
+    pooled: torch.Tensor | None = None  # (B, D) the routed group's representation of each sample
 
 
 class MoEModel(ContinualModule):
@@ -85,6 +88,7 @@ class MoEModel(ContinualModule):
         self.shared_anchor = SharedAnchor(self.layers, params.shared.drift_bound) if n_shared else None
         self.final_norm = nn.LayerNorm(params.embed_dim)
         self.heads = nn.ModuleDict()
+        self.self_label_heads = SelfLabelHeads()  # training only (self_labels.py)
         self.group_encoders = GroupEncoders()
         self._statistics = ModalityStatistics(params.statistics)
         self.statistics = self._statistics.classifier
@@ -118,6 +122,10 @@ class MoEModel(ContinualModule):
         return t
 
     def add_modality(self, name: str, spec: ModalitySpec) -> None:
+        if self.settings.self_labels != "none" and carries_transform(spec.dtype, spec.shape):
+            why = check_modality(self.settings.self_labels, name, tuple(spec.shape))
+            if why:
+                raise ConfigError(f"model.params.self_labels: {why}")
         super().add_modality(name, spec)
         self._statistics.add_modality(name, spec)
         if self.settings.encoder_training == "never":
@@ -130,6 +138,9 @@ class MoEModel(ContinualModule):
         known = list(self.encoders)
         self._statistics.settle_width(exp.spec.n_train)
         super().on_experience_start(exp)  # encoders for new modalities, class masks
+        if self.settings.self_labels != "none" and not any(carries_transform(s.dtype, s.shape) for s in exp.modality_specs.values()):
+            raise ConfigError(f"model.params.self_labels: '{self.settings.self_labels}' needs an image or signal modality; "
+                              f"experience {e} has {sorted(exp.modality_specs)}")
         self.experience_task[e] = int(exp.task_label)
         decision = decide_growth(
             self.settings.growth, n_groups=self.n_groups, n_experts=self.layers[0].n_experts,
@@ -145,6 +156,9 @@ class MoEModel(ContinualModule):
                 self.group_encoders.grow(group, self.group_encoders.of(self.experience_group[e - 1], self.encoders), known)
         self.experience_group[e], self.growth_log[e] = group, decision.reason
         self.heads[str(e)] = ExperienceHead(self.settings.embed_dim, exp.classes).to(self.device)
+        if self.settings.self_labels != "none":
+            self.self_label_heads.add(e, self.settings.embed_dim, len(exp.classes), self.settings.self_labels)
+            self.self_label_heads.to(self.device)
         self._tables = None
         self.statistics.add_rows(e, exp.classes)
         if self.nested is not None:
@@ -256,7 +270,7 @@ class MoEModel(ContinualModule):
         pooled, aux, t, routings, comm_stats = self._experts(inputs, tokens, present, sample_group, single)
         logits, scored = self._predict(pooled, tables, log_pe, routed, feats, rows, learned, current, expert_weight, parts)
         routed_experience = tables.experience[routed] if exps else None
-        return MoEForward(logits, aux, t.sample, t.modality, routings, comm_stats, scored, routed_experience, t.present)
+        return MoEForward(logits, aux, t.sample, t.modality, routings, comm_stats, scored, routed_experience, t.present, pooled)
 
     def _experts(self, inputs: dict[str, Any], tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
                  sample_group: torch.Tensor, single: int | None = None) -> tuple[torch.Tensor, torch.Tensor, Tokens, list[Any], list[dict]]:
@@ -318,8 +332,17 @@ class MoEModel(ContinualModule):
         return logits.masked_fill(~self.class_mask(task_labels, logits.shape[0]), NEG)
 
     def training_loss(self, x: dict[str, Any], y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self.forward_outputs(x, t, current=self.experience)
-        loss = F.cross_entropy(out.logits, y) + out.aux_loss
+        kind, e, B = self.settings.self_labels, self.experience, len(y)
+        if kind == "none":
+            out = self.forward_outputs(x, t, current=e)
+            loss = F.cross_entropy(out.logits, y) + out.aux_loss
+        else:  # the batch and its transformed copy in one pass; the class head sees the plain copy
+            joined, transforms = plain_and_transformed(kind, x)
+            out = self.forward_outputs(joined, torch.cat([t, t]), current=e)
+            local = (self.heads[str(e)].classes.unsqueeze(0) == y.unsqueeze(1)).int().argmax(1)
+            loss = (F.cross_entropy(out.logits[:B], y) + out.aux_loss
+                    + self.self_label_heads.loss(e, out.pooled, local, transforms, kind))
+            out.logits = out.logits[:B]
         if self.shared_anchor is not None:
             loss = loss + self.settings.shared.anchor * self.shared_anchor.penalty()
         return loss, out.logits
@@ -384,6 +407,9 @@ class MoEModel(ContinualModule):
             self.group_encoders.grow(int(g), self.encoders, modalities)
         for e, classes in state["heads"].items():
             self.heads[str(e)] = ExperienceHead(self.settings.embed_dim, classes).to(self.device)
+            if self.settings.self_labels != "none":
+                self.self_label_heads.add(int(e), self.settings.embed_dim, len(classes), self.settings.self_labels)
+        self.self_label_heads.to(self.device)
         self._tables = None
         self.frozen_weight = self.frozen_weight.new_zeros(len(state["heads"]) if self.statistics.frozen else 0)
         self.experience_group = {int(k): v for k, v in state["experience_group"].items()}

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from lifelong_moe.errors import ConfigError
 from lifelong_moe.models.freezing import ENCODER_TRAINING
+from lifelong_moe.models.self_labels import SELF_LABELS
 from lifelong_moe.models.stats_model import StatsParams, check_stats_params
 from lifelong_moe.moe import COMMUNICATION, GROWTH
 
@@ -39,6 +40,8 @@ class MoEParams:
     statistics: StatsParams = field(default_factory=StatsParams)  # the gate and p_stat (models/stats_model.py)
     gate: str = "fixed"  # fixed: statistics in fixed feature maps; nested: also in each group's own learned
     # features (statistics/nested.py; every group then runs on every sample at test time)
+    self_labels: str = "none"  # none | rotations | flips: each experience also learns (class, transform) pairs
+    # of its batch under random transforms, PASS's label augmentation (models/self_labels.py; 2x training compute)
 
 
 def check_moe_params(p: MoEParams) -> None:
@@ -59,6 +62,8 @@ def check_moe_params(p: MoEParams) -> None:
         bad("encoder_training", f"use {', '.join(ENCODER_TRAINING)}, got '{p.encoder_training}'")
     if p.gate not in ("fixed", "nested"):
         bad("gate", f"use fixed or nested, got '{p.gate}'")
+    if p.self_labels != "none" and p.self_labels not in SELF_LABELS:
+        bad("self_labels", f"use none, {', '.join(SELF_LABELS)}, got '{p.self_labels}'")
     if p.communication not in COMMUNICATION:
         bad("communication", f"unknown mode '{p.communication}'; use one of {', '.join(COMMUNICATION)}")
     if COMMUNICATION.get(p.communication).anchors_shared_experts and p.shared.n < 1:
