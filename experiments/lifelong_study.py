@@ -100,7 +100,7 @@ def base_method(method: str) -> str:
     return method.split("_")[0] if method.startswith("moe_") else method
 
 
-def tune(stream: str, config: str, method: str, out: Path) -> dict:
+def tune(stream: str, config: str, method: str, out: Path, epochs_grid: tuple[int, ...] = EPOCHS) -> dict:
     """(lr, epochs) for a method on a stream, from its tuning record or a new grid on the holdout stream."""
     torch.set_num_threads(1)
     record = out / stream / "tuning" / f"{method}.json"
@@ -111,7 +111,7 @@ def tune(stream: str, config: str, method: str, out: Path) -> dict:
     else:
         grid = {}
         for lr in LRS:
-            for epochs in EPOCHS:
+            for epochs in epochs_grid:
                 name = f"{method}-lr{lr:g}-e{epochs}"
                 raw = method_config(config, method, 0, out / stream / "tuning" / "runs", name, lr, epochs, holdout=True)
                 try:
@@ -146,11 +146,12 @@ def test_run(stream: str, config: str, method: str, seed: int, out: Path) -> dic
         return str(err)
 
 
-def run_study(streams: dict[str, str], methods: list[str], seeds: int, out: Path, jobs: int) -> dict[str, dict[str, list[dict]]]:
+def run_study(streams: dict[str, str], methods: list[str], seeds: int, out: Path, jobs: int,
+              epochs_grid: tuple[int, ...] = EPOCHS) -> dict[str, dict[str, list[dict]]]:
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
         bases = sorted({base_method(m) for m in methods})
-        list(pool.map(tune, *zip(*[(s, c, b, out) for s, c in streams.items() for b in bases], strict=True)))
+        list(pool.map(tune, *zip(*[(s, c, b, out, epochs_grid) for s, c in streams.items() for b in bases], strict=True)))
         tasks = [(s, c, m, k) for s, c in streams.items() for m in methods for k in range(seeds)]
         results = list(pool.map(test_run, *zip(*[(s, c, m, k, out) for s, c, m, k in tasks], strict=True)))
     all_rows: dict[str, dict[str, list[dict]]] = {}
@@ -177,6 +178,7 @@ def main() -> int:
     ap.add_argument("--streams", default="cluttered_digits,formant_words")
     ap.add_argument("--methods", default="moe,stats,naive,replay,der,er_ace,joint")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--epochs", default=",".join(map(str, EPOCHS)), help="the tuning grid's epochs, e.g. 5,20,40")
     ap.add_argument("--jobs", type=int, default=2, help="runs side by side, one core each")
     ap.add_argument("--out", default=str(HERE / "results" / "lifelong"))
     ap.add_argument("--held-out", action="store_true", help="run the held-out stream (once, for the final measurement)")
@@ -189,7 +191,7 @@ def main() -> int:
         print(f"unknown stream or method: {unknown}", file=sys.stderr)
         return 2
     out = Path(args.out)
-    rows = run_study(streams, methods, args.seeds, out, args.jobs)
+    rows = run_study(streams, methods, args.seeds, out, args.jobs, tuple(int(e) for e in args.epochs.split(",")))
     summary(rows, out, "lifelong study: ACC, each method's lr and epochs chosen on validation")
     for s, per_method in rows.items():
         spread = {m: statistics.pstdev([r["acc"] for r in rs]) for m, rs in per_method.items()}

@@ -40,7 +40,7 @@ class MoEParams:
     statistics: StatsParams = field(default_factory=StatsParams)  # the gate and p_stat (models/stats_model.py)
     gate: str = "fixed"  # fixed: statistics in fixed feature maps; nested: also in each group's own learned
     # features (statistics/nested.py; every group then runs on every sample at test time)
-    self_labels: str = "none"  # none | rotations | flips: each experience also learns (class, transform) pairs
+    self_labels: str = "none"  # none | rotations | flips | dihedral: each experience also learns (class, transform) pairs
     # of its batch under random transforms, PASS's label augmentation (models/self_labels.py; 2x training compute)
 
 
