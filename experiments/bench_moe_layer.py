@@ -10,7 +10,11 @@ layer, with each GEMM's output freed at once (`freed`: the next GEMM reuses hot 
 of the step (`kept`: as a real step keeps its activations and every expert's weight gradient). The last
 columns give the layer's ratio as a share of each bound (1.0: the layer costs only its GEMMs).
 
-    python experiments/bench_moe_layer.py [--device cpu|cuda] [--dtype float32|bf16] [--experts 4 16 64 256]
+    python experiments/bench_moe_layer.py [--device cpu|cuda] [--dtype float32|bf16] [--experts 4 16 64 256] [--threads 1]
+
+One CPU thread by default, as the other benchmarks here: the ratio is then per-core compute, not how the GEMM
+library splits a large matrix and a small one over the free cores (with 2 threads the dense block gains from
+the second core and the 16-token GEMMs hardly do).
 """
 
 from __future__ import annotations
@@ -71,7 +75,10 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=512)
     ap.add_argument("--k", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     dev, dtype = args.device, torch.bfloat16 if args.dtype in ("bf16", "bfloat16") else torch.float32
     x = torch.randn(args.tokens, args.dim, device=dev)

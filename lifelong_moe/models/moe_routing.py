@@ -39,6 +39,7 @@ class ExperienceTables:
     head_valid: torch.Tensor
     weights: list[torch.Tensor]  # the heads' weights and biases, in column order (for `HeadStacks`)
     biases: list[torch.Tensor]
+    distinct_classes: bool  # no class in two heads (class-incremental): p(c | x) needs no sum over columns
 
     @staticmethod
     def of(heads: nn.ModuleDict, experience_group: dict[int, int], device: torch.device) -> ExperienceTables:
@@ -55,7 +56,8 @@ class ExperienceTables:
             as_long([i for i, n in enumerate(sizes) for _ in range(n)]),
             torch.cat([h.classes for h in modules]).to(device) if modules else as_long([]),
             as_long(cols).reshape(len(exps), width), torch.tensor(valid, dtype=torch.bool, device=device).reshape(len(exps), width),
-            [h.linear.weight for h in modules], [h.linear.bias for h in modules])
+            [h.linear.weight for h in modules], [h.linear.bias for h in modules],
+            len({c for h in modules for c in h.classes.tolist()}) == sum(sizes))
 
     @property
     def n_columns(self) -> int:
@@ -110,7 +112,7 @@ def routed_prediction(pooled: torch.Tensor, head: tuple[torch.Tensor, torch.Tens
     w = weight[cols] if isinstance(weight, torch.Tensor) else weight
     spill = torch.where(valid, cols, K)  # padding lands in one spare column, dropped after
     mixed = torch.cat([stat, stat[:, :1]], 1).scatter(1, spill, mix(stat.gather(1, cols), experts, w))[:, :K]
-    by_class = lambda s: segment_logsumexp(s, tables.classes, n_classes)  # noqa: E731
+    by_class = lambda s: segment_logsumexp(s, tables.classes, n_classes, tables.distinct_classes)  # noqa: E731
     logits = by_class(mixed + log_pe[:, tables.col])
     if not parts:
         return logits, {}

@@ -177,7 +177,7 @@ class StatisticsClassifier(nn.Module):
             getattr(self, f"W_{m}").copy_(W)
             getattr(self, f"b_{m}").copy_(b)
         if validation is not None:
-            per_modality = self._modality_log_posteriors(validation[0])
+            per_modality = self._modality_posteriors(validation[0])
             labels = self.row_class[validation[1]]
             for k, floor in enumerate(self.floors):
                 answers = self._class_posterior_of_rows(self._combine(per_modality, floor)).argmax(1)
@@ -233,29 +233,31 @@ class StatisticsClassifier(nn.Module):
             stats.settle()
 
     # ---- inference ----------------------------------------------------------------------------------
-    def _modality_log_posteriors(self, feats: Features) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per modality: (log p_m(row | x) (B, R), presence (B,))."""
-        return {m: ((z @ getattr(self, f"W_{m}") + getattr(self, f"b_{m}")).log_softmax(1), keep) for m, (z, keep) in feats.items()}
+    def _modality_posteriors(self, feats: Features) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per modality: (p_m(row | x) (B, R), presence (B,))."""
+        return {m: ((z @ getattr(self, f"W_{m}") + getattr(self, f"b_{m}")).softmax(1), keep) for m, (z, keep) in feats.items()}
 
     def _combine(self, per_modality: dict[str, tuple[torch.Tensor, torch.Tensor]], floor: float) -> torch.Tensor:
         """log p(row | x) (B, R): the product over present modalities of (1 - floor) p_m + floor / R_m,
-        restricted to rows some present modality knows, and ranked first by modality match."""
-        B = next(iter(per_modality.values()))[0].shape[0]
-        total = torch.zeros(B, self.n_rows, device=self.row_class.device)
-        mismatch = torch.zeros_like(total)
-        for m, (logp, keep) in per_modality.items():
-            known = self.stats[m].seen  # (R,)
-            uniform = -math.log(max(self.stats[m].n_seen, 1))
-            mixed = torch.logaddexp(logp + math.log(max(1.0 - floor, 1e-12)), torch.full_like(logp, uniform + math.log(max(floor, 1e-12))))
-            present = keep.unsqueeze(1).float()
-            total = total + torch.where(known, mixed, torch.zeros_like(mixed)) * present
-            mismatch = mismatch + (known.float().unsqueeze(0) != present).float()  # the row or the sample lacks m
-        for m, stats in self.stats.items():  # modalities the batch does not hold at all
-            if m not in per_modality:
-                mismatch = mismatch + stats.seen.float().unsqueeze(0)
-        any_known = torch.stack([self.stats[m].seen.unsqueeze(0) & keep.unsqueeze(1) for m, (_, keep) in per_modality.items()]).any(0)
-        scores = torch.where(any_known, total - MODALITY_MISMATCH * mismatch, torch.full_like(total, NEG))
-        return scores.log_softmax(1)
+        restricted to rows some present modality knows, and ranked first by modality match. A fixed number of
+        passes over (B, R) whatever the number of modalities: which rows a sample's modalities know, and how
+        many modalities a row and a sample do not share, come from two matmuls of the presence (B, M) with
+        the rows' modalities (M, R)."""
+        names = list(per_modality)
+        known = torch.stack([self.stats[m].seen for m in names]).float()  # (M, R)
+        present = torch.stack([keep for _, keep in per_modality.values()], 1).float()  # (B, M)
+        total = None
+        for k, (p, _) in enumerate(per_modality.values()):
+            uniform = 1.0 / max(self.stats[names[k]].n_seen, 1)
+            mixed = p.mul(max(1.0 - floor, 1e-12)).add_(uniform * max(floor, 1e-12)).log_()
+            mixed = mixed.masked_fill_(known[k] == 0, 0.0).mul_(present[:, k : k + 1])
+            total = mixed if total is None else total.add_(mixed)
+        absent = [stats.seen for m, stats in self.stats.items() if m not in per_modality]  # modalities the batch lacks
+        fixed = known.sum(0) + (torch.stack(absent).float().sum(0) if absent else 0.0)  # (R,)
+        # mismatch = sum_m [known_m(row) != present_m(sample)] = present @ (1 - 2 known) + sum_m known_m(row)
+        total = total.add_(torch.addmm(fixed, present, 1.0 - 2.0 * known, alpha=-MODALITY_MISMATCH, beta=-MODALITY_MISMATCH))
+        any_known = (present @ known) > 0  # (B, R) some present modality knows the row
+        return total.masked_fill_(~any_known, NEG).log_softmax(1)
 
     def _class_posterior_of_rows(self, row_logp: torch.Tensor) -> torch.Tensor:
         """log p(c | x) (B, C) from log p(row | x): the sum over each class's rows."""
@@ -272,7 +274,7 @@ class StatisticsClassifier(nn.Module):
     def row_log_posterior(self, feats: Features, extra: torch.Tensor | None = None) -> torch.Tensor:
         """log p(row | x) (B, R) from today's discriminants and floor; `extra` (B, R), another expert's log
         p(row | x) (e.g. `NestedStatistics` on learned features), joins the product."""
-        rows = self._combine(self._modality_log_posteriors(feats), self.floor)
+        rows = self._combine(self._modality_posteriors(feats), self.floor)
         return rows if extra is None else (rows + extra).log_softmax(1)
 
     def experience_log_posterior(self, feats: Features, experiences: Sequence[int], extra: torch.Tensor | None = None,
