@@ -5,11 +5,13 @@ where only learned features can."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from test_class_statistics import batch_statistics
 
-from conftest import tiny_config
+from conftest import build_model_and_stream, tiny_config, train_experience
 from lifelong_moe import config_from_dict, run
+from lifelong_moe.errors import ConfigError
 from lifelong_moe.statistics.nested import NestedStatistics
 
 D = 3
@@ -94,3 +96,68 @@ def test_the_moe_reports_its_fixed_statistics_as_the_stats_model_would(tmp_path)
     assert parts["fixed_statistics"]["accuracy_matrix"] == stats["accuracy_matrix"]
     assert parts["statistics"]["accuracy_matrix"] != stats["accuracy_matrix"]
     assert moe_results["parameters_per_experience"][-1]["stored_bytes"] > stats["parameters_per_experience"][-1]["stored_bytes"]
+
+
+NESTED_STREAM = {"scenario": "class_incremental", "split": {"source": "s", "n_experiences": 3}, "sources": {"s": {
+    "kind": "synthetic", "params": {"n_classes": 6, "n_modalities": 2, "dim": 8, "n_train_per_class": 60,
+                                    "n_test_per_class": 30, "separation": 1.5, "noise": 1.0}}}}
+
+
+def _nested_moe(tmp_path, **params):
+    return tiny_config(tmp_path, stream=NESTED_STREAM, model={"name": "moe", "params": {
+        "embed_dim": 16, "expert_hidden": 32, "gate": "nested", "encoder_training": "per_group", **params}})
+
+
+def _trained_moe(tmp_path, **params):
+    cfg = _nested_moe(tmp_path, **params)
+    cfg["train"]["epochs"] = 2
+    cfg, stream, model = build_model_and_stream(cfg)
+    for i, exp in enumerate(stream.train_stream):
+        train_experience(cfg, model, exp, seed=i)
+    return model.eval(), stream
+
+
+def test_the_fixed_statistics_exponent_is_chosen_on_validation_and_reported(tmp_path):
+    """Each experience scores every candidate exponent on its validation split through the whole model; the
+    counts add up over experiences, the best so far is used and reported per experience; with one candidate
+    nothing is scored."""
+    model, stream = _trained_moe(tmp_path / "choose", fixed_statistics_weights=[1.0, 0.0])
+    counts = model.fixed_weight_correct
+    n_validation = sum(len(e.validation) for e in stream.train_stream)
+    assert n_validation > 0 and 0 < counts.max() <= n_validation and counts.min() >= 0
+    assert model.fixed_weight == [1.0, 0.0][int(counts.argmax())]
+    assert [c["fixed_statistics_weight"] for c in model.choices.values()][-1] == model.fixed_weight
+    single, _ = _trained_moe(tmp_path / "one", fixed_statistics_weights=[0.5])
+    assert single.fixed_weight == 0.5 and not single.fixed_weight_correct.any()
+
+
+def test_exponent_zero_lets_the_nested_statistics_alone_route_and_one_is_the_plain_product(tmp_path):
+    model, stream = _trained_moe(tmp_path)
+    x = next(iter(torch.utils.data.DataLoader(stream.test_stream[1].dataset, batch_size=40)))[0]
+    with torch.no_grad():
+        tokens, present = model.modality_tokens(x)
+        feats = model.statistics.featurize(x, present)
+        learned = model.nested.log_posterior(model.group_features(x, tokens, present))
+        fixed = model.statistics.row_log_posterior(feats)
+        assert torch.allclose(model.statistics.row_log_posterior(feats, learned, 1.0), (fixed + learned).log_softmax(1))
+        alone = model.statistics.row_log_posterior(feats, learned, 0.0)
+        assert torch.allclose(alone, learned.log_softmax(1), atol=1e-5)  # every row known in both modalities here
+        exps = model.tables().experiences
+        routed = model.forward_outputs(x, parts=False, fixed_weight=0.0).routed
+        by_experience = model.statistics.experience_log_posterior(feats, exps, rows=alone)
+        assert torch.equal(model.tables().experience[routed], torch.as_tensor(exps)[by_experience.argmax(1)])
+
+
+def test_a_checkpoint_without_the_exponent_counts_loads_with_the_first_candidate(tmp_path):
+    model, _ = _trained_moe(tmp_path)
+    state = {k: v for k, v in model.state_dict().items() if k != "fixed_weight_correct"}
+    model.fixed_weight_correct.fill_(3.0)
+    model.fixed_weight_correct[-1] = 9.0
+    model.load_state_dict(state)
+    assert not model.fixed_weight_correct.any() and model.fixed_weight == model.settings.fixed_statistics_weights[0] == 1.0
+
+
+def test_bad_exponent_candidates_are_refused_naming_the_key(tmp_path):
+    for bad in ([], [1.5], [-0.1, 1.0]):
+        with pytest.raises(ConfigError, match=r"model\.params\.fixed_statistics_weights"):
+            build_model_and_stream(_nested_moe(tmp_path, fixed_statistics_weights=bad))

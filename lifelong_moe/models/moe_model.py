@@ -96,6 +96,8 @@ class MoEModel(ContinualModule):
         if self.nested is not None:
             self.part_names = (*self.part_names, "fixed_statistics")
         self.register_buffer("weight_correct", torch.zeros(len(params.expert_weights), dtype=torch.float64))
+        # gate: nested: correct validation answers of each exponent of the fixed statistics in the gate's product
+        self.register_buffer("fixed_weight_correct", torch.zeros(len(params.fixed_statistics_weights), dtype=torch.float64))
         self.register_buffer("frozen_weight", torch.zeros(0))  # conditional frozen: each experience's w
         self.experience_group: dict[int, int] = {}
         self.experience_task: dict[int, int] = {}
@@ -195,6 +197,8 @@ class MoEModel(ContinualModule):
         learned = self._learn_nested(exp, validation) if self.nested is not None else {}
         self.choices[exp.index] = self.statistics.learn(exp.index, self.batches(exp.dataset), validation, self._choose_weight)
         self.choices[exp.index].update({**learned, "expert_weight": self.expert_weight})
+        if self.nested is not None:
+            self.choices[exp.index]["fixed_statistics_weight"] = self.fixed_weight
         if self.statistics.frozen:
             self.frozen_weight[exp.index] = self.expert_weight
         self.train(was_training)
@@ -227,7 +231,21 @@ class MoEModel(ContinualModule):
         best = derived(self.weight_correct, "best", lambda: int(self.weight_correct.argmax()))  # no sync per forward
         return self.settings.expert_weights[best]
 
+    @property
+    def fixed_weight(self) -> float:
+        """gate: nested: the fixed statistics' exponent with the most correct validation answers so far (ties
+        and no evidence: the first candidate)."""
+        best = derived(self.fixed_weight_correct, "best", lambda: int(self.fixed_weight_correct.argmax()))
+        return self.settings.fixed_statistics_weights[best]
+
     def _choose_weight(self, validation: list[Any]) -> dict[str, float]:
+        """Scored on the experience's validation split through the whole model: first (gate: nested) the fixed
+        statistics' exponent, with today's w; then w, with the exponent chosen so far."""
+        correct = lambda **kw: sum(float((self.forward_outputs(x, parts=False, **kw).logits.argmax(1) == y).sum())  # noqa: E731
+                                   for x, _, y in validation)
+        if self.nested is not None and len(self.settings.fixed_statistics_weights) > 1:
+            for k, a in enumerate(self.settings.fixed_statistics_weights):
+                self.fixed_weight_correct[k] += correct(fixed_weight=a)
         for k, w in enumerate(self.settings.expert_weights):
             self.weight_correct[k] += sum(float((self.forward_outputs(x, expert_weight=w, parts=False).logits.argmax(1) == y).sum())
                                           for x, _, y in validation)
@@ -244,8 +262,9 @@ class MoEModel(ContinualModule):
 
     # ---- forward --------------------------------------------------------------------------------
     def forward_outputs(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None, current: int | None = None,
-                        expert_weight: float | None = None, parts: bool = True) -> MoEForward:
+                        expert_weight: float | None = None, parts: bool = True, fixed_weight: float | None = None) -> MoEForward:
         """`current`: training on that experience (every sample routed to it, its head alone scores).
+        `expert_weight`, `fixed_weight`: candidates for w and the fixed statistics' exponent (being scored).
         Each sample runs only its routed group's router columns, experts and head (`moe_routing.py`).
         `parts`: also score each part alone (what the evaluator reports; a plain forward does not need them)."""
         tokens, present = self.modality_tokens(inputs)
@@ -257,18 +276,19 @@ class MoEModel(ContinualModule):
         if current is None and self.nested is not None and self.nested.n_rows:
             learned = self.nested.log_posterior(self.group_features(inputs, tokens, present))
         rows = None
+        a = (self.fixed_weight if fixed_weight is None else fixed_weight) if learned is not None else 1.0
         if current is not None:
             log_pe = torch.where(tables.experience == current, 0.0, NEG).expand(B, -1)
         elif self.task_incremental and task_labels is not None:
             log_pe = TaskLabelGate(self.experience_task).log_posterior(feats, task_labels, exps)
         else:
-            rows = self.statistics.row_log_posterior(feats, learned)  # every row scored once, for the gate and p_stat
-            log_pe = StatisticsGate(self.statistics, learned).log_posterior(feats, None, exps, rows=rows)  # (B, n_exp)
+            rows = self.statistics.row_log_posterior(feats, learned, a)  # every row scored once, for the gate and p_stat
+            log_pe = StatisticsGate(self.statistics, learned, a).log_posterior(feats, None, exps, rows=rows)  # (B, n_exp)
         routed = log_pe.argmax(1)  # (B,) the routed experience's column
         sample_group = tables.group_of[routed]
         single = self.experience_group[current] if current is not None else None
         pooled, aux, t, routings, comm_stats = self._experts(inputs, tokens, present, sample_group, single)
-        logits, scored = self._predict(pooled, tables, log_pe, routed, feats, rows, learned, current, expert_weight, parts)
+        logits, scored = self._predict(pooled, tables, log_pe, routed, feats, rows, learned, current, expert_weight, parts, a)
         routed_experience = tables.experience[routed] if exps else None
         return MoEForward(logits, aux, t.sample, t.modality, routings, comm_stats, scored, routed_experience, t.present, pooled)
 
@@ -304,7 +324,7 @@ class MoEModel(ContinualModule):
 
     def _predict(self, pooled: torch.Tensor, tables: ExperienceTables, log_pe: torch.Tensor, routed: torch.Tensor, feats: Any,
                  rows: torch.Tensor | None, learned: torch.Tensor | None, current: int | None, expert_weight: float | None,
-                 parts: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 parts: bool = True, fixed_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """log p(c | x) (B, C) by the formula in the module docstring, and each part alone; the experts' part
         from the routed head alone (`moe_routing.routed_prediction`)."""
         if current is not None:  # training: the current head over its classes
@@ -316,7 +336,7 @@ class MoEModel(ContinualModule):
             return pooled.new_full((len(pooled), self.n_classes), NEG), {}
         order = derived(self.statistics.row_experience, "column_order",
                         lambda: torch.argsort(self.statistics.row_experience, stable=True))  # rows in head-column order
-        stat = self.statistics.conditional_log_posterior(feats, learned, rows=rows)[:, order]  # (B, K) by head column
+        stat = self.statistics.conditional_log_posterior(feats, learned, rows=rows, weight=fixed_weight)[:, order]  # (B, K) by head column
         logits, scored = routed_prediction(pooled, self._head_stacks(tables), tables, stat, log_pe, routed,
                                            self._weights(tables, expert_weight), self.n_classes, _mix, parts)
         if parts and learned is not None:  # what the fixed feature maps alone would say (the `stats` model)
@@ -392,6 +412,12 @@ class MoEModel(ContinualModule):
             "statistics_width": self._statistics.width,
             "group_encoders": self.group_encoders.modalities(),
         }
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "fixed_weight_correct"
+        if key not in state_dict:  # a checkpoint from before the exponent was chosen: no evidence, the first candidate
+            state_dict[key] = torch.zeros_like(self.fixed_weight_correct)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def restore_structure(self, state: dict[str, Any]) -> None:
         self._statistics.width = state["statistics_width"]
