@@ -117,18 +117,13 @@ def _trained_moe(tmp_path, **params):
     return model.eval(), stream
 
 
-def test_the_fixed_statistics_exponent_is_chosen_on_validation_and_reported(tmp_path):
-    """Each experience scores every candidate exponent on its validation split through the whole model; the
-    counts add up over experiences, the best so far is used and reported per experience; with one candidate
-    nothing is scored."""
-    model, stream = _trained_moe(tmp_path / "choose", fixed_statistics_weights=[1.0, 0.0])
-    counts = model.fixed_weight_correct
-    n_validation = sum(len(e.validation) for e in stream.train_stream)
-    assert n_validation > 0 and 0 < counts.max() <= n_validation and counts.min() >= 0
-    assert model.fixed_weight == [1.0, 0.0][int(counts.argmax())]
-    assert [c["fixed_statistics_weight"] for c in model.choices.values()][-1] == model.fixed_weight
-    single, _ = _trained_moe(tmp_path / "one", fixed_statistics_weights=[0.5])
-    assert single.fixed_weight == 0.5 and not single.fixed_weight_correct.any()
+def test_the_configured_exponent_is_the_one_the_forward_uses(tmp_path):
+    model, stream = _trained_moe(tmp_path, fixed_statistics_weight=0.25)
+    x = next(iter(torch.utils.data.DataLoader(stream.test_stream[2].dataset, batch_size=60)))[0]
+    with torch.no_grad():
+        configured = model.forward_outputs(x).logits
+        assert torch.equal(configured, model.forward_outputs(x, fixed_weight=0.25).logits)
+        assert not torch.equal(configured, model.forward_outputs(x, fixed_weight=1.0).logits)
 
 
 def test_exponent_zero_lets_the_nested_statistics_alone_route_and_one_is_the_plain_product(tmp_path):
@@ -148,16 +143,7 @@ def test_exponent_zero_lets_the_nested_statistics_alone_route_and_one_is_the_pla
         assert torch.equal(model.tables().experience[routed], torch.as_tensor(exps)[by_experience.argmax(1)])
 
 
-def test_a_checkpoint_without_the_exponent_counts_loads_with_the_first_candidate(tmp_path):
-    model, _ = _trained_moe(tmp_path)
-    state = {k: v for k, v in model.state_dict().items() if k != "fixed_weight_correct"}
-    model.fixed_weight_correct.fill_(3.0)
-    model.fixed_weight_correct[-1] = 9.0
-    model.load_state_dict(state)
-    assert not model.fixed_weight_correct.any() and model.fixed_weight == model.settings.fixed_statistics_weights[0] == 1.0
-
-
-def test_bad_exponent_candidates_are_refused_naming_the_key(tmp_path):
-    for bad in ([], [1.5], [-0.1, 1.0]):
-        with pytest.raises(ConfigError, match=r"model\.params\.fixed_statistics_weights"):
-            build_model_and_stream(_nested_moe(tmp_path, fixed_statistics_weights=bad))
+def test_an_exponent_outside_zero_one_is_refused_naming_the_key(tmp_path):
+    for bad in (1.5, -0.1):
+        with pytest.raises(ConfigError, match=r"model\.params\.fixed_statistics_weight"):
+            build_model_and_stream(_nested_moe(tmp_path, fixed_statistics_weight=bad))

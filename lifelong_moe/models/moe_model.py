@@ -96,8 +96,6 @@ class MoEModel(ContinualModule):
         if self.nested is not None:
             self.part_names = (*self.part_names, "fixed_statistics")
         self.register_buffer("weight_correct", torch.zeros(len(params.expert_weights), dtype=torch.float64))
-        # gate: nested: correct validation answers of each exponent of the fixed statistics in the gate's product
-        self.register_buffer("fixed_weight_correct", torch.zeros(len(params.fixed_statistics_weights), dtype=torch.float64))
         self.register_buffer("frozen_weight", torch.zeros(0))  # conditional frozen: each experience's w
         self.experience_group: dict[int, int] = {}
         self.experience_task: dict[int, int] = {}
@@ -197,8 +195,6 @@ class MoEModel(ContinualModule):
         learned = self._learn_nested(exp, validation) if self.nested is not None else {}
         self.choices[exp.index] = self.statistics.learn(exp.index, self.batches(exp.dataset), validation, self._choose_weight)
         self.choices[exp.index].update({**learned, "expert_weight": self.expert_weight})
-        if self.nested is not None:
-            self.choices[exp.index]["fixed_statistics_weight"] = self.fixed_weight
         if self.statistics.frozen:
             self.frozen_weight[exp.index] = self.expert_weight
         self.train(was_training)
@@ -231,21 +227,7 @@ class MoEModel(ContinualModule):
         best = derived(self.weight_correct, "best", lambda: int(self.weight_correct.argmax()))  # no sync per forward
         return self.settings.expert_weights[best]
 
-    @property
-    def fixed_weight(self) -> float:
-        """gate: nested: the fixed statistics' exponent with the most correct validation answers so far (ties
-        and no evidence: the first candidate)."""
-        best = derived(self.fixed_weight_correct, "best", lambda: int(self.fixed_weight_correct.argmax()))
-        return self.settings.fixed_statistics_weights[best]
-
     def _choose_weight(self, validation: list[Any]) -> dict[str, float]:
-        """Scored on the experience's validation split through the whole model: first (gate: nested) the fixed
-        statistics' exponent, with today's w; then w, with the exponent chosen so far."""
-        correct = lambda **kw: sum(float((self.forward_outputs(x, parts=False, **kw).logits.argmax(1) == y).sum())  # noqa: E731
-                                   for x, _, y in validation)
-        if self.nested is not None and len(self.settings.fixed_statistics_weights) > 1:
-            for k, a in enumerate(self.settings.fixed_statistics_weights):
-                self.fixed_weight_correct[k] += correct(fixed_weight=a)
         for k, w in enumerate(self.settings.expert_weights):
             self.weight_correct[k] += sum(float((self.forward_outputs(x, expert_weight=w, parts=False).logits.argmax(1) == y).sum())
                                           for x, _, y in validation)
@@ -264,7 +246,8 @@ class MoEModel(ContinualModule):
     def forward_outputs(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None, current: int | None = None,
                         expert_weight: float | None = None, parts: bool = True, fixed_weight: float | None = None) -> MoEForward:
         """`current`: training on that experience (every sample routed to it, its head alone scores).
-        `expert_weight`, `fixed_weight`: candidates for w and the fixed statistics' exponent (being scored).
+        `expert_weight`: a candidate for w (being scored); `fixed_weight`: an exponent of the fixed statistics in
+        the nested gate's product other than the configured one (to score one on a trained model).
         Each sample runs only its routed group's router columns, experts and head (`moe_routing.py`).
         `parts`: also score each part alone (what the evaluator reports; a plain forward does not need them)."""
         tokens, present = self.modality_tokens(inputs)
@@ -276,7 +259,7 @@ class MoEModel(ContinualModule):
         if current is None and self.nested is not None and self.nested.n_rows:
             learned = self.nested.log_posterior(self.group_features(inputs, tokens, present))
         rows = None
-        a = (self.fixed_weight if fixed_weight is None else fixed_weight) if learned is not None else 1.0
+        a = (self.settings.fixed_statistics_weight if fixed_weight is None else fixed_weight) if learned is not None else 1.0
         if current is not None:
             log_pe = torch.where(tables.experience == current, 0.0, NEG).expand(B, -1)
         elif self.task_incremental and task_labels is not None:
@@ -412,12 +395,6 @@ class MoEModel(ContinualModule):
             "statistics_width": self._statistics.width,
             "group_encoders": self.group_encoders.modalities(),
         }
-
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        key = prefix + "fixed_weight_correct"
-        if key not in state_dict:  # a checkpoint from before the exponent was chosen: no evidence, the first candidate
-            state_dict[key] = torch.zeros_like(self.fixed_weight_correct)
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def restore_structure(self, state: dict[str, Any]) -> None:
         self._statistics.width = state["statistics_width"]
