@@ -5,13 +5,11 @@ where only learned features can."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 from test_class_statistics import batch_statistics
 
-from conftest import build_model_and_stream, tiny_config, train_experience
+from conftest import tiny_config
 from lifelong_moe import config_from_dict, run
-from lifelong_moe.errors import ConfigError
 from lifelong_moe.statistics.nested import NestedStatistics
 
 D = 3
@@ -96,54 +94,3 @@ def test_the_moe_reports_its_fixed_statistics_as_the_stats_model_would(tmp_path)
     assert parts["fixed_statistics"]["accuracy_matrix"] == stats["accuracy_matrix"]
     assert parts["statistics"]["accuracy_matrix"] != stats["accuracy_matrix"]
     assert moe_results["parameters_per_experience"][-1]["stored_bytes"] > stats["parameters_per_experience"][-1]["stored_bytes"]
-
-
-NESTED_STREAM = {"scenario": "class_incremental", "split": {"source": "s", "n_experiences": 3}, "sources": {"s": {
-    "kind": "synthetic", "params": {"n_classes": 6, "n_modalities": 2, "dim": 8, "n_train_per_class": 60,
-                                    "n_test_per_class": 30, "separation": 1.5, "noise": 1.0}}}}
-
-
-def _nested_moe(tmp_path, **params):
-    return tiny_config(tmp_path, stream=NESTED_STREAM, model={"name": "moe", "params": {
-        "embed_dim": 16, "expert_hidden": 32, "gate": "nested", "encoder_training": "per_group", **params}})
-
-
-def _trained_moe(tmp_path, **params):
-    cfg = _nested_moe(tmp_path, **params)
-    cfg["train"]["epochs"] = 2
-    cfg, stream, model = build_model_and_stream(cfg)
-    for i, exp in enumerate(stream.train_stream):
-        train_experience(cfg, model, exp, seed=i)
-    return model.eval(), stream
-
-
-def test_the_configured_exponent_is_the_one_the_forward_uses(tmp_path):
-    model, stream = _trained_moe(tmp_path, fixed_statistics_weight=0.25)
-    x = next(iter(torch.utils.data.DataLoader(stream.test_stream[2].dataset, batch_size=60)))[0]
-    with torch.no_grad():
-        configured = model.forward_outputs(x).logits
-        assert torch.equal(configured, model.forward_outputs(x, fixed_weight=0.25).logits)
-        assert not torch.equal(configured, model.forward_outputs(x, fixed_weight=1.0).logits)
-
-
-def test_exponent_zero_lets_the_nested_statistics_alone_route_and_one_is_the_plain_product(tmp_path):
-    model, stream = _trained_moe(tmp_path)
-    x = next(iter(torch.utils.data.DataLoader(stream.test_stream[1].dataset, batch_size=40)))[0]
-    with torch.no_grad():
-        tokens, present = model.modality_tokens(x)
-        feats = model.statistics.featurize(x, present)
-        learned = model.nested.log_posterior(model.group_features(x, tokens, present))
-        fixed = model.statistics.row_log_posterior(feats)
-        assert torch.allclose(model.statistics.row_log_posterior(feats, learned, 1.0), (fixed + learned).log_softmax(1))
-        alone = model.statistics.row_log_posterior(feats, learned, 0.0)
-        assert torch.allclose(alone, learned.log_softmax(1), atol=1e-5)  # every row known in both modalities here
-        exps = model.tables().experiences
-        routed = model.forward_outputs(x, parts=False, fixed_weight=0.0).routed
-        by_experience = model.statistics.experience_log_posterior(feats, exps, rows=alone)
-        assert torch.equal(model.tables().experience[routed], torch.as_tensor(exps)[by_experience.argmax(1)])
-
-
-def test_an_exponent_outside_zero_one_is_refused_naming_the_key(tmp_path):
-    for bad in (1.5, -0.1):
-        with pytest.raises(ConfigError, match=r"model\.params\.fixed_statistics_weight"):
-            build_model_and_stream(_nested_moe(tmp_path, fixed_statistics_weight=bad))

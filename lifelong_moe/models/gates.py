@@ -30,13 +30,13 @@ class StatisticsGate:
     `learned` (B, R), the log p(row | x) of the statistics in the groups' own features (`NestedStatistics`),
     as a second expert of the product."""
 
-    def __init__(self, statistics: StatisticsClassifier, learned: torch.Tensor | None = None, weight: float = 1.0) -> None:
-        self.statistics, self.learned, self.weight = statistics, learned, weight  # weight: the fixed statistics' exponent
+    def __init__(self, statistics: StatisticsClassifier, learned: torch.Tensor | None = None) -> None:
+        self.statistics, self.learned = statistics, learned
 
     def log_posterior(self, feats: Features, task_labels: torch.Tensor | None, experiences: Sequence[int],
                       rows: torch.Tensor | None = None) -> torch.Tensor:
         """`rows`: log p(row | x) (with `learned`) when the caller already has it (it also needs it for p(c | x, e))."""
-        return self.statistics.experience_log_posterior(feats, experiences, self.learned, rows=rows, weight=self.weight)
+        return self.statistics.experience_log_posterior(feats, experiences, self.learned, rows=rows)
 
 
 class TaskLabelGate:

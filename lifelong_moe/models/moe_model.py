@@ -244,10 +244,8 @@ class MoEModel(ContinualModule):
 
     # ---- forward --------------------------------------------------------------------------------
     def forward_outputs(self, inputs: dict[str, Any], task_labels: torch.Tensor | None = None, current: int | None = None,
-                        expert_weight: float | None = None, parts: bool = True, fixed_weight: float | None = None) -> MoEForward:
+                        expert_weight: float | None = None, parts: bool = True) -> MoEForward:
         """`current`: training on that experience (every sample routed to it, its head alone scores).
-        `expert_weight`: a candidate for w (being scored); `fixed_weight`: an exponent of the fixed statistics in
-        the nested gate's product other than the configured one (to score one on a trained model).
         Each sample runs only its routed group's router columns, experts and head (`moe_routing.py`).
         `parts`: also score each part alone (what the evaluator reports; a plain forward does not need them)."""
         tokens, present = self.modality_tokens(inputs)
@@ -259,19 +257,18 @@ class MoEModel(ContinualModule):
         if current is None and self.nested is not None and self.nested.n_rows:
             learned = self.nested.log_posterior(self.group_features(inputs, tokens, present))
         rows = None
-        a = (self.settings.fixed_statistics_weight if fixed_weight is None else fixed_weight) if learned is not None else 1.0
         if current is not None:
             log_pe = torch.where(tables.experience == current, 0.0, NEG).expand(B, -1)
         elif self.task_incremental and task_labels is not None:
             log_pe = TaskLabelGate(self.experience_task).log_posterior(feats, task_labels, exps)
         else:
-            rows = self.statistics.row_log_posterior(feats, learned, a)  # every row scored once, for the gate and p_stat
-            log_pe = StatisticsGate(self.statistics, learned, a).log_posterior(feats, None, exps, rows=rows)  # (B, n_exp)
+            rows = self.statistics.row_log_posterior(feats, learned)  # every row scored once, for the gate and p_stat
+            log_pe = StatisticsGate(self.statistics, learned).log_posterior(feats, None, exps, rows=rows)  # (B, n_exp)
         routed = log_pe.argmax(1)  # (B,) the routed experience's column
         sample_group = tables.group_of[routed]
         single = self.experience_group[current] if current is not None else None
         pooled, aux, t, routings, comm_stats = self._experts(inputs, tokens, present, sample_group, single)
-        logits, scored = self._predict(pooled, tables, log_pe, routed, feats, rows, learned, current, expert_weight, parts, a)
+        logits, scored = self._predict(pooled, tables, log_pe, routed, feats, rows, learned, current, expert_weight, parts)
         routed_experience = tables.experience[routed] if exps else None
         return MoEForward(logits, aux, t.sample, t.modality, routings, comm_stats, scored, routed_experience, t.present, pooled)
 
@@ -307,7 +304,7 @@ class MoEModel(ContinualModule):
 
     def _predict(self, pooled: torch.Tensor, tables: ExperienceTables, log_pe: torch.Tensor, routed: torch.Tensor, feats: Any,
                  rows: torch.Tensor | None, learned: torch.Tensor | None, current: int | None, expert_weight: float | None,
-                 parts: bool = True, fixed_weight: float = 1.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+                 parts: bool = True) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """log p(c | x) (B, C) by the formula in the module docstring, and each part alone; the experts' part
         from the routed head alone (`moe_routing.routed_prediction`)."""
         if current is not None:  # training: the current head over its classes
@@ -319,7 +316,7 @@ class MoEModel(ContinualModule):
             return pooled.new_full((len(pooled), self.n_classes), NEG), {}
         order = derived(self.statistics.row_experience, "column_order",
                         lambda: torch.argsort(self.statistics.row_experience, stable=True))  # rows in head-column order
-        stat = self.statistics.conditional_log_posterior(feats, learned, rows=rows, weight=fixed_weight)[:, order]  # (B, K) by head column
+        stat = self.statistics.conditional_log_posterior(feats, learned, rows=rows)[:, order]  # (B, K) by head column
         logits, scored = routed_prediction(pooled, self._head_stacks(tables), tables, stat, log_pe, routed,
                                            self._weights(tables, expert_weight), self.n_classes, _mix, parts)
         if parts and learned is not None:  # what the fixed feature maps alone would say (the `stats` model)

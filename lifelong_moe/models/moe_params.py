@@ -40,8 +40,6 @@ class MoEParams:
     statistics: StatsParams = field(default_factory=StatsParams)  # the gate and p_stat (models/stats_model.py)
     gate: str = "fixed"  # fixed: statistics in fixed feature maps; nested: also in each group's own learned
     # features (statistics/nested.py; every group then runs on every sample at test time)
-    fixed_statistics_weight: float = 1.0  # gate: nested: exponent of the fixed maps' statistics in the gate's product
-    # with the nested ones (1: plain product, 0: the nested ones alone); a stream's setting, chosen on a validation stream
     self_labels: str = "none"  # none | rotations | flips | dihedral: each experience also learns (class, transform) pairs
     # of its batch under random transforms, PASS's label augmentation (models/self_labels.py; 2x training compute)
 
@@ -74,6 +72,4 @@ def check_moe_params(p: MoEParams) -> None:
         bad("shared.drift_bound", f"must be >= 0 or null, got {p.shared.drift_bound}")
     if not p.expert_weights or any(not 0.0 <= v <= 1.0 for v in p.expert_weights):
         bad("expert_weights", f"give one or more candidates in [0, 1], got {list(p.expert_weights)}")
-    if not 0.0 <= p.fixed_statistics_weight <= 1.0:
-        bad("fixed_statistics_weight", f"must be in [0, 1], got {p.fixed_statistics_weight}")
     check_stats_params(p.statistics, "model.params.statistics")

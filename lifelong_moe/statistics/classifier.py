@@ -236,9 +236,9 @@ class StatisticsClassifier(nn.Module):
         """Per modality: (p_m(row | x) (B, R), presence (B,))."""
         return {m: ((z @ getattr(self, f"W_{m}") + getattr(self, f"b_{m}")).softmax(1), keep) for m, (z, keep) in feats.items()}
 
-    def _combine(self, per_modality: dict[str, tuple[torch.Tensor, torch.Tensor]], floor: float, weight: float = 1.0) -> torch.Tensor:
-        """log p(row | x) (B, R): the product over present modalities of (1 - floor) p_m + floor / R_m (raised to
-        `weight`), restricted to rows some present modality knows, and ranked first by modality match. A fixed number of
+    def _combine(self, per_modality: dict[str, tuple[torch.Tensor, torch.Tensor]], floor: float) -> torch.Tensor:
+        """log p(row | x) (B, R): the product over present modalities of (1 - floor) p_m + floor / R_m,
+        restricted to rows some present modality knows, and ranked first by modality match. A fixed number of
         passes over (B, R) whatever the number of modalities: which rows a sample's modalities know, and how
         many modalities a row and a sample do not share, come from two matmuls of the presence (B, M) with
         the rows' modalities (M, R)."""
@@ -251,8 +251,6 @@ class StatisticsClassifier(nn.Module):
             mixed = p.mul(max(1.0 - floor, 1e-12)).add_(uniform * max(floor, 1e-12)).log_()
             mixed = mixed.masked_fill_(known[k] == 0, 0.0).mul_(present[:, k : k + 1])
             total = mixed if total is None else total.add_(mixed)
-        if weight != 1.0:
-            total = total.mul_(weight)
         absent = [stats.seen for m, stats in self.stats.items() if m not in per_modality]  # modalities the batch lacks
         fixed = known.sum(0) + (torch.stack(absent).float().sum(0) if absent else 0.0)  # (R,)
         # mismatch = sum_m [known_m(row) != present_m(sample)] = present @ (1 - 2 known) + sum_m known_m(row)
@@ -272,19 +270,17 @@ class StatisticsClassifier(nn.Module):
     def _n_experience_ids(self) -> int:
         return derived(self.row_experience, "n", lambda: int(self.row_experience.max()) + 1)
 
-    def row_log_posterior(self, feats: Features, extra: torch.Tensor | None = None, weight: float = 1.0) -> torch.Tensor:
+    def row_log_posterior(self, feats: Features, extra: torch.Tensor | None = None) -> torch.Tensor:
         """log p(row | x) (B, R) from today's discriminants and floor; `extra` (B, R), another expert's log
-        p(row | x) (e.g. `NestedStatistics` on learned features), joins the product, in which these statistics
-        count with exponent `weight` (0: `extra` alone decides among the rows the sample's modalities know)."""
-        if extra is None:
-            return self._combine(self._modality_posteriors(feats), self.floor)
-        return (self._combine(self._modality_posteriors(feats), self.floor, weight) + extra).log_softmax(1)
+        p(row | x) (e.g. `NestedStatistics` on learned features), joins the product."""
+        rows = self._combine(self._modality_posteriors(feats), self.floor)
+        return rows if extra is None else (rows + extra).log_softmax(1)
 
     def experience_log_posterior(self, feats: Features, experiences: Sequence[int], extra: torch.Tensor | None = None,
-                                 rows: torch.Tensor | None = None, weight: float = 1.0) -> torch.Tensor:
+                                 rows: torch.Tensor | None = None) -> torch.Tensor:
         """log p(e | x) (B, n) over `experiences`: the sum of each one's rows (rows of others are dropped).
         `rows`: `row_log_posterior(feats, extra)`, when the caller has it already."""
-        rows = self.row_log_posterior(feats, extra, weight) if rows is None else rows
+        rows = self.row_log_posterior(feats, extra) if rows is None else rows
         extra = len(experiences)
 
         def columns() -> torch.Tensor:
@@ -294,17 +290,16 @@ class StatisticsClassifier(nn.Module):
         cols = derived(self.row_experience, ("columns", tuple(experiences), rows.device), columns)
         return segment_logsumexp(rows, cols, extra + 1)[:, :extra]
 
-    def conditional_log_posterior(self, feats: Features, extra: torch.Tensor | None = None, rows: torch.Tensor | None = None,
-                                  weight: float = 1.0) -> torch.Tensor:
+    def conditional_log_posterior(self, feats: Features, extra: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
         """log p(c(row) | x, e(row)) (B, R): each row's share of its experience. `frozen`: from the
         discriminants and floor the experience ended with, normalised within each experience per modality,
         mixed there with its floor and fused over the modalities present. `extra` as in `row_log_posterior`
-        (its share within each experience joins the product, these statistics with exponent `weight`); `rows`:
-        `row_log_posterior(feats, extra, weight)`, when the caller has it already."""
+        (its share within each experience joins the product); `rows`: `row_log_posterior(feats, extra)`,
+        when the caller has it already."""
         seg, E = self.row_experience, self._n_experience_ids
         within = lambda s: s - segment_logsumexp(s, seg, E).gather(1, seg.expand_as(s))  # noqa: E731
         if not self.frozen:
-            return within(self.row_log_posterior(feats, extra, weight) if rows is None else rows)
+            return within(self.row_log_posterior(feats, extra) if rows is None else rows)
         floor = self.frozen_floor.clamp(1e-12, 1.0 - 1e-12)  # (R,)
         total = None
         for m, (z, keep) in feats.items():
@@ -315,7 +310,7 @@ class StatisticsClassifier(nn.Module):
             mixed = torch.logaddexp(logp + torch.log1p(-floor), uniform + floor.log())
             part = torch.where(known, mixed, torch.zeros_like(mixed)) * keep.unsqueeze(1).float()
             total = part if total is None else total + part
-        return within(total if extra is None else total * weight + within(extra))
+        return within(total if extra is None else total + within(extra))
 
     def class_log_posterior(self, feats: Features, n_classes: int) -> torch.Tensor:
         """log p(c | x) (B, n_classes) = log sum_e p(e | x) p(c | x, e): under `current` plain LDA's posterior."""
