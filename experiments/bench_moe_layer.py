@@ -43,7 +43,7 @@ def matmul_bound(tokens: int, dim: int, hidden: int, k: int, n_experts: int, dev
     """Dense time / per-expert time of the bare GEMMs of a GELU MLP (forward: x W1^T, h W2^T; backward:
     g^T h, g W2, gh^T x, gh W1), tokens split evenly over the experts: the best ratio any layer that runs
     one matmul pair per expert could reach, before routing, sorting or gathering cost anything. `keep`:
-    every output lives to the end of the step (as activations and weight gradients do)."""
+    every output has its own buffer that lives through the step (as activations and weight gradients do)."""
 
     def gemms(m: int, width: int, count: int):
         # distinct tensors per expert, as real experts have: reusing one set would keep it cache-hot
@@ -51,12 +51,21 @@ def matmul_bound(tokens: int, dim: int, hidden: int, k: int, n_experts: int, dev
                  torch.randn(m, width, device=device), torch.randn(width, dim, device=device), torch.randn(dim, width, device=device))
                 for _ in range(count)]
 
+        # keep: each GEMM writes its own output buffer, allocated and touched once, so outputs stay distinct (cold
+        # to the cache, as a step's activations and gradients are) without the page faults of fresh allocations,
+        # whose cost moved this bound by half between runs
+        outs = [(torch.empty(m, width, device=device), torch.empty(m, dim, device=device), torch.empty(dim, width, device=device),
+                 torch.empty(m, width, device=device), torch.empty(width, dim, device=device), torch.empty(m, dim, device=device))
+                for _ in range(count)] if keep else []
+
         def run() -> None:
-            kept = []
-            for x, g, h, gh, w1, w2 in sets:
-                outputs = (x @ w1.T, h @ w2.T, g.T @ h, g @ w2, gh.T @ x, gh @ w1)
-                if keep:
-                    kept.append(outputs)
+            if keep:
+                for (x, g, h, gh, w1, w2), o in zip(sets, outs, strict=True):
+                    torch.mm(x, w1.T, out=o[0]), torch.mm(h, w2.T, out=o[1]), torch.mm(g.T, h, out=o[2])
+                    torch.mm(g, w2, out=o[3]), torch.mm(gh.T, x, out=o[4]), torch.mm(gh, w1, out=o[5])
+            else:
+                for x, g, h, gh, w1, w2 in sets:
+                    (x @ w1.T, h @ w2.T, g.T @ h, g @ w2, gh.T @ x, gh @ w1)
 
         return run
 
