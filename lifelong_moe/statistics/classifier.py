@@ -242,14 +242,13 @@ class StatisticsClassifier(nn.Module):
         passes over (B, R) whatever the number of modalities: which rows a sample's modalities know, and how
         many modalities a row and a sample do not share, come from two matmuls of the presence (B, M) with
         the rows' modalities (M, R)."""
-        names = list(per_modality)
-        known = torch.stack([self.stats[m].seen for m in names]).float()  # (M, R)
+        known = torch.stack([self.stats[m].seen for m in per_modality]).float()  # (M, R)
         present = torch.stack([keep for _, keep in per_modality.values()], 1).float()  # (B, M)
         total = None
-        for k, (p, _) in enumerate(per_modality.values()):
-            uniform = 1.0 / max(self.stats[names[k]].n_seen, 1)
+        for k, (m, (p, _)) in enumerate(per_modality.items()):
+            uniform = 1.0 / max(self.stats[m].n_seen, 1)
             mixed = p.mul(max(1.0 - floor, 1e-12)).add_(uniform * max(floor, 1e-12)).log_()
-            mixed = mixed.masked_fill_(known[k] == 0, 0.0).mul_(present[:, k : k + 1])
+            mixed = mixed.masked_fill_(~self.stats[m].seen, 0.0).mul_(present[:, k : k + 1])
             total = mixed if total is None else total.add_(mixed)
         absent = [stats.seen for m, stats in self.stats.items() if m not in per_modality]  # modalities the batch lacks
         fixed = known.sum(0) + (torch.stack(absent).float().sum(0) if absent else 0.0)  # (R,)
