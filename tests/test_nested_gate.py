@@ -94,3 +94,38 @@ def test_the_moe_reports_its_fixed_statistics_as_the_stats_model_would(tmp_path)
     assert parts["fixed_statistics"]["accuracy_matrix"] == stats["accuracy_matrix"]
     assert parts["statistics"]["accuracy_matrix"] != stats["accuracy_matrix"]
     assert moe_results["parameters_per_experience"][-1]["stored_bytes"] > stats["parameters_per_experience"][-1]["stored_bytes"]
+
+
+def test_group_features_join_every_depth_of_each_group(tmp_path):
+    """Each group's nested features are its pooled tokens after the encoders and after each MoE layer (each
+    layer-normed), then the group's own representation, the one its head reads; groups differ."""
+    import torch.nn.functional as F
+
+    from conftest import build_model_and_stream, train_experience
+    from lifelong_moe.models.moe_routing import token_layout
+    from lifelong_moe.moe.groups import GroupRoute
+
+    cfg = tiny_config(tmp_path, model={"name": "moe", "params": {"embed_dim": 8, "expert_hidden": 16, "n_layers": 2,
+                                                                 "gate": "nested", "encoder_training": "per_group"}})
+    cfg["train"]["epochs"] = 1
+    cfg, stream, model = build_model_and_stream(cfg)
+    for i, exp in enumerate(stream.train_stream[:2]):
+        train_experience(cfg, model, exp, seed=i)
+    model.eval()
+    x, _, _ = torch.utils.data.default_collate([stream.test_stream[0].dataset[i] for i in range(10)])
+    with torch.no_grad():
+        tokens, present = model.modality_tokens(x)
+        feats = model.group_features(x, tokens, present)
+        assert [f.shape for f in feats] == [(10, 8 * 3)] * 2 and model.nested.dim == 8 * 3
+        for g, f in enumerate(feats):
+            group = torch.full((10,), g)
+            t = token_layout(model.group_encoders.encode(x, tokens, group, model.modality_embed), present)
+            w = t.present.float().unsqueeze(1)
+            h, expected = t.h, []
+            for layer in model.layers:
+                mean = torch.zeros(10, 8).index_add_(0, t.sample, h * w) / t.presence.sum(1, keepdim=True)
+                expected.append(F.layer_norm(mean, (8,)))
+                h = layer(h, route=GroupRoute(single=g), token_weight=w.squeeze(1)).hidden
+            expected.append(model._experts(x, tokens, present, group, single=g)[0])  # what g's head reads
+            torch.testing.assert_close(f, torch.cat(expected, 1), rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(feats[0], feats[1])

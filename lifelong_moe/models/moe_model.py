@@ -92,7 +92,7 @@ class MoEModel(ContinualModule):
         self.group_encoders = GroupEncoders()
         self._statistics = ModalityStatistics(params.statistics)
         self.statistics = self._statistics.classifier
-        self.nested = NestedStatistics(params.embed_dim, params.statistics.shrinkages) if params.gate == "nested" else None
+        self.nested = NestedStatistics(params.embed_dim * (params.n_layers + 1), params.statistics.shrinkages) if params.gate == "nested" else None
         if self.nested is not None:
             self.part_names = (*self.part_names, "fixed_statistics")
         self.register_buffer("weight_correct", torch.zeros(len(params.expert_weights), dtype=torch.float64))
@@ -273,10 +273,12 @@ class MoEModel(ContinualModule):
         return MoEForward(logits, aux, t.sample, t.modality, routings, comm_stats, scored, routed_experience, t.present, pooled)
 
     def _experts(self, inputs: dict[str, Any], tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor],
-                 sample_group: torch.Tensor, single: int | None = None) -> tuple[torch.Tensor, torch.Tensor, Tokens, list[Any], list[dict]]:
+                 sample_group: torch.Tensor, single: int | None = None, every_depth: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor, Tokens, list[Any], list[dict]]:
         """Each sample through the experts (and per-group encoders) of its group `sample_group` (B,), or of the
         group `single` for every sample (known on the host): the pooled representation (B, D), the auxiliary
-        loss, the tokens' layout, routings, communication."""
+        loss, the tokens' layout, routings, communication. `every_depth`: the representation is the pooled
+        tokens after the encoders and after each layer, each layer-normed, joined (B, D * (n_layers + 1))."""
         if len(self.group_encoders):
             tokens = self.group_encoders.encode(inputs, tokens, sample_group, self.modality_embed)
         # every (sample, modality) token, absent ones weighted 0; the communication modules run group by group
@@ -285,22 +287,28 @@ class MoEModel(ContinualModule):
         route = GroupRoute(single=single) if single is not None else GroupRoute(sample_group[t.sample])
         weight = t.present.to(t.h.dtype)
         h, aux = t.h, t.h.new_zeros(())
-        routings, comm_stats = [], []
+        routings, comm_stats, depths = [], [], []
         for layer in self.layers:
+            if every_depth:
+                depths.append(F.layer_norm(_pool(h, t, weight, len(sample_group)), h.shape[1:]))
             out = layer(h, route=route, token_weight=weight)
             h = out.hidden
             aux = aux + self.settings.balance_loss_weight * out.balance_loss + self.settings.z_loss_weight * out.z_loss
             routings.append(out.routing)
             comm_stats.append(out.stats)
-        pooled = h.new_zeros(len(sample_group), h.shape[1]).index_add_(0, t.sample, h * weight.unsqueeze(1))
-        pooled = self.final_norm(pooled / t.presence.sum(1, keepdim=True).clamp_min(1).to(h.dtype))  # (B, D)
+        pooled = self.final_norm(_pool(h, t, weight, len(sample_group)))  # (B, D)
+        if every_depth:
+            pooled = torch.cat([*depths, pooled], 1)
         return pooled, aux, t, routings, comm_stats
 
     def group_features(self, inputs: dict[str, Any], tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor]) -> list[torch.Tensor]:
-        """Every group's pooled representation of every sample, [(B, D)] in group order (`gate: nested`)."""
+        """Every group's representation of every sample at every depth, [(B, D * (n_layers + 1))] in group order
+        (`gate: nested`): the encoders' tokens and each layer's see what a group learned at different depths,
+        and the earlier ones are less specific to the group's own classes (measured in docs/models.md)."""
         B = len(next(iter(tokens.values())))
         full = lambda g: torch.full((B,), g, dtype=torch.long, device=self.device)  # noqa: E731
-        return [self._experts(inputs, tokens, present, full(g), single=g)[0].detach() for g in range(self.n_groups)]
+        return [self._experts(inputs, tokens, present, full(g), single=g, every_depth=True)[0].detach()
+                for g in range(self.n_groups)]
 
     def _predict(self, pooled: torch.Tensor, tables: ExperienceTables, log_pe: torch.Tensor, routed: torch.Tensor, feats: Any,
                  rows: torch.Tensor | None, learned: torch.Tensor | None, current: int | None, expert_weight: float | None,
@@ -424,6 +432,12 @@ class MoEModel(ContinualModule):
         summary = {"group": self.experience_group.get(e), "growth": self.growth_log.get(e), "n_groups": self.n_groups}
         drift = self.shared_anchor.drift() if self.shared_anchor is not None else None
         return {**summary, "shared_drift": drift} if drift is not None else summary
+
+
+def _pool(h: torch.Tensor, t: Tokens, weight: torch.Tensor, B: int) -> torch.Tensor:
+    """The mean of each sample's present tokens (B, D)."""
+    pooled = h.new_zeros(B, h.shape[1]).index_add_(0, t.sample, h * weight.unsqueeze(1))
+    return pooled / t.presence.sum(1, keepdim=True).clamp_min(1).to(h.dtype)
 
 
 def _mix(stat: torch.Tensor, experts: torch.Tensor, weight: float | torch.Tensor) -> torch.Tensor:
