@@ -152,4 +152,5 @@ def fit_experience(model: ContinualModule, dataset: Any, train_cfg: TrainConfig,
         call_trainer(trainer, trainer.fit, model, train_dataloaders=train_loader(dataset, train_cfg, seed, trainer.world_size))
     finally:
         model.loss_terms = []
+    model.to(trainer.strategy.root_device)  # Lightning's teardown hands it back on the CPU; the experience's end runs here
     return trainer
