@@ -1,11 +1,11 @@
 """Class statistics in the experts' own learned feature spaces, exact and exemplar-free (`gate: nested`).
 
 Each group of experts, once its experience ends and it freezes, is a feature map f_g: its pooled tokens after
-its encoders and after each of its layers, joined (`MoEModel.group_features`). A class seen at experience j passes through the groups that exist then, f_0 ..
-f_j, so its statistics exist, exactly, in those spaces and not in later ones (its data are gone). Instead
-of estimating what is missing, the decision is nested: stage s (group s) tells the classes that group s
-learned apart from every class that came after it, in the space [f_0 .. f_s], where all of them have
-exact statistics:
+its encoders and after each of its layers, joined (`MoEModel.group_features`). A class seen at experience j
+passes through the groups that exist then, f_0 .. f_j, so its statistics exist, exactly, in those spaces and
+not in later ones (its data are gone). Instead of estimating what is missing, the decision is nested: stage s
+(group s) tells the classes that group s learned apart from every class that came after it, in the space
+[f_0 .. f_s], where all of them have exact statistics:
 
     p(row | x) = prod_{s < stage(row)} P_s(later than s | x) * P_stage(row)(row | x),
 
