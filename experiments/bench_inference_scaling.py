@@ -60,8 +60,6 @@ def main() -> None:
         model.on_experience_end(exp)
         if i == 0:
             first = copy.deepcopy(model)
-    model.to(args.device)  # a fit on a GPU hands the model back on the CPU (Lightning's teardown)
-    first.to(args.device)
     T = len(stream.train_stream)
     out = {"config": args.config, "experiences": T, "test_samples": len(test), "device": args.device, "dtype": args.dtype,
            "order": args.order, "threads": torch.get_num_threads(),

@@ -112,7 +112,6 @@ def run_method(name: str, args: argparse.Namespace) -> list[dict]:
         m.to(args.device)
         s.fit(m, stream.train_stream, i, FitContext(cfg.train, cfg.trainer, cfg.seed * 1000 + i, False))
         m.on_experience_end(exp)
-        m.to(args.device)  # a fit on a GPU hands the model back on the CPU (Lightning's teardown)
 
     warm_model, warm_strategy = copy.deepcopy(model), build_strategy(cfg)  # start-up costs land here
     learn(warm_model, warm_strategy, 0)

@@ -121,7 +121,7 @@ def test_the_self_label_head_learns_turns_and_freezes_with_its_group(tmp_path):
     with torch.no_grad():
         joined, t = plain_and_transformed("rotations", x)
         tokens, present = model.modality_tokens(joined)
-        pooled = model.group_features(joined, tokens, present)[0][:, -16:]  # the last depth: what the heads read
+        pooled = model.group_features(joined, tokens, present)[0][:, -model.settings.embed_dim:]  # the last depth: what the heads read
         answers = model.self_label_heads["0"](pooled).argmax(1)
     local = (model.heads["0"].classes.unsqueeze(0) == y.unsqueeze(1)).int().argmax(1)
     assert (answers == torch.cat([local * 4, local * 4 + t])).float().mean() > 0.6
