@@ -6,8 +6,9 @@ the size of the class statistics at both points.
         [--device cpu|cuda] [--dtype float32|bf16] [--order stream|mixed]
 
 Training quality does not enter inference cost, so experiences train for `--epochs` (default 1). The
-model after experience 1 is kept (a deep copy) and timed again after experience T, interleaved with
-the final model, so drift on the machine hits both alike. The test samples come in stream order (a batch
+model after experience 1 is kept (a deep copy) and timed against the model after experience T batch by
+batch in turn; `ratio` compares the sums of each batch's least time over the repeats (noise on a shared
+machine only adds time), `ratio_median_of_passes` the medians of whole passes taken in turn. The test samples come in stream order (a batch
 spans a few test experiences, as the evaluator reads them) or shuffled (`mixed`: every experience in every
 batch, the worst case for dispatch by routed group). One thread on CPU; the load average is printed.
 """
@@ -27,7 +28,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 from lifelong_moe import build_model, load_config
 from lifelong_moe.features import build_experiment_stream
 from lifelong_moe.training import fit_experience
-from timing import inference_pass_seconds, to_device
+from timing import inference_pass_seconds, interleaved_per_sample_seconds, to_device
 
 
 def main() -> None:
@@ -69,15 +70,14 @@ def main() -> None:
         shuffle = torch.Generator().manual_seed(0) if args.order == "mixed" else None
         batches = [to_device(b, args.device) for b in
                    DataLoader(test, batch_size=size, collate_fn=test.collate_fn, shuffle=shuffle is not None, generator=shuffle)]
-        inference_pass_seconds(first, batches, args.device, dtype)  # warm-up
-        inference_pass_seconds(model, batches, args.device, dtype)
-        t_first, t_last = [], []
+        a, b = interleaved_per_sample_seconds([first, model], batches, args.device, dtype, args.repeats)
+        t_first, t_last = [], []  # whole passes in turn, as earlier versions of this script reported
         for _ in range(args.repeats):
             t_first.append(inference_pass_seconds(first, batches, args.device, dtype))
             t_last.append(inference_pass_seconds(model, batches, args.device, dtype))
-        a, b = statistics.median(t_first), statistics.median(t_last)
         out["timings"].append({"batch_size": size, "per_sample_us_after_1": round(a * 1e6, 1),
-                               f"per_sample_us_after_{T}": round(b * 1e6, 1), "ratio": round(b / a, 3)})
+                               f"per_sample_us_after_{T}": round(b * 1e6, 1), "ratio": round(b / a, 3),
+                               "ratio_median_of_passes": round(statistics.median(t_last) / statistics.median(t_first), 3)})
     out["load_average"] = {"start": [round(v, 2) for v in load_start], "end": [round(v, 2) for v in os.getloadavg()]}
     print(json.dumps(out, indent=1))
 

@@ -1,5 +1,6 @@
 """Timing helpers for the benchmarks here: the median wall time of a step with the device synchronised
-around it, and one inference pass over prepared batches, per sample."""
+around it, one inference pass over prepared batches, per sample, and models timed batch by batch in turn
+(the least time of each batch over the repeats: noise on a shared machine only ever adds time)."""
 
 from __future__ import annotations
 
@@ -49,3 +50,29 @@ def inference_pass_seconds(model: torch.nn.Module, batches: list, device: str, d
         if device == "cuda":
             torch.cuda.synchronize()
         return (time.perf_counter() - t0) / n
+
+
+def interleaved_per_sample_seconds(models: list[torch.nn.Module], batches: list, device: str, dtype: torch.dtype,
+                                   repeats: int) -> list[float]:
+    """Per model: the sum over batches of each batch's least wall time over `repeats`, divided by the samples.
+    The models take turns on every batch, so a slow spell of the machine hits them alike; the least time per
+    batch drops what the machine added (steadier than the median of whole passes on a shared 2-core VM)."""
+    for model in models:
+        model.eval()
+    n = sum(len(y) for _, y, _ in batches)
+    best = [[float("inf")] * len(batches) for _ in models]
+    with torch.no_grad(), torch.autocast(device_type=device, dtype=dtype, enabled=dtype != torch.float32):
+        for model in models:  # warm-up (builds a grown structure's tables and kept stacks)
+            for x, _, t in batches:
+                model(x, t)
+        for _ in range(repeats):
+            for j, (x, _, t) in enumerate(batches):
+                for i, model in enumerate(models):
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    model(x, t)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    best[i][j] = min(best[i][j], time.perf_counter() - t0)
+    return [sum(b) / n for b in best]

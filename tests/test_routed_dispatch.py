@@ -86,10 +86,10 @@ def test_routed_forward_equals_dense_over_groups(tmp_path, stream, conditional):
             assert (out.logits.argmax(1) == logits.argmax(1)).all()
 
 
-def grown_layer(sizes):
+def grown_layer(sizes, dim=8, hidden=16):
     """A layer whose groups hold `sizes` experts (unequal sizes pad the group table)."""
     torch.manual_seed(0)
-    layer = MoELayer(dim=8, hidden=16, k=2)
+    layer = MoELayer(dim=dim, hidden=hidden, k=2)
     for g, n in enumerate(sizes):
         layer.grow(n, group=g)
     return layer
@@ -121,6 +121,28 @@ def test_layer_routing_within_groups_equals_the_masked_router(sizes, path):
         assert torch.allclose(a.float(), b.float(), atol=1e-6)
     for a, b in zip(*grads, strict=True):
         assert (a is None) == (b is None) and (a is None or torch.allclose(a, b, atol=1e-6))
+
+
+@pytest.mark.parametrize(("path", "dim", "hidden"), [("loop", 8, 16), ("padded", 8, 16), ("grouped", 8, 16), ("grouped", 6, 5)])
+def test_tokens_sorted_once_by_group_give_the_same_layer_outputs(path, dim, hidden):
+    """A forward sorts its tokens by group once (`GroupRoute.by_group`) and every layer cuts them by the
+    counts: the outputs are the unsorted route's, in the sorted order, with and without gradients, and the
+    masked router's (widths that are no multiple of 4 included: the grouped matmuls pad them)."""
+    layer = grown_layer((2, 2, 2, 2), dim, hidden)
+    layer.dispatch_path = path
+    x = torch.randn(50, dim)
+    token_group = torch.tensor([3, 0, 3, 1] * 12 + [0, 0])  # group 2 absent
+    route, order = GroupRoute.by_group(token_group, 4)
+    assert torch.equal(route.counts, torch.tensor([14, 12, 0, 24])) and bool((route.token_group.diff() >= 0).all())
+    for grad in (False, True):
+        with torch.set_grad_enabled(grad):
+            sorted_out, plain = layer(x[order], route=route), layer(x, route=GroupRoute(token_group))
+            assert torch.allclose(sorted_out.hidden, plain.hidden[order], atol=1e-5)
+            assert torch.equal(sorted_out.counts, plain.counts)
+            allowed = torch.as_tensor(layer.pool.owner).unsqueeze(0) == token_group.unsqueeze(1)
+            layer.dispatch_path = None  # the per-expert dispatch, by its own choice
+            assert torch.allclose(plain.hidden, layer(x, allowed=allowed).hidden, atol=1e-5)
+            layer.dispatch_path = path
 
 
 def test_one_group_route_runs_only_that_groups_experts():

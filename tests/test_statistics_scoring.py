@@ -23,15 +23,20 @@ def logsumexp_by_segment(x: torch.Tensor, index: torch.Tensor, n: int) -> torch.
     return out
 
 
-@pytest.mark.parametrize("index", [[3, 0, 2, 5], [0, 0, 2, 1, 1, 1], [4]], ids=["singletons", "summed", "one"])
-def test_segment_logsumexp_equals_a_logsumexp_per_segment(index):
+@pytest.mark.parametrize(("index", "empty_last"), [([3, 0, 2, 5], True), ([0, 0, 2, 1, 1, 1], True), ([4], True), ([0, 0, 1, 1, 2, 2], False)],
+                         ids=["singletons", "summed", "one", "blocks"])
+def test_segment_logsumexp_equals_a_logsumexp_per_segment(index, empty_last):
+    """Every path (a scatter for singletons, a reshape for equal blocks in order, scatters otherwise)."""
     index = torch.tensor(index)
     x = torch.randn(7, len(index), generator=torch.Generator().manual_seed(0)) * 5
     x[0, 0], x[1, -1] = -math.inf, 2 * NEG  # a column that is impossible, one below the floor of the scale
-    n = int(index.max()) + 2  # the last segment stays empty
+    x[2, :2] = -math.inf  # a segment with nothing possible
+    n = int(index.max()) + (2 if empty_last else 1)  # the last segment stays empty
     got = segment_logsumexp(x, index, n)
     assert torch.allclose(got, logsumexp_by_segment(x, index, n), atol=1e-5)
-    assert (got[:, -1] == NEG).all() and torch.isfinite(got).all()
+    assert torch.isfinite(got).all() and (got[2, 0] == NEG or index[0] != index[1])
+    if empty_last:
+        assert (got[:, -1] == NEG).all()
 
 
 class Identity(nn.Module):

@@ -284,7 +284,11 @@ class MoEModel(ContinualModule):
         # every (sample, modality) token, absent ones weighted 0; the communication modules run group by group
         # on the present tokens alone (they wait for the host anyway)
         t = token_layout(tokens, present, only_present=any(len(layer.comm) for layer in self.layers))
-        route = GroupRoute(single=single) if single is not None else GroupRoute(sample_group[t.sample])
+        if single is not None:
+            route = GroupRoute(single=single)
+        else:  # tokens sorted by group once here, not in every layer (pooling is by sample, in any order)
+            route, order = GroupRoute.by_group(sample_group[t.sample], self.n_groups)
+            t = t.reordered(order)
         weight = t.present.to(t.h.dtype)
         h, aux = t.h, t.h.new_zeros(())
         routings, comm_stats, depths = [], [], []

@@ -82,6 +82,11 @@ class Tokens:
     present: torch.Tensor  # (n,) bool: the modality is present in the sample (absent tokens count for nothing)
     presence: torch.Tensor  # (B, M) bool
 
+    def reordered(self, order: torch.Tensor) -> Tokens:
+        """The same tokens in the order `order` (n,)."""
+        pick = lambda v: v.index_select(0, order)  # noqa: E731
+        return Tokens(pick(self.h), pick(self.sample), pick(self.modality), pick(self.present), self.presence)
+
 
 def token_layout(tokens: dict[str, torch.Tensor], present: dict[str, torch.Tensor], only_present: bool = False) -> Tokens:
     """The (sample, modality) tokens, sample by sample: all B * M of them (absent ones marked), so the layout

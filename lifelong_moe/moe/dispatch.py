@@ -29,11 +29,13 @@ def default_path(x: torch.Tensor, experts: Sequence[nn.Module], counts: torch.Te
     experiments/bench_inference_scaling.py: from about one expert per 64 pairs). Other experts: `loop`."""
     if not all(isinstance(e, MLPExpert) for e in experts):
         return "loop"
+    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    # grouped matmuls want rows of 16 bytes: the width and the hidden width in whole 16-byte steps
+    aligned = all(w * dtype.itemsize % 16 == 0 for w in (x.shape[1], experts[0].fc1.out_features))
     if x.device.type == "cpu":
         active = int((counts > 0).sum())
-        return "grouped" if not torch.is_grad_enabled() and active > 8 and active * 64 > len(x) * 2 else "loop"
-    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
-    if x.device.type == "cuda" and dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9:
+        return "grouped" if aligned and not torch.is_grad_enabled() and active > 8 and active * 64 > len(x) * 2 else "loop"
+    if aligned and x.device.type == "cuda" and dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9:
         return "grouped"
     return "padded"
 

@@ -11,7 +11,9 @@ Paths: `single` (one group, known on the host: training an experience; plain mat
 counts needed), `loop` (a matmul pair per group present), `padded` (every group's tokens padded to the
 busiest group's count, two batched matmuls: fewest calls, some wasted rows), `grouped` (two grouped matmuls
 over every group's stacked weights, offsets on the device: no host synchronisation; CUDA with bfloat16 on
-sm90+). `loop` and `padded` read the counts on the host (free on CPU, one synchronisation on a GPU).
+sm90+, and the CPU at inference). `loop` and `padded` read the counts on the host (free on CPU, one
+synchronisation on a GPU). The grouped path carries both biases inside its matmuls (`augmented_weights`):
+gathering a bias row per token cost as much as the matmuls on a mixed batch on CPU.
 Shape key: n tokens, d width, h hidden per expert, g experts per group, G groups."""
 
 from __future__ import annotations
@@ -39,6 +41,20 @@ class GroupStacks:
         self._versions: list[list[int]] = []
         self._key: tuple = ()
         self._value: tuple[torch.Tensor, ...] | None = None
+        self._augmented: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
+
+    def augmented(self, table: GroupTable, experts: Sequence[nn.Module], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """`augmented_weights` of the stacks in `dtype` and the groups' hidden width g*h, kept while the stacks
+        hold the same values."""
+        stacked = self(table, experts)
+        gh = stacked[0].shape[1]
+        if torch.is_grad_enabled() and any(t.requires_grad for t in stacked):
+            return *(t.to(dtype) for t in augmented_weights(*stacked)), gh
+        key = (dtype, *(state(t) for t in stacked))
+        if self._augmented is None or self._augmented[0] != key:
+            with torch.no_grad():
+                self._augmented = (key, tuple(t.to(dtype) for t in augmented_weights(*stacked)))
+        return *self._augmented[1], gh
 
     def _stack(self, groups: list[list[nn.Module]]) -> tuple[torch.Tensor, ...]:
         return tuple(torch.stack(parts) for parts in zip(*(group_weights(group) for group in groups), strict=True))
@@ -92,6 +108,48 @@ def group_weights(experts: Sequence[nn.Module]) -> tuple[torch.Tensor, ...]:
             torch.cat([e.fc2.weight for e in experts], 1), torch.stack([e.fc2.bias for e in experts]))
 
 
+def _room(width: int, spare: int) -> int:
+    """Columns to add to `width` for at least `spare` spare ones and a multiple of 8 in all (grouped matmuls
+    want strides of 16 bytes: 4 float32 or 8 bfloat16 values)."""
+    return spare + (-(width + spare)) % 8
+
+
+def augmented_weights(w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The stacks (`GroupStacks`) as two matmuls with their biases inside: W1a (G, d + p, g*h + q) holds b1 in
+    row d (read by a column of ones beside x), W2a (G, g*h + q, d + r) holds each expert's b2 in rows g*h ..
+    g*h + g (read by the gates beside the hidden units): sum_s w_s b2_s without a bias gathered per token.
+    The spare rows and columns (p, q, r: `_room`) are zero."""
+    G, gh, d = w1.shape
+    g = b2.shape[1]
+    w1a = w1.new_zeros(G, d + _room(d, 1), gh + _room(gh, g))
+    w1a[:, :d, :gh] = w1.transpose(1, 2)
+    w1a[:, d, :gh] = b1
+    w2a = w2.new_zeros(G, w1a.shape[2], d + _room(d, 0))
+    w2a[:, :gh, :d] = w2.transpose(1, 2)
+    w2a[:, gh : gh + g, :d] = b2
+    return w1a, w2a
+
+
+def _grouped_wide_mlp(x: torch.Tensor, gates: torch.Tensor, counts: torch.Tensor, w1a: torch.Tensor, w2a: torch.Tensor,
+                      gh: int) -> torch.Tensor:
+    """x (n, d) sorted by group, `counts` (G,) of each: every group's wide MLP (g*h = `gh` hidden units) by two
+    grouped matmuls over the augmented weights (`augmented_weights`); the group offsets stay on the device."""
+    d, g = x.shape[1], gates.shape[1]
+    offs = torch.cumsum(counts, 0).to(torch.int32)
+    xa = F.pad(x.to(w1a.dtype), (0, w1a.shape[1] - d))
+    xa[:, d] = 1.0
+    hidden = F.gelu(F.grouped_mm(xa, w1a, offs=offs))  # (n, g*h + q); the spare columns are gelu(0) = 0
+    gates = gates.to(hidden.dtype)
+    if torch.is_grad_enabled():
+        scaled = (hidden[:, :gh].unflatten(1, (g, -1)) * gates.unsqueeze(2)).flatten(1)
+        hidden = torch.cat([scaled, gates, hidden[:, gh + g :]], 1)
+    else:
+        hidden[:, :gh].unflatten(1, (g, -1)).mul_(gates.unsqueeze(2))
+        hidden[:, gh : gh + g] = gates
+    y = F.grouped_mm(hidden, w2a, offs=offs)
+    return y if y.shape[1] == d else y[:, :d]
+
+
 def _wide_mlp(x: torch.Tensor, gates: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
     """x (n, d), gates (n, g) -> (n, d) for one group."""
     n, g = gates.shape
@@ -101,62 +159,52 @@ def _wide_mlp(x: torch.Tensor, gates: torch.Tensor, w1: torch.Tensor, b1: torch.
 
 
 def default_group_path(x: torch.Tensor, counts: torch.Tensor) -> str:
-    """CUDA: `grouped` where the grouped kernels run (bfloat16 on sm90+), else `padded`. CPU (reading the
-    counts costs nothing there): `loop` for one group or while training; at inference `padded` where padding
-    adds at most half the rows (groups about equally busy), else `grouped` (measured on CPU at 20 groups,
-    512 and 2048 tokens: each the fastest of the three in its case, or within 5%)."""
+    """CUDA: `grouped` where the grouped kernels run (bfloat16 on sm90+), else `padded`. CPU: `grouped` at
+    inference with more than one group present, else `loop` (measured on CPU at 20 groups, 512 and 2048
+    tokens in 5, 17 or 20 groups: `grouped` 1.0-1.4x the time of one group's plain matmuls on the same
+    tokens, `loop` 1.1-3.3x, `padded` 1.5-8x; experiments/bench_inference_scaling.py)."""
     if x.device.type == "cpu":
-        host = counts.tolist()
-        present = sum(1 for c in host if c)
-        if present <= 1 or torch.is_grad_enabled():
-            return "loop"
-        return "padded" if len(host) * max(host) <= 1.5 * len(x) else "grouped"
+        return "loop" if torch.is_grad_enabled() or int((counts > 0).sum()) <= 1 else "grouped"
     dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
     ok = x.device.type == "cuda" and dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
     return "grouped" if ok else "padded"
 
 
 def group_dispatch(x: torch.Tensor, token_group: torch.Tensor | None, gates: torch.Tensor, table: GroupTable,
-                   experts: Sequence[nn.Module], stacks: GroupStacks, path: str | None = None, single: int | None = None) -> torch.Tensor:
+                   experts: Sequence[nn.Module], stacks: GroupStacks, path: str | None = None, single: int | None = None,
+                   counts: torch.Tensor | None = None) -> torch.Tensor:
     """y (n, d) for tokens x (n, d) whose gates (n, g) weigh their group's experts in the group's order
-    (`table.members`). `single`: every token is in that group (token_group unused). path: loop, grouped or
-    None (`default_group_path`)."""
+    (`table.members`). `single`: every token is in that group (token_group unused). `counts` (G,): the tokens
+    come sorted by group, that many each (`GroupRoute.by_group`), so nothing is reordered here. path: loop,
+    padded, grouped or None (`default_group_path`)."""
     if single is not None:
         return _wide_mlp(x, gates, *group_weights([experts[e] for e in table.members[single]]))
     G = len(table.members)
-    order = torch.argsort(token_group, stable=True)  # tokens grouped by group
-    x_sorted, gates_sorted, group_sorted = x.index_select(0, order), gates.index_select(0, order), token_group.index_select(0, order)
-    counts = torch.zeros(G, dtype=torch.long, device=x.device).index_add_(0, token_group, torch.ones_like(token_group))
+    order = None
+    if counts is None:
+        order = torch.argsort(token_group, stable=True)  # tokens grouped by group
+        x, gates, token_group = x.index_select(0, order), gates.index_select(0, order), token_group.index_select(0, order)
+        counts = torch.zeros(G, dtype=torch.long, device=x.device).index_add_(0, token_group, torch.ones_like(token_group))
     path = path or default_group_path(x, counts)
-    w1, b1, w2, b2 = stacks(table, experts)
+    n, g = gates.shape
     if path == "grouped":
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-        offs = torch.cumsum(counts, 0).to(torch.int32)
-        n, g = gates_sorted.shape
-        a = x_sorted.to(dtype)
-        hidden = F.gelu(F.grouped_mm(a, w1.transpose(1, 2).to(dtype), offs=offs) + b1.to(dtype)[group_sorted])  # (n, g*h)
-        hidden = (hidden.view(n, g, -1) * gates_sorted.unsqueeze(2).to(dtype)).view(n, -1)
-        bias = (gates_sorted.to(dtype).unsqueeze(2) * b2.to(dtype)[group_sorted]).sum(1)  # (n, d)
-        y_sorted = F.grouped_mm(hidden, w2.transpose(1, 2).to(dtype), offs=offs) + bias
+        y = _grouped_wide_mlp(x, gates, counts, *stacks.augmented(table, experts, dtype))
     elif path == "loop":
         host = counts.tolist()  # the host needs the counts: one sync per layer on a GPU
-        present, sizes = [g for g, c in enumerate(host) if c], [c for c in host if c]
-        n, g = gates_sorted.shape
-        gates_sorted = gates_sorted.to(x.dtype)
-        bias = (gates_sorted.unsqueeze(2) * b2[group_sorted]).sum(1)  # (n, d): sum_s w_s b2_s, for all at once
-        w1s, b1s, w2s = w1.unbind(0), b1.unbind(0), w2.unbind(0)
-        y_sorted = torch.cat([
-            torch.addmm(bs, (F.gelu(torch.addmm(b1s[k], xs, w1s[k].T)).view(len(xs), g, -1) * gs.unsqueeze(2)).view(len(xs), -1), w2s[k].T)
-            for k, xs, gs, bs in zip(present, x_sorted.split(sizes), gates_sorted.split(sizes), bias.split(sizes), strict=True)])
+        present, sizes = [k for k, c in enumerate(host) if c], [c for c in host if c]
+        w1, b1, w2, b2 = stacks(table, experts)
+        y = torch.cat([_wide_mlp(xs, gs, w1[k], b1[k], w2[k], b2[k])
+                       for k, xs, gs in zip(present, x.split(sizes), gates.split(sizes), strict=True)])
     elif path == "padded":
+        w1, b1, w2, b2 = stacks(table, experts)
         capacity = int(counts.max())  # the host needs the busiest group's count: one sync per layer on a GPU
-        slot = torch.arange(len(x), device=x.device) - (torch.cumsum(counts, 0) - counts)[group_sorted]  # place within its group
-        n, g = gates_sorted.shape
-        xp = x_sorted.new_zeros(G, capacity, x.shape[1]).index_put_((group_sorted, slot), x_sorted)  # (G, C, d)
-        gp = gates_sorted.new_zeros(G, capacity, g).index_put_((group_sorted, slot), gates_sorted).to(x.dtype)  # (G, C, g)
+        slot = torch.arange(n, device=x.device) - (torch.cumsum(counts, 0) - counts)[token_group]  # place within its group
+        xp = x.new_zeros(G, capacity, x.shape[1]).index_put_((token_group, slot), x)  # (G, C, d)
+        gp = gates.new_zeros(G, capacity, g).index_put_((token_group, slot), gates).to(x.dtype)  # (G, C, g)
         hidden = F.gelu(torch.baddbmm(b1.unsqueeze(1), xp, w1.transpose(1, 2)))  # (G, C, g*h)
         hidden = (hidden.view(G, capacity, g, -1) * gp.unsqueeze(3)).view(G, capacity, -1)
-        y_sorted = torch.baddbmm(torch.bmm(gp, b2), hidden, w2.transpose(1, 2))[group_sorted, slot]  # (n, d)
+        y = torch.baddbmm(torch.bmm(gp, b2), hidden, w2.transpose(1, 2))[token_group, slot]  # (n, d)
     else:
         raise ValueError(f"unknown group dispatch path {path!r}; use loop, padded or grouped")
-    return torch.empty_like(y_sorted).index_copy_(0, order, y_sorted)
+    return y if order is None else torch.empty_like(y).index_copy_(0, order, y)

@@ -16,6 +16,15 @@ class GroupRoute:
 
     token_group: torch.Tensor | None = None
     single: int | None = None
+    counts: torch.Tensor | None = None  # (G,) tokens per group, when the tokens come sorted by group (`by_group`)
+
+    @staticmethod
+    def by_group(token_group: torch.Tensor, n_groups: int) -> tuple[GroupRoute, torch.Tensor]:
+        """The route of tokens reordered so each group's are contiguous, and that order (n,): a forward sorts
+        its tokens once, and every layer then cuts them by `counts` instead of sorting and unsorting them."""
+        order = torch.argsort(token_group, stable=True)
+        counts = torch.zeros(n_groups, dtype=torch.long, device=token_group.device).index_add_(0, token_group, torch.ones_like(token_group))
+        return GroupRoute(token_group.index_select(0, order), counts=counts), order
 
 
 @dataclass(frozen=True)

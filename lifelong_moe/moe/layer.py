@@ -89,7 +89,7 @@ class MoELayer(nn.Module):
             # every token uses all its group's experts: each group is one wide MLP (moe/group_dispatch.py)
             gates = torch.zeros_like(routing.topk_weight).scatter(1, table.position[routing.topk_idx], routing.topk_weight)
             routed = group_dispatch(h, route.token_group, gates, table, self.pool.experts, self._group_stacks,
-                                    self.dispatch_path, single=route.single)
+                                    self.dispatch_path, single=route.single, counts=route.counts)
             flat = routing.topk_idx.reshape(-1)
             counts = torch.zeros(self.n_experts, dtype=torch.long, device=h.device).index_add_(0, flat, torch.ones_like(flat))
         elif route is not None and route.single is not None:  # one group: its experts alone enter the dispatch

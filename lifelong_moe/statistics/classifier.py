@@ -282,12 +282,13 @@ class StatisticsClassifier(nn.Module):
         rows = self.row_log_posterior(feats, extra) if rows is None else rows
         extra = len(experiences)
 
-        def columns() -> torch.Tensor:
+        def columns() -> tuple[torch.Tensor, int]:
             col_of = {e: k for k, e in enumerate(experiences)}
-            return torch.as_tensor([col_of.get(e, extra) for e in self.row_experience.tolist()], device=rows.device)
+            cols = [col_of.get(e, extra) for e in self.row_experience.tolist()]
+            return torch.as_tensor(cols, device=rows.device), extra + (extra in cols)  # a spare segment for the rest
 
-        cols = derived(self.row_experience, ("columns", tuple(experiences), rows.device), columns)
-        return segment_logsumexp(rows, cols, extra + 1)[:, :extra]
+        cols, n = derived(self.row_experience, ("columns", tuple(experiences), rows.device), columns)
+        return segment_logsumexp(rows, cols, n)[:, :extra]
 
     def conditional_log_posterior(self, feats: Features, extra: torch.Tensor | None = None, rows: torch.Tensor | None = None) -> torch.Tensor:
         """log p(c(row) | x, e(row)) (B, R): each row's share of its experience. `frozen`: from the
