@@ -11,7 +11,9 @@ Per method, experience by experience, in this one process (one thread on CPU):
 - inference: median over --repeats passes of the wall time per sample of a forward over --pool test samples
   drawn from the experiences seen so far, in batches of --batch, sorted by experience (`ordered`, as the
   evaluator reads them: a batch spans pool/batch-th of the seen experiences) or shuffled (`mixed`: every
-  seen experience in every batch, the worst case for dispatch by group);
+  seen experience in every batch, the worst case for dispatch by group); and, steadier on a shared machine,
+  `beside experience 1`: the same batches through the model as it was after experience 1 and the model now,
+  batch by batch in turn, the ratio of the sums of each batch's least time (`timing.py`);
 - memory: parameters, what is kept about past data (the MoE's statistics; the replay buffer's samples), and
   the process's resident memory (CPU) or the allocated GPU memory.
 Before the stream, one experience is fitted and evaluated on a throwaway copy, so experience 1's figures hold
@@ -38,7 +40,7 @@ from lifelong_moe.features import build_experiment_stream
 from lifelong_moe.runner import build_model, build_strategy, sample_bytes
 from lifelong_moe.strategies.base import FitContext
 from lifelong_moe.training import train_loader
-from timing import inference_pass_seconds, median_time, to_device
+from timing import inference_pass_seconds, interleaved_per_sample_seconds, median_time, to_device
 
 METHODS = {  # what each method replaces in the config (None: the config's own)
     "moe": None,
@@ -118,7 +120,7 @@ def run_method(name: str, args: argparse.Namespace) -> list[dict]:
     per_sample_us(warm_model, batches_of(0, True), args.device, dtype, 1)
     del warm_model, warm_strategy
 
-    rows = []
+    rows, first = [], None
     for i in range(min(args.experiences, len(stream.train_stream))):
         n_train = len(stream.train_stream[i].dataset)
         t0 = time.perf_counter()
@@ -126,7 +128,10 @@ def run_method(name: str, args: argparse.Namespace) -> list[dict]:
         if args.device == "cuda":
             torch.cuda.synchronize()
         train_s = time.perf_counter() - t0
+        first = copy.deepcopy(model) if first is None else first  # timed beside every later model
         ordered, mixed = batches_of(i, False), batches_of(i, True)
+        beside = {order: interleaved_per_sample_seconds([first, model], b, args.device, dtype, args.repeats)
+                  for order, b in (("ordered", ordered), ("mixed", mixed))}
         exp = stream.train_stream[i]
         train_batches = [to_device(b, args.device) for b, _ in zip(train_loader(exp.dataset, cfg.train, i), range(4))]
         counts = model.parameter_counts()
@@ -136,6 +141,7 @@ def run_method(name: str, args: argparse.Namespace) -> list[dict]:
             "step_us_per_sample": step_us(model, train_batches, args.device, args.repeats),
             "infer_us_per_sample_ordered": per_sample_us(model, ordered, args.device, dtype, args.repeats),
             "infer_us_per_sample_mixed": per_sample_us(model, mixed, args.device, dtype, args.repeats),
+            **{f"infer_beside_1_{order}": b / a for order, (a, b) in beside.items()},
             "accuracy_seen": accuracy(model, mixed, args.device),
             "parameters": counts["total"], "active_per_sample": counts.get("active_per_sample", counts["total"]),
             "stored_bytes": stored, "memory_mib": memory_mib(args.device),
@@ -158,7 +164,8 @@ def write(results: dict[str, list[dict]], args: argparse.Namespace, header: str)
     out.mkdir(parents=True, exist_ok=True)
     (out / "growth.json").write_text(json.dumps({"settings": vars(args), "header": header, "rows": results}, indent=1))
     keys = [("train_us_per_sample", "train"), ("step_us_per_sample", "train step"), ("infer_us_per_sample_ordered", "inference (ordered)"),
-            ("infer_us_per_sample_mixed", "inference (mixed)")]
+            ("infer_us_per_sample_mixed", "inference (mixed)"), ("infer_beside_1_ordered", "inference beside experience 1 (ordered)"),
+            ("infer_beside_1_mixed", "inference beside experience 1 (mixed)")]
     lines = [f"# Cost per sample along the stream ({args.config})", "", header, "",
              "| method | experience | train us/sample | train step us/sample | inference us/sample, ordered | mixed "
              "| accuracy on seen (mixed pool) | parameters | active/sample | stored MB | memory MiB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -170,7 +177,7 @@ def write(results: dict[str, list[dict]], args: argparse.Namespace, header: str)
                              f"{r['infer_us_per_sample_ordered']:.1f} | "
                              f"{r['infer_us_per_sample_mixed']:.1f} | {r['accuracy_seen']:.3f} | {r['parameters']:,} | "
                              f"{r['active_per_sample']:,} | {r['stored_bytes'] / 1e6:.2f} | {r['memory_mib']:.0f} |")
-    lines += ["", f"| method | ratio | {' | '.join(label for _, label in keys)} |", "|---|---|---|---|---|---|"]
+    lines += ["", f"| method | ratio | {' | '.join(label for _, label in keys)} |", "|---|---|" + "---|" * len(keys)]
     for name, rows in results.items():
         T = len(rows)
         last, tail = zip(*(ratios(rows, k) for k, _ in keys), strict=True)
