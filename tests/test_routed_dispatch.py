@@ -175,9 +175,29 @@ def test_kept_stacks_follow_in_place_changes_and_moves(path):
         assert torch.allclose(layer(x, route=route).hidden, layer(x, allowed=allowed).hidden, atol=1e-5)
         if path == "grouped":  # grouped matmuls have no float64: the move below is checked on the other paths
             return
+        layer.dispatch_path = None  # in float64 the default on CPU is the loop, whatever the grouped path would be
         layer.double()
         assert layer(x.double(), route=route).hidden.dtype == torch.float64
+        layer.dispatch_path = path
+        assert layer(x.double(), route=route).hidden.dtype == torch.float64
         assert torch.allclose(layer(x.double(), route=route).hidden, layer(x.double(), allowed=allowed).hidden, atol=1e-9)
+
+
+def test_grouped_path_under_inference_mode_follows_changes_between_calls():
+    """Under `torch.inference_mode` (how Lightning evaluates) the kept stacks are inference tensors, which keep
+    no version: the grouped path's augmented weights still follow an expert changed between two calls."""
+    layer = grown_layer((2, 2, 2))
+    layer.dispatch_path = "grouped"
+    x, token_group = torch.randn(40, 8), torch.arange(40) % 3
+    allowed = torch.as_tensor(layer.pool.owner).unsqueeze(0) == token_group.unsqueeze(1)
+    with torch.inference_mode():
+        layer(x, route=GroupRoute(token_group))
+    with torch.no_grad():
+        layer.pool.experts[2].fc1.bias.add_(1.0)
+    with torch.inference_mode():
+        got = layer(x, route=GroupRoute(token_group)).hidden
+    with torch.no_grad():
+        assert torch.allclose(got, layer(x, allowed=allowed).hidden, atol=1e-5)
 
 
 def test_kept_stacks_grow_with_the_pool():

@@ -50,7 +50,9 @@ class GroupStacks:
         gh = stacked[0].shape[1]
         if torch.is_grad_enabled() and any(t.requires_grad for t in stacked):
             return *(t.to(dtype) for t in augmented_weights(*stacked)), gh
-        key = (dtype, *(state(t) for t in stacked))
+        # the stacks' own record of what they hold (their members' versions and storage): the stacks themselves
+        # may be inference tensors, which keep no version
+        key = (dtype, id(stacked[0]), self._key, tuple(tuple(v) for v in self._versions))
         if self._augmented is None or self._augmented[0] != key:
             with torch.no_grad():
                 self._augmented = (key, tuple(t.to(dtype) for t in augmented_weights(*stacked)))
@@ -108,6 +110,9 @@ def group_weights(experts: Sequence[nn.Module]) -> tuple[torch.Tensor, ...]:
             torch.cat([e.fc2.weight for e in experts], 1), torch.stack([e.fc2.bias for e in experts]))
 
 
+GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
 def _room(width: int, spare: int) -> int:
     """Columns to add to `width` for at least `spare` spare ones and a multiple of 8 in all (grouped matmuls
     want strides of 16 bytes: 4 float32 or 8 bfloat16 values)."""
@@ -160,12 +165,14 @@ def _wide_mlp(x: torch.Tensor, gates: torch.Tensor, w1: torch.Tensor, b1: torch.
 
 def default_group_path(x: torch.Tensor, counts: torch.Tensor) -> str:
     """CUDA: `grouped` where the grouped kernels run (bfloat16 on sm90+), else `padded`. CPU: `grouped` at
-    inference with more than one group present, else `loop` (measured on CPU at 20 groups, 512 and 2048
-    tokens in 5, 17 or 20 groups: `grouped` 1.0-1.4x the time of one group's plain matmuls on the same
-    tokens, `loop` 1.1-3.3x, `padded` 1.5-8x; experiments/bench_inference_scaling.py)."""
-    if x.device.type == "cpu":
-        return "loop" if torch.is_grad_enabled() or int((counts > 0).sum()) <= 1 else "grouped"
-    dtype = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else x.dtype
+    inference with more than one group present (float32 or narrower), else `loop`. Measured on CPU for this
+    function alone at 20 groups, 512 and 2048 tokens spread over 5, 17 or 20 groups: `grouped` 1.0-1.4x the
+    time of one group's matmuls on the same tokens, `loop` 1.1-3.3x, `padded` 1.5-8x; for the whole model,
+    `inference_scaling` on the results page."""
+    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    if x.device.type == "cpu":  # grouped matmuls take float32, bfloat16 and float16, not float64
+        grouped = not torch.is_grad_enabled() and dtype in GROUPED_DTYPES and int((counts > 0).sum()) > 1
+        return "grouped" if grouped else "loop"
     ok = x.device.type == "cuda" and dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9
     return "grouped" if ok else "padded"
 

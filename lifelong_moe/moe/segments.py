@@ -24,7 +24,7 @@ def segment_logsumexp(x: torch.Tensor, index: torch.Tensor, n_segments: int, sin
         return x.new_full((x.shape[0], n_segments), NEG).scatter(1, idx, x.clamp_min(NEG))
     width = 0 if index.is_inference() else derived(index, ("blocks", n_segments), lambda: _block_width(index, n_segments))
     if width:  # segment s is columns s*width .. (s+1)*width - 1 (e.g. rows added experience by experience)
-        return torch.logsumexp(x.view(x.shape[0], n_segments, width), 2).clamp_min(NEG)
+        return torch.logsumexp(x.reshape(x.shape[0], n_segments, width), 2).clamp_min(NEG)
     top = x.new_full((x.shape[0], n_segments), NEG).scatter_reduce(1, idx, x, reduce="amax", include_self=True).detach()
     total = x.new_zeros(x.shape[0], n_segments).scatter_add(1, idx, (x - top.gather(1, idx)).exp())
     return torch.where(total > 0, top + total.clamp_min(torch.finfo(x.dtype).tiny).log(), torch.full_like(top, NEG))
