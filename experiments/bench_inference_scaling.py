@@ -8,9 +8,10 @@ the size of the class statistics at both points.
 Training quality does not enter inference cost, so experiences train for `--epochs` (default 1). The
 model after experience 1 is kept (a deep copy) and timed against the model after experience T batch by
 batch in turn; `ratio` compares the sums of each batch's least time over the repeats (noise on a shared
-machine only adds time), `ratio_median_of_passes` the medians of whole passes taken in turn. The test samples come in stream order (a batch
-spans a few test experiences, as the evaluator reads them) or shuffled (`mixed`: every experience in every
-batch, the worst case for dispatch by routed group). One thread on CPU; the load average is printed.
+machine only adds time), `ratio_median_of_passes` the medians of whole passes taken in turn. The test
+samples come in stream order (a batch spans a few test experiences, as the evaluator reads them) or
+shuffled (`mixed`: every experience in every batch, the worst case for dispatch by routed group). One
+thread on CPU; the load average is printed.
 """
 
 from __future__ import annotations

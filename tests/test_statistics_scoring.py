@@ -34,7 +34,9 @@ def test_segment_logsumexp_equals_a_logsumexp_per_segment(index, empty_last):
     n = int(index.max()) + (2 if empty_last else 1)  # the last segment stays empty
     got = segment_logsumexp(x, index, n)
     assert torch.allclose(got, logsumexp_by_segment(x, index, n), atol=1e-5)
-    assert torch.isfinite(got).all() and (got[2, 0] == NEG or index[0] != index[1])
+    assert torch.isfinite(got).all()
+    if len(index) > 1 and index[0] == index[1]:  # both impossible columns of row 2 make up one segment
+        assert got[2, index[0]] == NEG
     if empty_last:
         assert (got[:, -1] == NEG).all()
 

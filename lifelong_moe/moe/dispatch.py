@@ -22,6 +22,11 @@ from lifelong_moe.moe.expert_pool import ExpertStacks, MLPExpert
 PATHS = ("loop", "grouped", "padded")
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype x's matmuls run in: autocast's where it is on for x's device, else x's own."""
+    return torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+
+
 def default_path(x: torch.Tensor, experts: Sequence[nn.Module], counts: torch.Tensor) -> str:
     """On CUDA: `grouped` where the grouped kernels run (bfloat16, by autocast or by the tensors, on sm90 or
     newer), `padded` elsewhere. On CPU (where reading the counts costs nothing): `loop`, except at inference
@@ -29,7 +34,7 @@ def default_path(x: torch.Tensor, experts: Sequence[nn.Module], counts: torch.Te
     experiments/bench_inference_scaling.py: from about one expert per 64 pairs). Other experts: `loop`."""
     if not all(isinstance(e, MLPExpert) for e in experts):
         return "loop"
-    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    dtype = compute_dtype(x)
     # grouped matmuls want rows of 16 bytes: the width and the hidden width in whole 16-byte steps
     aligned = all(w * dtype.itemsize % 16 == 0 for w in (x.shape[1], experts[0].fc1.out_features))
     if x.device.type == "cpu":
@@ -94,7 +99,7 @@ def _grouped_experts(x_sorted: torch.Tensor, sorted_expert: torch.Tensor, counts
     """Every expert at once by two grouped matmuls over their stacked weights; the groups' ends (offsets)
     and the per-pair biases are gathered on the device, so nothing waits for the host."""
     w1, b1, w2, b2 = stacks(experts)  # (e, h, d), (e, h), (e, d, h), (e, d)
-    dtype = torch.get_autocast_dtype(x_sorted.device.type) if torch.is_autocast_enabled(x_sorted.device.type) else x_sorted.dtype
+    dtype = compute_dtype(x_sorted)
     offs = torch.cumsum(counts, 0).to(torch.int32)  # (e,) end of each expert's pairs
     a = x_sorted.to(dtype)
     hidden = F.gelu(F.grouped_mm(a, w1.transpose(1, 2).to(dtype), offs=offs) + b1.to(dtype)[sorted_expert])  # (n*k, h)

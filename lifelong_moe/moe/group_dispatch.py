@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong_moe.moe.cached import state
+from lifelong_moe.moe.dispatch import compute_dtype
 from lifelong_moe.moe.groups import GroupTable
 
 
@@ -169,7 +170,7 @@ def default_group_path(x: torch.Tensor, counts: torch.Tensor) -> str:
     function alone at 20 groups, 512 and 2048 tokens spread over 5, 17 or 20 groups: `grouped` 1.0-1.4x the
     time of one group's matmuls on the same tokens, `loop` 1.1-3.3x, `padded` 1.5-8x; for the whole model,
     `inference_scaling` on the results page."""
-    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+    dtype = compute_dtype(x)
     if x.device.type == "cpu":  # grouped matmuls take float32, bfloat16 and float16, not float64
         grouped = not torch.is_grad_enabled() and dtype in GROUPED_DTYPES and int((counts > 0).sum()) > 1
         return "grouped" if grouped else "loop"
@@ -195,7 +196,7 @@ def group_dispatch(x: torch.Tensor, token_group: torch.Tensor | None, gates: tor
     path = path or default_group_path(x, counts)
     n, g = gates.shape
     if path == "grouped":
-        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        dtype = compute_dtype(x)
         y = _grouped_wide_mlp(x, gates, counts, *stacks.augmented(table, experts, dtype))
     elif path == "loop":
         host = counts.tolist()  # the host needs the counts: one sync per layer on a GPU
