@@ -26,6 +26,12 @@ def _load_netguard() -> Any:
 
 netguard = _load_netguard()
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one torch thread each, in subprocesses too
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 hf_offline()  # now, before test modules import Lightning (and through it huggingface_hub)
 
 
