@@ -8,7 +8,9 @@ time the same layer with the older ones frozen (no weight gradients). The GEMM-o
 the bare GEMMs alone, split evenly over the experts: what the hardware allows a one-matmul-pair-per-expert
 layer, with each GEMM's output freed at once (`freed`: the next GEMM reuses hot memory) or kept to the end
 of the step (`kept`: as a real step keeps its activations and every expert's weight gradient). The last
-columns give the layer's ratio as a share of each bound (1.0: the layer costs only its GEMMs).
+columns give the layer's ratio as a share of each bound (1.0: the layer costs only its GEMMs): from the
+medians of the repeats, and from their least times (steadier on a shared machine, where noise and page
+faults on fresh buffers only ever add time).
 
     python experiments/bench_moe_layer.py [--device cpu|cuda] [--dtype float32|bf16] [--experts 4 16 64 256] [--threads 1]
 
@@ -21,12 +23,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 
 import torch
 from torch import nn
 
 from lifelong_moe.moe import MoELayer
-from timing import median_time
+from timing import step_times
 
 
 class DenseBlock(nn.Module):
@@ -39,11 +42,13 @@ class DenseBlock(nn.Module):
         return x + self.ffn(self.norm(x))
 
 
-def matmul_bound(tokens: int, dim: int, hidden: int, k: int, n_experts: int, device: str, repeats: int, keep: bool = False) -> float:
+def matmul_bound(tokens: int, dim: int, hidden: int, k: int, n_experts: int, device: str, repeats: int,
+                 keep: bool = False) -> tuple[float, float]:
     """Dense time / per-expert time of the bare GEMMs of a GELU MLP (forward: x W1^T, h W2^T; backward:
     g^T h, g W2, gh^T x, gh W1), tokens split evenly over the experts: the best ratio any layer that runs
     one matmul pair per expert could reach, before routing, sorting or gathering cost anything. `keep`:
-    every output has its own buffer that lives through the step (as activations and weight gradients do)."""
+    every output has its own buffer that lives through the step (as activations and weight gradients do).
+    Returns the ratio of the medians and the ratio of the least times."""
 
     def gemms(m: int, width: int, count: int):
         # distinct tensors per expert, as real experts have: reusing one set would keep it cache-hot
@@ -71,7 +76,8 @@ def matmul_bound(tokens: int, dim: int, hidden: int, k: int, n_experts: int, dev
 
     per_expert = gemms(max(tokens * k // n_experts, 1), hidden, n_experts)
     dense = gemms(tokens, k * hidden, 1)
-    return median_time(dense, device, repeats) / median_time(per_expert, device, repeats)
+    d, e = step_times(dense, device, repeats), step_times(per_expert, device, repeats)
+    return statistics.median(d) / statistics.median(e), min(d) / min(e)
 
 
 def main() -> None:
@@ -105,20 +111,24 @@ def main() -> None:
     print(f"device={dev} dtype={args.dtype} tokens={args.tokens} d={args.dim} hidden={args.hidden} top-{args.k} "
           f"threads={torch.get_num_threads()} load average {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("| experts | dense ms | MoE ms | dense/MoE | MoE, all but 2 frozen ms | dense/frozen-MoE | GEMM-only bound, freed | kept "
-          "| MoE / bound, freed | kept | frozen-MoE / bound, freed | kept |\n|---|---|---|---|---|---|---|---|---|---|---|---|")
+          "| MoE / bound, freed | kept | frozen-MoE / bound, freed | kept | least times: MoE / bound, kept | frozen-MoE / bound, kept |"
+          "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for n in args.experts:
         layer = MoELayer(args.dim, args.hidden, args.k).to(dev)
         layer.grow(n - 2, group=0)  # as after a stream: the old experts' bank, then the newest 2
         layer.grow(2, group=1)
-        t_dense = median_time(step_of(dense), dev, args.repeats)  # interleaved with each MoE size
-        t_moe = median_time(step_of(layer), dev, args.repeats)
+        dense_t = step_times(step_of(dense), dev, args.repeats)  # interleaved with each MoE size
+        moe_t = step_times(step_of(layer), dev, args.repeats)
         for expert in layer.pool.experts_of(group=0):
             expert.requires_grad_(False)
-        t_frozen = median_time(step_of(layer), dev, args.repeats)
-        freed, kept = (matmul_bound(args.tokens, args.dim, args.hidden, args.k, n, dev, args.repeats, keep) for keep in (False, True))
+        frozen_t = step_times(step_of(layer), dev, args.repeats)
+        (freed, _), (kept, kept_least) = (matmul_bound(args.tokens, args.dim, args.hidden, args.k, n, dev, args.repeats, keep)
+                                          for keep in (False, True))
+        t_dense, t_moe, t_frozen = (statistics.median(t) for t in (dense_t, moe_t, frozen_t))
         moe, frozen = t_dense / t_moe, t_dense / t_frozen
+        moe_least, frozen_least = min(dense_t) / min(moe_t) / kept_least, min(dense_t) / min(frozen_t) / kept_least
         print(f"| {n} | {t_dense * 1e3:.1f} | {t_moe * 1e3:.1f} | {moe:.2f} | {t_frozen * 1e3:.1f} | {frozen:.2f} | {freed:.2f} | {kept:.2f} "
-              f"| {moe / freed:.2f} | {moe / kept:.2f} | {frozen / freed:.2f} | {frozen / kept:.2f} |")
+              f"| {moe / freed:.2f} | {moe / kept:.2f} | {frozen / freed:.2f} | {frozen / kept:.2f} | {moe_least:.2f} | {frozen_least:.2f} |")
     print(f"load average at the end {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 

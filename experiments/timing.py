@@ -1,6 +1,6 @@
-"""Timing helpers for the benchmarks here: the median wall time of a step with the device synchronised
-around it, one inference pass over prepared batches, per sample, and models timed batch by batch in turn
-(the least time of each batch over the repeats: noise on a shared machine only ever adds time)."""
+"""Timing helpers for the benchmarks here: the wall times of a step with the device synchronised around
+it (and their median), one inference pass over prepared batches, per sample, and models timed batch by
+batch in turn (the least time of each batch over the repeats: noise on a shared machine only adds time)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any
 import torch
 
 
-def median_time(step: Callable[[], object], device: str, repeats: int, warmup: int = 3) -> float:
+def step_times(step: Callable[[], object], device: str, repeats: int, warmup: int = 3) -> list[float]:
+    """Wall times of `repeats` calls of `step` after `warmup` calls, the device synchronised around each."""
     for _ in range(warmup):
         step()
     times = []
@@ -24,7 +25,11 @@ def median_time(step: Callable[[], object], device: str, repeats: int, warmup: i
         if device == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return times
+
+
+def median_time(step: Callable[[], object], device: str, repeats: int, warmup: int = 3) -> float:
+    return statistics.median(step_times(step, device, repeats, warmup))
 
 
 def to_device(batch: Any, device: str) -> Any:

@@ -152,5 +152,7 @@ def fit_experience(model: ContinualModule, dataset: Any, train_cfg: TrainConfig,
         call_trainer(trainer, trainer.fit, model, train_dataloaders=train_loader(dataset, train_cfg, seed, trainer.world_size))
     finally:
         model.loss_terms = []
-    model.to(trainer.strategy.root_device)  # Lightning's teardown hands it back on the CPU; the experience's end runs here
+    device = trainer.strategy.root_device
+    if device.type != "cpu":  # Lightning's teardown hands the model back on the CPU; the experience's end runs on device
+        model.to(device)  # (on the CPU it is there already: another walk over every module would only cost time)
     return trainer
