@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from lifelong_moe.errors import ConfigError, DataError, UserError
-from lifelong_moe.reporting.files import write_csv
+from lifelong_moe.reporting.files import check_overwrite, write_csv
 
 COLUMNS = ["file", "modality", "class", "label", "score", "experience"]
 
@@ -41,7 +41,8 @@ def predict(run_dir: str | Path, paths: Sequence[str], output: str | Path, modal
             progress: Callable[[str], None] = print) -> Path:
     """Predict every image or audio file under `paths` (files or folders, searched recursively) with the final
     model of the run in `run_dir`; write the predictions to `output` (CSV) and return its path."""
-    run = Path(run_dir)
+    run, out = Path(run_dir), Path(output)
+    check_overwrite(out, "predict: --output", ",".join(COLUMNS).encode())  # before any work: a prediction CSV only
     cfg, results, prepared, checkpoint = _read_run(run)
     readers = file_modalities(cfg)
     if not readers:
@@ -56,7 +57,6 @@ def predict(run_dir: str | Path, paths: Sequence[str], output: str | Path, modal
         rows += _predict_modality(model, name, mine, x, prepared_specs(prepared_modalities(run)), results, cfg.train.eval_batch_size)
     order = {str(f): k for k, (f, _) in enumerate(files)}
     rows.sort(key=lambda r: order[r[0]])
-    out = Path(output)
     write_csv(out, COLUMNS, rows)
     progress(f"[lifelong-moe] {len(rows)} prediction(s) in {out}")
     return out

@@ -168,3 +168,20 @@ def test_predict_errors_are_one_line(tmp_path, capsys, args, expected):
                                    "train": {"epochs": 1, "batch_size": 8}}), progress=lambda _: None)
     (tmp_path / "note.txt").write_text("not an image")
     one_line_error(main, args(result.run_dir, tmp_path), capsys, expected)
+
+
+def test_predict_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
+    from battery import one_line_error
+
+    root = D.image_folder(tmp_path / "wine", n_per_class=3, classes=WINES[:2])
+    result = run(config_from_dict({**_config(tmp_path, {"wine": {"kind": "image_folder", "params": {"root": str(root), "size": [8, 8]}}}),
+                                   "train": {"epochs": 1, "batch_size": 8}}), progress=lambda _: None)
+    image = next(root.rglob("*.png"))
+    for target in (result.run_dir / "results.json", result.run_dir / "checkpoint.pt", image):
+        before = target.read_bytes()
+        one_line_error(main, ["predict", str(result.run_dir), str(image), "-o", str(target)], capsys, "predict: --output: ")
+        assert target.read_bytes() == before
+    out = tmp_path / "predictions.csv"
+    for _ in range(2):  # a CSV of its own is replaced
+        assert main(["predict", str(result.run_dir), str(image), "-o", str(out)]) == 0
+        assert len(_predictions(out)) == 1

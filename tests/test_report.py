@@ -161,3 +161,16 @@ def test_reports_render_in_headless_chromium(runs, tmp_path, which):
     colours = len(np.unique(pixels.reshape(-1, 3), axis=0))
     inked = (pixels < 200).any(2).mean()  # share of pixels that are not (near) white: text, tables, figures
     assert colours > 500 and 0.03 < inked < 0.9, (colours, inked)
+
+
+def test_report_never_replaces_a_file_it_did_not_write(runs, tmp_path, capsys):
+    from battery import one_line_error
+
+    results = runs["run"] / "results.json"
+    before = results.read_bytes()
+    one_line_error(main, ["report", str(runs["run"]), "-o", str(results)], capsys, "report: --output: ")
+    assert results.read_bytes() == before  # the run's results are intact, and report still reads them
+    page = tmp_path / "page.html"
+    assert main(["report", str(runs["run"]), "-o", str(page)]) == 0
+    assert main(["report", str(runs["run"]), "-o", str(page)]) == 0  # its own page is replaced
+    assert page.read_text().startswith("<!DOCTYPE html>")

@@ -41,7 +41,7 @@ class TrainerConfig:
     devices: str = "auto"  # "auto", a count such as "2", or a list such as "[0,1]"
     strategy: str = "auto"  # Lightning's strategy: auto, ddp, ...
     num_nodes: int = 1  # machines taking part (DDP)
-    precision: str = "32-true"  # Lightning's precision, e.g. 32-true, 16-mixed, bf16-mixed
+    precision: str = "32-true"  # Lightning's precision: 32-true, 16-mixed or bf16-mixed (aliases 32, 16, bf16)
     deterministic: bool = True  # deterministic kernels where they exist (warn-only where one is missing)
     enable_progress_bar: bool = True  # Lightning's bar, drawn only when the output is a terminal
     log_every_n_steps: int = 10  # training-loss points logged to TensorBoard every this many steps

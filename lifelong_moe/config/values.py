@@ -26,8 +26,10 @@ MAX_PRETRAINED = 64
 DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]{1,4})?")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
-PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
-              "transformer-engine", "transformer-engine-float16")
+PRECISIONS = ("32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16")
+# Lightning's other settings cast every parameter and buffer, the class statistics and fixed feature maps
+# included, while the statistics' own passes (when an experience ends) feed them float32 data
+CASTING_PRECISIONS = ("64-true", "64", "16-true", "bf16-true", "transformer-engine", "transformer-engine-float16")
 
 
 def check_values(cfg: ExperimentConfig) -> None:
@@ -105,6 +107,9 @@ def _check_trainer(cfg: ExperimentConfig) -> None:
     tr = cfg.trainer
     if tr.accelerator not in ACCELERATORS:
         raise ConfigError(f"trainer.accelerator: unknown accelerator '{tr.accelerator}'; use one of {', '.join(ACCELERATORS)}")
+    if tr.precision in CASTING_PRECISIONS:
+        raise ConfigError(f"trainer.precision: '{tr.precision}' casts the whole model, class statistics included, which is not "
+                          f"supported; use {', '.join(PRECISIONS)} (mixed precision computes in 16 bits where it pays)")
     if tr.precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision: unknown precision '{tr.precision}'; use one of {', '.join(PRECISIONS)}")
     if not tr.strategy.strip() or any(c.isspace() for c in tr.strategy):

@@ -322,7 +322,7 @@ class MoEModel(ContinualModule):
         if current is not None:  # training: the current head over its classes
             head = self.heads[str(current)]
             logits = pooled.new_full((len(pooled), self.n_classes), NEG)
-            logits[:, head.classes] = torch.log_softmax(head.linear(pooled), dim=1)
+            logits[:, head.classes] = torch.log_softmax(head.linear(pooled), dim=1).to(logits.dtype)  # bf16 under autocast
             return logits, {}
         if not tables.experiences:  # the untrained model
             return pooled.new_full((len(pooled), self.n_classes), NEG), {}

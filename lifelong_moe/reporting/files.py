@@ -46,6 +46,21 @@ def _output_error(path: Path, err: OSError) -> OutputError:
     return OutputError(f"cannot write {path}: {detail}" + (f" ({reason})" if reason else ""))
 
 
+def check_overwrite(path: Path, key: str, starts_with: bytes) -> None:
+    """Refuse to replace an existing file that is not this command's own kind of output (its first bytes
+    are not `starts_with`): an `--output` pointing at a run's results or checkpoint, or at an input, would
+    otherwise destroy it. A directory is left for the write to refuse."""
+    if not path.is_file():
+        return
+    try:
+        with path.open("rb") as f:
+            head = f.read(len(starts_with))
+    except OSError as err:
+        raise _output_error(path, err) from None
+    if head != starts_with:
+        raise ConfigError(f"{key}: {path} exists and is not an output of this command; it is left as it is (choose another path)")
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file in the same folder, fsync, give it the mode a plain open() would (the
     umask's), then rename over `path`.

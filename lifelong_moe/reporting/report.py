@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from lifelong_moe.errors import ConfigError
-from lifelong_moe.reporting.files import atomic_write_text
+from lifelong_moe.reporting.files import atomic_write_text, check_overwrite
 from lifelong_moe.reporting.plots import (
     accuracy_matrix_figure,
     class_accuracy_figure,
@@ -34,6 +34,7 @@ from lifelong_moe.reporting.plots import (
 )
 
 REPORT = "report.html"
+PAGE_START = '<!DOCTYPE html>\n<html lang="en">'  # how every page begins: an existing file that does not is never replaced
 METRICS = (("acc", "ACC"), ("avg_incremental_acc", "avg incremental acc"), ("bwt", "BWT"), ("fwt", "FWT"),
            ("forgetting", "forgetting"))
 
@@ -67,6 +68,7 @@ def write_report(path: str | Path, output: str | Path | None = None) -> Path:
     else:
         raise ConfigError(f"report: {path} is neither a run (results.json) nor a comparison (comparison.csv)")
     out = Path(output) if output is not None else where / REPORT
+    check_overwrite(out, "report: --output" if output is not None else "report", PAGE_START.encode())
     atomic_write_text(out, page)
     return out
 
@@ -208,7 +210,7 @@ def _contribution_means(parts: dict[str, list[dict[str, Any]]]) -> str:
 def _page(title: str, sub: str, banner: str, sections: list[tuple[str, str, str]]) -> str:
     nav = " ".join(f'<a href="#{key}">{html.escape(head)}</a>' for key, head, _ in sections)
     body = "\n".join(f'<section id="{key}"><h2>{html.escape(head)}</h2>\n{content}</section>' for key, head, content in sections)
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+    return (f'{PAGE_START}<head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{STYLE}</style></head>\n<body><h1>{html.escape(title)}</h1><p class=\"sub\">{html.escape(sub)}</p>"
             f"{banner}<nav>{nav}</nav>\n{body}\n<p class=\"sub\">Written by <code>lifelong-moe report</code>; "
             "self-contained: figures are embedded, nothing is loaded from elsewhere.</p></body></html>\n")
