@@ -321,6 +321,8 @@ CASES: list[tuple[str, Callable[[Any], Callable[[Path], dict[str, Any]]], tuple[
     ("a PNG of 100 million pixels (Pillow only warns)", images(_write("bee/big.png", png_header(10000, 10000))),
      (f"{KEY}.root: {T}/img/bee/big.png: refused: an image of 100,000,000 pixels",)),
     ("a PNG cut in half", images(_halve("cat/cat_1.png")), (f"{KEY}.root: {T}/img/cat/cat_1.png: not a readable image",)),
+    ("a size of 100000 x 100000 (a typo that filled the memory)", images(size=[100000, 100000]),
+     (f"{KEY}.size: at most 4096 pixels per side (every sample is held decoded), got [100000, 100000]",)),
     ("index CSV with a nan label", index_with("nan"), (f"{KEY}.index: {T}/img/index.csv: row 6 has a missing label ('nan')",)),
     # --- audio folders
     ("a float WAV of 1e30", audio(_float_wav("ant/ant_0.wav", 1e30)), (f"{KEY}.root: {T}/aud/ant/ant_0.wav: a sample of 1e+30",)),

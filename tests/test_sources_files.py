@@ -366,3 +366,31 @@ def test_cache_entries_are_written_atomically_by_concurrent_writers(tmp_path, mo
     cache = ArrayCache("t")
     np.testing.assert_array_equal(cache.load_or_build(key, lambda: arrays)["x"], arrays["x"])
     assert not cache.last_hit and ArrayCache("t").load(key) is not None
+
+
+@pytest.mark.parametrize("values, expected", [
+    (np.linspace(0.0, 1.0, 16), np.round(np.linspace(0.0, 1.0, 16) * 255)),  # a float image in [0, 1]
+    (np.linspace(0.0, 255.0, 16), np.linspace(0.0, 255.0, 16)),  # 8-bit values stored as floats
+    (np.linspace(0.0, 65535.0, 16), np.linspace(0.0, 255.0, 16)),  # 16-bit values stored as floats
+])
+def test_float_images_keep_their_contrast(tmp_path: Path, values: np.ndarray, expected: np.ndarray) -> None:
+    from PIL import Image
+
+    from scenarios.sources.decode import ImagePrep, decode_image
+
+    path = tmp_path / "x.tif"
+    Image.fromarray(np.tile(values.astype(np.float32), (4, 1)), mode="F").save(path)
+    got = decode_image(path, ImagePrep(size=[4, 16], channels=1, fit="stretch"), "x.tif")[0, 0].astype(float)
+    assert np.abs(got - expected).max() <= 1.0  # 8-bit rounding; before, [0, 1] floats all decoded to 0
+
+
+def test_a_float_image_with_nan_is_refused_in_one_line(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from scenarios.errors import DataError
+    from scenarios.sources.decode import ImagePrep, decode_image
+
+    path = tmp_path / "nan.tif"
+    Image.fromarray(np.full((4, 4), np.nan, dtype=np.float32), mode="F").save(path)
+    with pytest.raises(DataError, match=r"nan\.tif: not a readable image \(ValueError: it holds NaN or infinite pixel values\)"):
+        decode_image(path, ImagePrep(size=[4, 4], channels=1), "nan.tif")

@@ -50,9 +50,14 @@ class AudioPrep:
     fmax: float | None = None  # log-mel: highest band edge (Hz); None: sample_rate / 2
 
 
+MAX_IMAGE_SIDE = 4096  # pixels per side of a decoded sample (48 MB as RGB): beyond it a typo, not a data set
+
+
 def check_image_prep(prep: ImagePrep, key: str) -> None:
     if len(prep.size) != 2 or min(prep.size) < 1:
         raise DataError(f"{key}size: expected [height, width] of positive integers, got {list(prep.size)}")
+    if max(prep.size) > MAX_IMAGE_SIDE:
+        raise DataError(f"{key}size: at most {MAX_IMAGE_SIDE} pixels per side (every sample is held decoded), got {list(prep.size)}")
     if prep.channels not in (1, 3):
         raise DataError(f"{key}channels: must be 1 (grey) or 3 (RGB), got {prep.channels}")
     if prep.fit not in ("crop", "stretch"):
@@ -143,9 +148,14 @@ def _bombs_are_errors() -> None:
 def _to_mode(img: Any, channels: int) -> Any:
     from PIL import Image
 
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit or float grey: scale to 8 bits
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit, 32-bit or float grey: scale to 8 bits
         a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or a.max() > 255 else 255.0
+        if not np.isfinite(a).all():
+            raise ValueError("it holds NaN or infinite pixel values")
+        if img.mode.startswith("I;16") or a.max() > 255:
+            top = 65535.0
+        else:  # floats in [0, 1] are the usual float image; [0, 255] an 8-bit one stored wider
+            top = 1.0 if img.mode == "F" and a.max() <= 1.0 else 255.0
         img = Image.fromarray(np.clip(a / top * 255.0, 0, 255).astype(np.uint8), mode="L")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
