@@ -194,6 +194,10 @@ def _labels(values: list[Any], src: SourceData, source: str, key: str, who: str 
         if isinstance(v, bool) or not isinstance(v, (int, str)):
             raise ConfigError(f"{key}: expected class labels or names, got {v!r}")
         if isinstance(v, int):
+            if by_name.get(str(v), v) != v:  # a class is named with this number, and it is not label v
+                raise ConfigError(f"{key}: {v} is ambiguous in source '{source}': label {v} is class "
+                                  f"'{src.class_names.get(v, v)}', but a class is named '{v}' (label {by_name[str(v)]}); "
+                                  f"write class names, quoted ('{v}')")
             out.append(v)
         elif v in by_name:
             out.append(by_name[v])
@@ -236,6 +240,8 @@ def _load_sources(cfg: StreamConfig, seed: int, transform: SourceTransform | Non
         for modality in data.modalities:
             if modality == MASK_KEY:
                 raise ConfigError(f"{key}: '{MASK_KEY}' is reserved and cannot name a modality")
+            if not modality.strip() or "." in modality:
+                raise ConfigError(f"{key}: {modality!r} cannot name a modality (a name must not be empty or hold a '.')")
         if transform is not None:
             out = transform(name, data)
             data = out if out.files else replace(out, files=data.files)  # a transform may add fingerprints, not drop them
@@ -269,7 +275,8 @@ def _expand_experiences(cfg: StreamConfig, sources: dict[str, SourceData]) -> li
     for i, (key, exp) in enumerate(zip(keys, exps)):
         src = _source(sources, exp.source, f"{key}.source")
         who = f" (asked for by experience '{exp.name}')" if exp.name else ""
-        exp = exps[i] = replace(exp, classes=_labels(list(exp.classes), src, exp.source, f"{key}.classes", who))
+        if cfg.split is None:  # the split's experiences hold labels already (from class_order or the source)
+            exp = exps[i] = replace(exp, classes=_labels(list(exp.classes), src, exp.source, f"{key}.classes", who))
         missing_classes = sorted(set(exp.classes) - set(src.classes))
         if missing_classes:
             raise ConfigError(f"{key}.classes: source '{exp.source}' has no class {missing_classes} (has {src.classes})")

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import yaml
 
 import datafiles as D
 from battery import Earlier, one_line_error, user_source, write_config
@@ -352,6 +353,12 @@ CASES: list[tuple[str, Callable[[Any], Callable[[Path], dict[str, Any]]], tuple[
     ("label 1e30 among integer labels", table(lambda rows: label_at(3, "1e30")([r.rsplit(",", 1)[0] + f",{i % 4}" if i else r for i, r in enumerate(rows)])),
      (f"{KEY}.path: {T}/t.csv: row 3, column 'label' has label 1e30; labels must lie in 0..99999",)),
     ("tokenizer max_length 0", table(tokenizer={"max_length": 0}), (f"{KEY}.tokenizer.max_length: must lie in 1..65536, got 0",)),
+    ("tabular_name a text column's name", table(tabular_name="note"),
+     (f"{KEY}.tabular_name: 'note' also names a text column; each modality needs its own name",)),
+    ("tabular_name empty", table(tabular_name=""), ("stream.sources.mine: '' cannot name a modality (a name must not be empty or hold a '.')",)),
+    ("tabular_name with a dot", table(tabular_name="a.b"), ("stream.sources.mine: 'a.b' cannot name a modality",)),
+    ("a number beyond float32 (no numpy warning)", table(lambda rows: [r.replace(r.split(",")[1], "1e39", 1) if i == 3 else r for i, r in enumerate(rows)]),
+     (f"{KEY}.path: {T}/t.csv: row 4, column 'height': not a finite number ('1e39')",)),
     ("tokenizer max_length of a billion", table(tokenizer={"max_length": 10**9}), (f"{KEY}.tokenizer.max_length: must lie in 1..65536",)),
     ("an hf tokenizer given by hub name", hf_tokenizer(lambda f: "bert-base-uncased"),
      (f"{KEY}.tokenizer.path: bert-base-uncased is not a folder",)),
@@ -481,3 +488,34 @@ def test_class_names_agree_when_pairing_by_label(tmp_path: Path) -> None:
         "pictures": {"kind": "image_folder", "params": {"root": str(img), "size": [8, 8]}},
         "sounds": {"kind": "audio_folder", "params": {"root": str(aud), "sample_rate": 8000}}}})
     assert data.classes == [0, 1, 2, 3] and set(data.modalities) == {"image", "audio"}
+
+
+def test_a_number_beyond_float32_is_refused_without_a_numpy_warning(tmp_path: Path) -> None:
+    """Pytest captures warnings, so the CLI case above cannot see one: here any warning fails the test."""
+    import warnings
+
+    from scenarios.errors import DataError
+    from scenarios.sources.csv_table import CsvParams, csv_pool
+
+    path = tmp_path / "t.csv"
+    path.write_text("x,label\n1.0,a\n1e39,b\n2.0,a\n3.0,b\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(DataError, match=r"row 3, column 'x': not a finite number \('1e39'\)"):
+            csv_pool(CsvParams(path=str(path)), seed=0)
+
+
+def test_a_number_that_is_also_another_classs_name_is_refused(earlier: Earlier, stock: Path, tmp_path: Path, capsys: Any) -> None:
+    """Folders 1, 2, cat and dog are labels 0..3 in name order: `1` in a class list meant label 1 (class '2'),
+    silently; it is refused unless label and name agree, and the quoted name picks the folder."""
+    argv = user_source(numbered_folders("1", "2", "cat", "dog")(stock))(earlier, tmp_path)
+    cfg = yaml.safe_load(Path(argv[0]).read_text())
+    cfg["stream"]["split"]["class_order"] = [1, 2, "cat", "dog"]
+    write_config(Path(argv[0]), cfg)
+    one_line_error(main, ["validate", *argv], capsys, "stream.split.class_order: 1 is ambiguous in source 'mine': label 1 is "
+                   "class '2', but a class is named '1' (label 0); write class names, quoted ('1')")
+    cfg["stream"]["split"]["class_order"] = ["1", "2", "cat", "dog"]
+    write_config(Path(argv[0]), cfg)
+    assert main(["validate", *argv]) == 0
+    assert "[1, 2]" in capsys.readouterr().out  # the first experience holds the folders named 1 and 2
+    earlier.assert_untouched()

@@ -8,6 +8,7 @@ one, unless `numeric` lists them; a column that is neither numeric nor listed is
 from __future__ import annotations
 
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +36,25 @@ class CsvParams:
     tokenizer: TokenizerParams = field(default_factory=TokenizerParams)  # how text columns become token ids
     delimiter: str = ","  # the field separator
     test_fraction: float = 0.2  # when neither test_path nor split_column splits the rows
+
+
+def _numbers(rows: list[dict[str, str]], columns: list[str], at: Callable[[int], str], listed: bool) -> np.ndarray:
+    """The numeric columns as float32 (rows, columns); a cell that is not a finite number is refused, naming it
+    (`at(i)`: the file and row). A value beyond float32 becomes inf and is refused with the rest, without the
+    overflow warning numpy would print."""
+    values = np.empty((len(rows), len(columns)), dtype=np.float32)
+    with np.errstate(over="ignore"):
+        for i, row in enumerate(rows):
+            for j, col in enumerate(columns):
+                cell = row[col].strip()
+                try:
+                    values[i, j] = float(cell)
+                except ValueError:
+                    hint = "" if listed else "; list text columns in `text` or drop them with `ignore`"
+                    raise DataError(f"path: {at(i)}, column '{col}': not a number ('{cell[:40]}'){hint}") from None
+                if not np.isfinite(values[i, j]):
+                    raise DataError(f"path: {at(i)}, column '{col}': not a finite number ('{cell[:40]}')")
+    return values
 
 
 def _read(path_str: str, key: str, delimiter: str) -> tuple[Path, list[str], list[dict[str, str]]]:
@@ -93,21 +113,12 @@ def csv_pool(params: CsvParams, seed: int) -> Pool:
     def at(i: int) -> str:
         return f"{sources[i][0]}: row {sources[i][1]}"
 
+    if numeric and params.tabular_name in params.text:
+        raise DataError(f"tabular_name: '{params.tabular_name}' also names a text column; each modality needs its own name")
     inputs: dict[str, np.ndarray] = {}
     specs: dict[str, ModalitySpec] = {}
     if numeric:
-        values = np.empty((len(rows), len(numeric)), dtype=np.float32)
-        for i, row in enumerate(rows):
-            for j, col in enumerate(numeric):
-                cell = row[col].strip()
-                try:
-                    values[i, j] = float(cell)
-                except ValueError:
-                    hint = "" if params.numeric else "; list text columns in `text` or drop them with `ignore`"
-                    raise DataError(f"path: {at(i)}, column '{col}': not a number ('{cell[:40]}'){hint}") from None
-                if not np.isfinite(values[i, j]):
-                    raise DataError(f"path: {at(i)}, column '{col}': not a finite number ('{cell[:40]}')")
-        inputs[params.tabular_name] = values
+        inputs[params.tabular_name] = _numbers(rows, numeric, at, listed=bool(params.numeric))
         specs[params.tabular_name] = ModalitySpec("tabular", (len(numeric),))
     for col in params.text:
         inputs[col] = np.array([row[col] for row in rows], dtype=object)
