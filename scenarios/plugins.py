@@ -52,5 +52,8 @@ def import_modules(names: Iterable[str], search: Iterable[Path] = (), key: str =
                                   f"from the working directory, the config's folder or the installed packages") from None
             except Exception as err:
                 raise ConfigError(f"{key}[{k}]: importing '{name}' failed: {type(err).__name__}: {first_line(err)}") from None
+            except SystemExit as err:  # a script's `sys.exit()` at import would end the run without a word
+                raise ConfigError(f"{key}[{k}]: importing '{name}' called sys.exit({err.code!r}); a module of components "
+                                  f"must not exit when imported") from None
     finally:
         sys.path[:] = saved + [p for p in sys.path if p not in saved]  # keep what the modules added, drop ours

@@ -78,13 +78,14 @@ def numbered_folders(*names: str) -> Callable[[Any], Callable[[Path], dict[str, 
     return make
 
 
-def index_with(label: str) -> Callable[[Any], Callable[[Path], dict[str, Any]]]:
+def index_with(label: str, edit: Callable[[list[str]], list[str]] = lambda rows: rows) -> Callable[[Any], Callable[[Path], dict[str, Any]]]:
+    """An index CSV of the stock images, `label` in its row 6, its lines then edited."""
     def make(stock: Path) -> Callable[[Path], dict[str, Any]]:
         def source(tmp: Path) -> dict[str, Any]:
             root = copy(stock, "img", tmp)
             files = sorted(root.rglob("*.png"))
             rows = ["path,label"] + [f"{p.relative_to(root)},{label if i == 4 else p.parent.name}" for i, p in enumerate(files)]
-            (root / "index.csv").write_text("\n".join(rows) + "\n")
+            (root / "index.csv").write_text("\n".join(edit(rows)) + "\n")
             return {"kind": "image_folder", "params": {"index": str(root / "index.csv"), "size": [8, 8]}}
         return source
     return make
@@ -325,12 +326,19 @@ CASES: list[tuple[str, Callable[[Any], Callable[[Path], dict[str, Any]]], tuple[
     ("a size of 100000 x 100000 (a typo that filled the memory)", images(size=[100000, 100000]),
      (f"{KEY}.size: at most 4096 pixels per side (every sample is held decoded), got [100000, 100000]",)),
     ("index CSV with a nan label", index_with("nan"), (f"{KEY}.index: {T}/img/index.csv: row 6 has a missing label ('nan')",)),
+    ("index CSV listing a file twice", index_with("ant", lambda rows: [*rows, rows[1].rsplit(",", 1)[0] + ",bee"]),
+     (f"{KEY}.index: {T}/img/index.csv: row 22 lists ant/ant_0.png again (first in row 2); each file is one sample",)),
+    ("index CSV with a row longer than the header", index_with("ant", lambda rows: [*rows[:3], rows[3] + ",extra", *rows[4:]]),
+     (f"{KEY}.index: {T}/img/index.csv: row 4 has more fields than the header's 2",)),
+    ("index CSV with a header alone", index_with("ant", lambda rows: rows[:1]), (f"{KEY}.index: {T}/img/index.csv lists no files (a header and no rows)",)),
     # --- audio folders
     ("a float WAV of 1e30", audio(_float_wav("ant/ant_0.wav", 1e30)), (f"{KEY}.root: {T}/aud/ant/ant_0.wav: a sample of 1e+30",)),
     ("a float WAV of NaN", audio(_float_wav("bee/bee_2.wav", float("nan"))), (f"{KEY}.root: {T}/aud/bee/bee_2.wav: the audio holds NaN or infinite samples",)),
     ("a WAV truncated to 300 bytes", audio(lambda r: (r / "cat/cat_0.wav").write_bytes((r / "cat/cat_0.wav").read_bytes()[:300])),
      (f"{KEY}.root: {T}/aud/cat/cat_0.wav: the file is truncated: its data chunk promises 4,800 bytes of audio, the file holds 256",)),
     ("a FLAC cut in half", audio(_halve("dog/dog_1.flac")), (f"{KEY}.root: {T}/aud/dog/dog_1.flac",)),
+    ("a hop longer than the clip (one frame)", audio(hop_length=100000),
+     ("modality 'audio': samples of 1 step(s) along their last axis, fewer than the 3 its encoder needs",)),
     ("fmin above fmax", audio(fmin=3000.0, fmax=1000.0), (f"{KEY}.fmax: must lie in (3000, 4000] Hz",)),
     ("fmax above half the sample rate", audio(fmax=6000.0), (f"{KEY}.fmax: must lie in (0, 4000] Hz", "got 6000.0")),
     ("negative fmin", audio(fmin=-5.0), (f"{KEY}.fmin: must lie in [0, 4000) Hz", "got -5.0")),

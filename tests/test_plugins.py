@@ -85,6 +85,15 @@ def test_an_import_that_fails_is_one_line_naming_the_key(tmp_path: Path) -> None
     assert not (tmp_path / "runs").exists()
 
 
+def test_an_import_that_exits_is_refused_naming_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny_config(tmp_path / "runs")
+    cfg["imports"] = ["exits_on_import"]
+    (tmp_path / "exits_on_import.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=r"^imports\[0\]: importing 'exits_on_import' called sys.exit\(3\)"):
+        config_from_dict(cfg)
+
+
 @pytest.mark.parametrize("bad", ["../up", "a b", "", "os.path.."])
 def test_an_import_that_is_not_a_module_name_is_refused(tmp_path: Path, bad: str) -> None:
     cfg = tiny_config(tmp_path / "runs")

@@ -133,6 +133,20 @@ def test_hf_dataset_columns_to_modalities(tmp_path):
     assert (len(flat.train), len(flat.test)) == (12, 12)
 
 
+def test_hf_text_columns_take_missing_values_as_empty_and_refuse_an_image_column(tmp_path):
+    import datasets
+
+    from scenarios.errors import DataError
+
+    path = tmp_path / "texts"
+    datasets.Dataset.from_dict({"note": ["red wine", None, "white", None], "label": [0, 1, 0, 1]}).save_to_disk(str(path))
+    data = load("hf_dataset", {"path": str(path), "columns": {"note": {"column": "note", "kind": "text"}}, "test_fraction": 0.5})
+    tokens = np.concatenate([data.train.inputs["note"], data.test.inputs["note"]])
+    assert (tokens.sum(1) == 0).sum() == 2  # the two missing notes are empty texts, not the word "None"
+    with pytest.raises(DataError, match=r"columns\.picture\.column: column 'img' holds \w+ values \(sample 0\), not text"):
+        load("hf_dataset", {"path": str(D.hf_dataset(tmp_path / "ds")), "columns": {"picture": {"column": "img", "kind": "text"}}})
+
+
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn"])
 def test_torchvision_layouts(tmp_path, name):
     root = tmp_path / "data"

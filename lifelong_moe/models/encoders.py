@@ -54,6 +54,8 @@ class SignalEncoder(ModalityEncoder):
     """1-D CNN for [B, C, L] signals, after MNIST-1D's convolutional baseline: three strided conv layers
     (32 channels), pooled to 5 steps, then a linear layer. Joint training on MNIST-1D reaches 0.93 with it."""
 
+    min_length = 3  # steps the first convolution (width 5, padding 1) needs
+
     def __init__(self, spec: ModalitySpec, dim: int) -> None:
         super().__init__()
         c = spec.shape[0]
@@ -118,7 +120,12 @@ def encoder_class(spec: ModalitySpec, modality: str = "") -> type[nn.Module]:
 
 
 def build_encoder(spec: ModalitySpec, dim: int, modality: str = "") -> nn.Module:
-    return encoder_class(spec, modality)(spec, dim)
+    cls = encoder_class(spec, modality)
+    shortest = getattr(cls, "min_length", 0)
+    if len(spec.shape) >= 2 and spec.shape[-1] < shortest:
+        raise ConfigError(f"modality '{modality}': samples of {spec.shape[-1]} step(s) along their last axis, fewer than the "
+                          f"{shortest} its encoder needs (audio: a longer duration, a higher sample_rate or a smaller hop_length)")
+    return cls(spec, dim)
 
 
 def fixed_features(spec: ModalitySpec, width: int, seed: int) -> nn.Module:

@@ -140,19 +140,28 @@ def read_index(path: Path, key: str) -> tuple[list[Path], list[str], np.ndarray 
         raise DataError(f"{key}: file not found: {path}")
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh))
+            reader = csv.DictReader(fh)
+            header, rows = reader.fieldnames or [], list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise DataError(f"{key}: {path}: not a readable CSV ({err})") from None
-    if not rows or not {"path", "label"} <= set(rows[0]):
+    if not {"path", "label"} <= set(header):
         raise DataError(f"{key}: {path} needs a header with columns path,label (optionally split)")
+    if not rows:
+        raise DataError(f"{key}: {path} lists no files (a header and no rows)")
     files, classes, splits = [], [], []
+    row_of: dict[Path, int] = {}
     for i, row in enumerate(rows):
+        if None in row:  # DictReader keeps the fields beyond the header under None
+            raise DataError(f"{key}: {path}: row {i + 2} has more fields than the header's {len(header)}")
         rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
         if not rel or not label:
             raise DataError(f"{key}: {path}: row {i + 2} has an empty path or label")
         f = (path.parent / rel).expanduser()
         if not f.is_file():
             raise DataError(f"{key}: {path}: row {i + 2}: file not found: {f}")
+        first = row_of.setdefault(f.resolve(), i + 2)
+        if first != i + 2:
+            raise DataError(f"{key}: {path}: row {i + 2} lists {rel} again (first in row {first}); each file is one sample")
         files.append(f)
         classes.append(label)
         splits.append((row.get("split") or "").strip())

@@ -177,7 +177,7 @@ def _pool(params: HFDatasetParams, path: Path, loaded: Any) -> Pool:
         if col.kind not in COLUMN_KINDS:
             raise DataError(f"columns.{modality}.kind: unknown '{col.kind}'; use {', '.join(COLUMN_KINDS)}")
         if col.kind == "text":
-            inputs[modality] = np.array([str(v) for v in ds[col.column]], dtype=object)
+            inputs[modality] = _texts(ds, col.column, f"columns.{modality}.column")
             specs[modality] = ModalitySpec("text", (params.tokenizer.max_length,), "int64")
         elif col.kind == "tabular":
             inputs[modality] = _numeric(ds, col.column, where)
@@ -199,6 +199,16 @@ def _pool(params: HFDatasetParams, path: Path, loaded: Any) -> Pool:
     standardize = tuple(m for m, c in media.items() if c.kind == "audio" and params.audio_standardize and params.audio.features == "logmel")
     tokenizers = {m: params.tokenizer for m, c in params.columns.items() if c.kind == "text"}
     return Pool(inputs, labels, ids, split, specs, names, where, tokenizers=tokenizers, standardize=standardize, scale=scale)
+
+
+def _texts(ds: Any, column: str, key: str) -> np.ndarray:
+    """A text column as strings (numbers as written); a missing value (None) is empty text, as an empty CSV cell
+    is. Anything else (an image, its dict of bytes, a list) is refused: its repr would become the tokens."""
+    values = ds[column]
+    for i, v in enumerate(values):
+        if v is not None and not isinstance(v, (str, int, float, np.number)):
+            raise DataError(f"{key}: column '{column}' holds {type(v).__name__} values (sample {i}), not text")
+    return np.array(["" if v is None else str(v) for v in values], dtype=object)
 
 
 def _numeric(ds: Any, column: str, where: str) -> np.ndarray:
