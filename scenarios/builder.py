@@ -334,6 +334,8 @@ def _select(split: Split, classes: list[int], size: int | None, rng: np.random.G
     if size is not None:
         if size > len(idx):
             raise ConfigError(f"{key}: asks for {size} samples but only {len(idx)} exist for classes {classes}")
+        if size < len(classes):
+            raise ConfigError(f"{key}: {size} sample(s) cannot hold each of the experience's {len(classes)} classes {classes}")
         idx = rng.permutation(idx)
         labels = split.labels[idx]
         rank = np.zeros(len(idx), dtype=int)

@@ -205,6 +205,8 @@ CASES: list[Case] = [
     ("negative class", explicit({"source": "syn", "classes": [-1]}), ("stream.experiences[0].classes: source 'syn' has no class [-1]",)),
     ("repeated class", explicit({"source": "syn", "classes": [1, 1]}), ("stream.experiences[0].classes: repeated class",)),
     ("zero train size", explicit({"source": "syn", "train_size": 0}), ("stream.experiences[0].train_size: must be positive, got 0",)),
+    ("a train size below the class count", explicit({"source": "syn", "classes": [0, 1], "train_size": 1}),
+     ("stream.experiences[0].train_size: 1 sample(s) cannot hold each of the experience's 2 classes [0, 1]",)),
     ("negative task label", explicit({"source": "syn", "classes": [0, 1], "task_label": -3}, {"source": "syn", "classes": [2, 3]},
                                      scenario="task_incremental"), ("stream.experiences[0].task_label: must lie in 0..9999, got -3",)),
     ("missing rate for an absent modality", explicit({"source": "syn", "modalities": ["m0"], "test_missing_rate": {"m1": 0.5}}),

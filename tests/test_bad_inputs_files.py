@@ -111,6 +111,16 @@ def audio(damage: Callable[[Path], None] = lambda root: None, **params: Any) -> 
     return make
 
 
+def _wav_rate(rel: str, rate: int) -> Callable[[Path], None]:
+    """The WAV's header claims `rate` samples per second (bytes 24..27 of the canonical header)."""
+    def damage(root: Path) -> None:
+        data = bytearray((root / rel).read_bytes())
+        assert data[12:16] == b"fmt "
+        data[24:28] = struct.pack("<I", rate)
+        (root / rel).write_bytes(bytes(data))
+    return damage
+
+
 def _float_wav(rel: str, value: float) -> Callable[[Path], None]:
     def damage(root: Path) -> None:
         import soundfile as sf
@@ -311,6 +321,17 @@ def npz_kinds(train_dtype: Any, test_dtype: Any) -> Callable[[Any], Callable[[Pa
     return make
 
 
+def npz_channels_last() -> Callable[[Any], Callable[[Path], dict[str, Any]]]:
+    """RGB images saved [N, H, W, 3], as most image libraries hold them."""
+    def make(stock: Path) -> Callable[[Path], dict[str, Any]]:
+        def source(tmp: Path) -> dict[str, Any]:
+            for name in ("train", "test"):
+                np.savez(tmp / f"{name}.npz", img=np.random.default_rng(0).random((8, 16, 16, 3), dtype=np.float32), labels=np.arange(8) % 2)
+            return {"kind": "npz", "params": {"train": str(tmp / "train.npz"), "test": str(tmp / "test.npz")}}
+        return source
+    return make
+
+
 DIGITS = tuple("0123456789")
 WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 T = "{tmp}"
@@ -333,6 +354,8 @@ CASES: list[tuple[str, Callable[[Any], Callable[[Path], dict[str, Any]]], tuple[
     ("index CSV with a header alone", index_with("ant", lambda rows: rows[:1]), (f"{KEY}.index: {T}/img/index.csv lists no files (a header and no rows)",)),
     # --- audio folders
     ("a float WAV of 1e30", audio(_float_wav("ant/ant_0.wav", 1e30)), (f"{KEY}.root: {T}/aud/ant/ant_0.wav: a sample of 1e+30",)),
+    ("a WAV header claiming 2147483647 Hz", audio(_wav_rate("ant/ant_0.wav", 2**31 - 1)),
+     (f"{KEY}.root: {T}/aud/ant/ant_0.wav: the file says its sample rate is 2,147,483,647 Hz, outside 1..1,000,000 (a damaged header?)",)),
     ("a float WAV of NaN", audio(_float_wav("bee/bee_2.wav", float("nan"))), (f"{KEY}.root: {T}/aud/bee/bee_2.wav: the audio holds NaN or infinite samples",)),
     ("a WAV truncated to 300 bytes", audio(lambda r: (r / "cat/cat_0.wav").write_bytes((r / "cat/cat_0.wav").read_bytes()[:300])),
      (f"{KEY}.root: {T}/aud/cat/cat_0.wav: the file is truncated: its data chunk promises 4,800 bytes of audio, the file holds 256",)),
@@ -409,6 +432,8 @@ CASES: list[tuple[str, Callable[[Any], Callable[[Path], dict[str, Any]]], tuple[
      (f"{KEY}.sources.sounds: class 0 is 'eight' there but '0' in 'pictures'",)),
     ("images cat/dog paired by label with audio ant/cat/dog", paired(("cat", "dog"), ("ant", "cat", "dog")),
      (f"{KEY}.sources.sounds: class 0 is 'ant' there but 'cat' in 'pictures'",)),
+    ("images saved channels last", npz_channels_last(),
+     ("has samples of shape (16, 16, 3), channels last; images are [N, C, H, W] (np.transpose(a, (0, 3, 1, 2)))",)),
     ("text declared, floats in train", npz_kinds(np.float32, np.int64), (f"{KEY}.kinds.tok: kind 'text' takes integer token ids, but 'tok' in {T}/train.npz holds float32",)),
     ("text declared, floats in test", npz_kinds(np.int64, np.float64), (f"{KEY}.kinds.tok: kind 'text' takes integer token ids, but 'tok' in {T}/test.npz holds float64",)),
 ]

@@ -64,12 +64,13 @@ def check_image_prep(prep: ImagePrep, key: str) -> None:
         raise DataError(f"{key}fit: must be crop or stretch, got '{prep.fit}'")
 
 
+MAX_SAMPLE_RATE = 10**6  # Hz, of a setting or a file: beyond it, a mistake or a damaged header
 MAX_AUDIO_SAMPLES = 2**27  # a clip of at most 134 million samples (an hour at 32 kHz); each one is held in memory
 
 
 def check_audio_prep(prep: AudioPrep, key: str) -> None:
-    if not 1 <= prep.sample_rate <= 10**6:
-        raise DataError(f"{key}sample_rate: must lie in 1..1000000 Hz, got {prep.sample_rate}")
+    if not 1 <= prep.sample_rate <= MAX_SAMPLE_RATE:
+        raise DataError(f"{key}sample_rate: must lie in 1..{MAX_SAMPLE_RATE} Hz, got {prep.sample_rate}")
     if not (math.isfinite(prep.duration) and prep.duration > 0) or prep.sample_rate * prep.duration > MAX_AUDIO_SAMPLES:
         raise DataError(f"{key}duration: must be a positive number of seconds of at most {MAX_AUDIO_SAMPLES:,} samples, "
                         f"got {prep.duration}")
@@ -190,6 +191,8 @@ def decode_audio(src: str | Path | bytes, prep: AudioPrep, name: str) -> np.ndar
         raise DataError(f"{name}: not a readable audio file ({type(err).__name__}: {detail})") from None
     if wave.shape[0] == 0:
         raise DataError(f"{name}: the audio file holds no samples")
+    if not 1 <= rate <= MAX_SAMPLE_RATE:  # a damaged header: resampled from it, the clip would become silence
+        raise DataError(f"{name}: the file says its sample rate is {rate:,} Hz, outside 1..{MAX_SAMPLE_RATE:,} (a damaged header?)")
     return audio_features(wave.mean(axis=1), int(rate), prep, name)
 
 

@@ -208,6 +208,9 @@ def _spec(name: str, train: _File, test: _File, kind: Any) -> ModalitySpec:
     elif kind in SAMPLE_NDIM and per_sample != SAMPLE_NDIM[kind]:
         raise DataError(f"kinds.{name}: kind '{kind}' takes samples of shape {SHAPES[kind]}, but '{name}' in "
                         f"{train.path} has samples of shape {tr.shape[1:]}")
+    if kind == "image" and tr.shape[3] in (1, 3, 4) and tr.shape[1] not in (1, 3, 4):  # [N, H, W, C]: read as C=H
+        raise DataError(f"{train.where}: modality '{name}' has samples of shape {tr.shape[1:]}, channels last; images are "
+                        f"[N, C, H, W] (np.transpose(a, (0, 3, 1, 2)))")
     if kind == "text":
         if not integer:
             raise DataError(f"kinds.{name}: kind 'text' takes integer token ids, but '{name}' in {train.path} holds {tr.dtype}")
