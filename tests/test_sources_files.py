@@ -145,6 +145,8 @@ def test_hf_text_columns_take_missing_values_as_empty_and_refuse_an_image_column
     assert (tokens.sum(1) == 0).sum() == 2  # the two missing notes are empty texts, not the word "None"
     with pytest.raises(DataError, match=r"columns\.picture\.column: column 'img' holds \w+ values \(sample 0\), not text"):
         load("hf_dataset", {"path": str(D.hf_dataset(tmp_path / "ds")), "columns": {"picture": {"column": "img", "kind": "text"}}})
+    with pytest.raises(DataError, match=r"^params\.label: column 'img' holds Image values, not class names or numbers"):
+        load("hf_dataset", {"path": str(tmp_path / "ds"), "label": "img", "columns": {"stats": {"column": "stats", "kind": "tabular"}}})
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "kmnist", "cifar10", "cifar100", "svhn"])

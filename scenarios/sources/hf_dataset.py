@@ -167,6 +167,8 @@ def _pool(params: HFDatasetParams, path: Path, loaded: Any) -> Pool:
         names = {i: n for i, n in enumerate(feature.names)}
         if labels.min() < 0:
             raise DataError(f"{where}: sample {int(np.argmin(labels))} has no label (-1)")
+    elif not isinstance(feature, datasets.Value):  # an Image, Audio or a sequence: every sample its own "class"
+        raise DataError(f"label: column '{params.label}' holds {type(feature).__name__} values, not class names or numbers")
     else:
         labels, names = label_array(list(ds[params.label]), f"{where}, column '{params.label}'")
 
