@@ -149,7 +149,7 @@ def build_stream(cfg: StreamConfig, seed: int = 0, transform: SourceTransform | 
         task = (exp.task_label if exp.task_label is not None else i) if cfg.scenario == ScenarioKind.task_incremental else 0
         modalities = exp.modalities or sorted(src.modalities)
         classes = exp.classes or list(src.classes)
-        train = _select(src.train, classes, exp.train_size, rng, f"{key}.train_size")
+        train = _select(src.train, classes, exp.train_size, rng, f"{key}.train_size", every_class=True)
         test = _select(src.test, classes, exp.test_size, rng, f"{key}.test_size")
         val_rng = np.random.default_rng([seed, i, 13])
         train, val = _carve_validation(train, validation_fraction, val_rng)
@@ -241,7 +241,8 @@ def _load_sources(cfg: StreamConfig, seed: int, transform: SourceTransform | Non
             if modality == MASK_KEY:
                 raise ConfigError(f"{key}: '{MASK_KEY}' is reserved and cannot name a modality")
             if not modality.strip() or "." in modality:
-                raise ConfigError(f"{key}: {modality!r} cannot name a modality (a name must not be empty or hold a '.')")
+                raise ConfigError(f"{key}: {modality!r} cannot name a modality (a name must not be empty or hold a '.'); "
+                                  f"rename it where the source takes it (a CSV column, `modality`, `tabular_name`)")
         if transform is not None:
             out = transform(name, data)
             data = out if out.files else replace(out, files=data.files)  # a transform may add fingerprints, not drop them
@@ -328,13 +329,15 @@ def _check_scenario(kind: ScenarioKind, exps: list[tuple[str, ExperienceConfig]]
         raise ConfigError("stream.experiences: modality_incremental needs experiences with different `modalities`")
 
 
-def _select(split: Split, classes: list[int], size: int | None, rng: np.random.Generator, key: str) -> Split:
-    """The samples of `classes`, class-stratified down to `size` if given."""
+def _select(split: Split, classes: list[int], size: int | None, rng: np.random.Generator, key: str,
+            every_class: bool = False) -> Split:
+    """The samples of `classes`, class-stratified down to `size` if given; `every_class`: a size that would
+    leave a class out is refused (a training split: that class would never be trained)."""
     idx = np.flatnonzero(np.isin(split.labels, classes))
     if size is not None:
         if size > len(idx):
             raise ConfigError(f"{key}: asks for {size} samples but only {len(idx)} exist for classes {classes}")
-        if size < len(classes):
+        if every_class and size < len(classes):
             raise ConfigError(f"{key}: {size} sample(s) cannot hold each of the experience's {len(classes)} classes {classes}")
         idx = rng.permutation(idx)
         labels = split.labels[idx]

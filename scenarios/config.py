@@ -27,7 +27,7 @@ class ExperienceConfig:
     # (folders, CSV labels), e.g. [barbera, nebbiolo]; empty: every class of the source
     modalities: list[str] = field(default_factory=list)  # empty: every modality of the source
     task_label: int | None = None  # task-incremental only; defaults to the experience index
-    train_size: int | None = None  # a class-stratified subsample; None keeps everything
+    train_size: int | None = None  # a class-stratified subsample (at least one per class); None keeps everything
     test_size: int | None = None  # a class-stratified subsample of the test split; None keeps everything
     train_missing_rate: dict[str, float] = field(default_factory=dict)  # modality -> share of samples lacking it
     test_missing_rate: dict[str, float] = field(default_factory=dict)  # modality -> share of test samples lacking it
@@ -43,7 +43,8 @@ class SplitRuleConfig:
     class_order: list[int | str] = field(default_factory=list)  # labels or names; empty: sorted, or shuffled by `shuffle_classes`
     shuffle_classes: bool = False  # without class_order: classes in a random order (fixed, seed 0) instead of sorted
     modalities: list[str] = field(default_factory=list)  # empty: every modality of the source
-    train_size: int | None = None  # a class-stratified subsample of each experience's training data; None keeps everything
+    train_size: int | None = None  # a class-stratified subsample of each experience's training data (at least one per
+    # class); None keeps everything
     test_size: int | None = None  # a class-stratified subsample of the test split; None keeps everything
     test_missing_rate: dict[str, float] = field(default_factory=dict)  # modality -> share of test samples lacking it
 

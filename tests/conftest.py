@@ -26,6 +26,12 @@ def _load_netguard() -> Any:
 
 netguard = _load_netguard()
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto` (pyproject's addopts): one worker per core this process may use (its affinity, which a
+    container or `taskset` limits; psutil's count would not see that), at most 4."""
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+
+
 if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one torch thread each, in subprocesses too
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch

@@ -23,7 +23,8 @@ from lifelong_moe.checkpointing import CHECKPOINT, load_checkpoint
 from lifelong_moe.cli import main
 from lifelong_moe.errors import ConfigError
 
-MARKER = Path("/tmp/lifelong-moe-battery-pickle-payload-ran")
+# one per test process: parallel workers must not see each other's control run make it
+MARKER = Path(f"/tmp/lifelong-moe-battery-pickle-payload-ran-{os.getpid()}")
 
 
 class Crash(Exception):

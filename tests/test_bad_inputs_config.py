@@ -151,7 +151,7 @@ CASES: list[Case] = [
     ("NaN modality dropout", setting("train.modality_dropout", float("nan")), ("train.modality_dropout: must lie in [0, 1), got nan",)),
     ("missing rate above one", setting("modality_eval.missing_rates", [0.5, 1.5]), ("modality_eval.missing_rates[1]: must lie in [0, 1), got 1.5",)),
     ("unknown precision", setting("trainer.precision", "17-mixed"), ("trainer.precision: unknown precision '17-mixed'",)),
-    ("casting precision", setting("trainer.precision", "64-true"), ("trainer.precision: '64-true' casts the whole model",)),
+    ("casting precision", setting("trainer.precision", "64-true"), ("trainer.precision: '64-true' casts every parameter and buffer",)),
     ("unknown accelerator", setting("trainer.accelerator", "quantum"), ("trainer.accelerator: unknown accelerator 'quantum'",)),
     ("devices as a word", setting("trainer.devices", "two"), ("trainer.devices: expected auto, a count",)),
     ("zero devices", setting("trainer.devices", "0"), ("trainer.devices: a device count must lie in 1..1024",)),

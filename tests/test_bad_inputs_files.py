@@ -388,7 +388,7 @@ CASES: list[tuple[str, Callable[[Any], Callable[[Path], dict[str, Any]]], tuple[
      (f"{KEY}.tabular_name: 'note' also names a text column; each modality needs its own name",)),
     ("tabular_name empty", table(tabular_name=""), ("stream.sources.mine: '' cannot name a modality (a name must not be empty or hold a '.')",)),
     ("tabular_name with a dot", table(tabular_name="a.b"), ("stream.sources.mine: 'a.b' cannot name a modality",)),
-    ("a number beyond float32 (no numpy warning)", table(lambda rows: [r.replace(r.split(",")[1], "1e39", 1) if i == 3 else r for i, r in enumerate(rows)]),
+    ("a number beyond float32", table(lambda rows: [r.replace(r.split(",")[1], "1e39", 1) if i == 3 else r for i, r in enumerate(rows)]),
      (f"{KEY}.path: {T}/t.csv: row 4, column 'height': not a finite number ('1e39')",)),
     ("tokenizer max_length of a billion", table(tokenizer={"max_length": 10**9}), (f"{KEY}.tokenizer.max_length: must lie in 1..65536",)),
     ("an hf tokenizer given by hub name", hf_tokenizer(lambda f: "bert-base-uncased"),
@@ -433,7 +433,8 @@ CASES: list[tuple[str, Callable[[Any], Callable[[Path], dict[str, Any]]], tuple[
     ("images cat/dog paired by label with audio ant/cat/dog", paired(("cat", "dog"), ("ant", "cat", "dog")),
      (f"{KEY}.sources.sounds: class 0 is 'ant' there but 'cat' in 'pictures'",)),
     ("images saved channels last", npz_channels_last(),
-     ("has samples of shape (16, 16, 3), channels last; images are [N, C, H, W] (np.transpose(a, (0, 3, 1, 2)))",)),
+     ("has samples of shape (16, 16, 3), which looks channels last; images are [N, C, H, W] (np.transpose(a, (0, 3, 1, 2))), "
+      "or set kinds.img: image to keep it",)),
     ("text declared, floats in train", npz_kinds(np.float32, np.int64), (f"{KEY}.kinds.tok: kind 'text' takes integer token ids, but 'tok' in {T}/train.npz holds float32",)),
     ("text declared, floats in test", npz_kinds(np.int64, np.float64), (f"{KEY}.kinds.tok: kind 'text' takes integer token ids, but 'tok' in {T}/test.npz holds float64",)),
 ]

@@ -182,6 +182,7 @@ def test_predict_never_replaces_a_file_it_did_not_write(tmp_path, capsys):
         one_line_error(main, ["predict", str(result.run_dir), str(image), "-o", str(target)], capsys, "predict: --output: ")
         assert target.read_bytes() == before
     out = tmp_path / "predictions.csv"
+    out.touch()  # an empty file holds nothing to lose
     for _ in range(2):  # a CSV of its own is replaced
         assert main(["predict", str(result.run_dir), str(image), "-o", str(out)]) == 0
         assert len(_predictions(out)) == 1

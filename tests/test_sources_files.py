@@ -410,3 +410,17 @@ def test_a_float_image_with_nan_is_refused_in_one_line(tmp_path: Path) -> None:
     Image.fromarray(np.full((4, 4), np.nan, dtype=np.float32), mode="F").save(path)
     with pytest.raises(DataError, match=r"nan\.tif: not a readable image \(ValueError: it holds NaN or infinite pixel values\)"):
         decode_image(path, ImagePrep(size=[4, 4], channels=1), "nan.tif")
+
+
+def test_an_index_row_ending_in_an_empty_field_reads_and_one_with_a_value_there_does_not(tmp_path):
+    from scenarios.errors import DataError
+    from scenarios.sources.files import read_index
+
+    D.image_folder(tmp_path, n_per_class=1, classes=("ant",))
+    name = next(tmp_path.rglob("*.png")).relative_to(tmp_path)
+    (tmp_path / "index.csv").write_text(f"path,label\n{name},ant,\n")  # as spreadsheets export it
+    files, classes, _ = read_index(tmp_path / "index.csv", "index")
+    assert classes == ["ant"] and len(files) == 1
+    (tmp_path / "index.csv").write_text(f"path,label\n{name},ant,bee\n")
+    with pytest.raises(DataError, match="row 2 has more fields than the header's 2"):
+        read_index(tmp_path / "index.csv", "index")

@@ -138,3 +138,16 @@ def test_same_seed_same_stream():
     xa = torch.stack([x["m1"] for x, _, _ in a.train_stream[1].dataset])
     xb = torch.stack([x["m1"] for x, _, _ in b.train_stream[1].dataset])
     assert torch.equal(xa, xb)
+
+
+def test_a_train_size_must_hold_every_class_and_a_test_size_need_not():
+    import pytest
+
+    from scenarios.errors import ConfigError
+
+    base = {"scenario": "class_incremental", "split": {"source": "syn", "n_experiences": 2},
+            "sources": {"syn": {"kind": "synthetic", "params": {"n_classes": 4, "n_modalities": 1, "dim": 4}}}}
+    built = stream(**{**base, "split": {**base["split"], "test_size": 1}})  # a class unmeasured, none untrained
+    assert [e.n_test for e in built.experiences] == [1, 1]
+    with pytest.raises(ConfigError, match=r"stream\.split\.train_size: 1 sample\(s\) cannot hold each of the experience's 2 classes"):
+        stream(**{**base, "split": {**base["split"], "train_size": 1}})

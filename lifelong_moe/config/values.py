@@ -108,8 +108,9 @@ def _check_trainer(cfg: ExperimentConfig) -> None:
     if tr.accelerator not in ACCELERATORS:
         raise ConfigError(f"trainer.accelerator: unknown accelerator '{tr.accelerator}'; use one of {', '.join(ACCELERATORS)}")
     if tr.precision in CASTING_PRECISIONS:
-        raise ConfigError(f"trainer.precision: '{tr.precision}' casts the whole model, class statistics included, which is not "
-                          f"supported; use {', '.join(PRECISIONS)} (mixed precision computes in 16 bits where it pays)")
+        raise ConfigError(f"trainer.precision: '{tr.precision}' casts every parameter and buffer, which this library does not "
+                          f"support for any model (the class statistics of moe and stats break under it); use "
+                          f"{', '.join(PRECISIONS)} (mixed precision computes in 16 bits where it pays)")
     if tr.precision not in PRECISIONS:
         raise ConfigError(f"trainer.precision: unknown precision '{tr.precision}'; use one of {', '.join(PRECISIONS)}")
     if not tr.strategy.strip() or any(c.isspace() for c in tr.strategy):

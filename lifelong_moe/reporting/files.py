@@ -49,8 +49,8 @@ def _output_error(path: Path, err: OSError) -> OutputError:
 def check_overwrite(path: Path, key: str, starts_with: bytes) -> None:
     """Refuse to replace an existing file that is not this command's own kind of output (its first bytes
     are not `starts_with`): an `--output` pointing at a run's results or checkpoint, or at an input, would
-    otherwise destroy it. A directory is left for the write to refuse."""
-    if not path.is_file():
+    otherwise destroy it. An empty file holds nothing to lose; a directory is left for the write to refuse."""
+    if not path.is_file() or path.stat().st_size == 0:
         return
     try:
         with path.open("rb") as f:

@@ -34,7 +34,7 @@ from lifelong_moe.reporting.plots import (
 )
 
 REPORT = "report.html"
-PAGE_START = '<!DOCTYPE html>\n<html lang="en">'  # how every page begins: an existing file that does not is never replaced
+PAGE_START = "<!DOCTYPE html>"  # how every page begins: an existing file that does not is never replaced
 METRICS = (("acc", "ACC"), ("avg_incremental_acc", "avg incremental acc"), ("bwt", "BWT"), ("fwt", "FWT"),
            ("forgetting", "forgetting"))
 
@@ -61,14 +61,14 @@ def write_report(path: str | Path, output: str | Path | None = None) -> Path:
     where = Path(path)
     if not where.is_dir():
         raise ConfigError(f"report: no such directory: {path}")
+    out = Path(output) if output is not None else where / REPORT
+    check_overwrite(out, "report: --output" if output is not None else "report", PAGE_START.encode())  # before any work
     if (where / "results.json").is_file():
         page = run_page(where)
     elif (where / "comparison.csv").is_file() or any(where.glob("*/*/results.json")):
         page = comparison_page(where)
     else:
         raise ConfigError(f"report: {path} is neither a run (results.json) nor a comparison (comparison.csv)")
-    out = Path(output) if output is not None else where / REPORT
-    check_overwrite(out, "report: --output" if output is not None else "report", PAGE_START.encode())
     atomic_write_text(out, page)
     return out
 
@@ -210,7 +210,7 @@ def _contribution_means(parts: dict[str, list[dict[str, Any]]]) -> str:
 def _page(title: str, sub: str, banner: str, sections: list[tuple[str, str, str]]) -> str:
     nav = " ".join(f'<a href="#{key}">{html.escape(head)}</a>' for key, head, _ in sections)
     body = "\n".join(f'<section id="{key}"><h2>{html.escape(head)}</h2>\n{content}</section>' for key, head, content in sections)
-    return (f'{PAGE_START}<head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+    return (f'{PAGE_START}\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{STYLE}</style></head>\n<body><h1>{html.escape(title)}</h1><p class=\"sub\">{html.escape(sub)}</p>"
             f"{banner}<nav>{nav}</nav>\n{body}\n<p class=\"sub\">Written by <code>lifelong-moe report</code>; "
             "self-contained: figures are embedded, nothing is loaded from elsewhere.</p></body></html>\n")

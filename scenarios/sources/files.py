@@ -151,7 +151,7 @@ def read_index(path: Path, key: str) -> tuple[list[Path], list[str], np.ndarray 
     files, classes, splits = [], [], []
     row_of: dict[Path, int] = {}
     for i, row in enumerate(rows):
-        if None in row:  # DictReader keeps the fields beyond the header under None
+        if any((v or "").strip() for v in row.get(None, ())):  # DictReader keeps fields beyond the header under None
             raise DataError(f"{key}: {path}: row {i + 2} has more fields than the header's {len(header)}")
         rel, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
         if not rel or not label:

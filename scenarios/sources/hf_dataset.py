@@ -204,13 +204,15 @@ def _pool(params: HFDatasetParams, path: Path, loaded: Any) -> Pool:
 
 
 def _texts(ds: Any, column: str, key: str) -> np.ndarray:
-    """A text column as strings (numbers as written); a missing value (None) is empty text, as an empty CSV cell
-    is. Anything else (an image, its dict of bytes, a list) is refused: its repr would become the tokens."""
+    """A text column as strings (numbers and dates as written); a missing value (None, NaN) is empty text, as an
+    empty CSV cell is. Structured values (an image, its dict of bytes, a list) are refused: their repr would
+    become the tokens."""
     values = ds[column]
     for i, v in enumerate(values):
-        if v is not None and not isinstance(v, (str, int, float, np.number)):
+        if isinstance(v, (dict, list, tuple, bytes, bytearray)) or type(v).__module__.startswith("PIL"):
             raise DataError(f"{key}: column '{column}' holds {type(v).__name__} values (sample {i}), not text")
-    return np.array(["" if v is None else str(v) for v in values], dtype=object)
+    missing = lambda v: v is None or (isinstance(v, float) and v != v)  # noqa: E731
+    return np.array(["" if missing(v) else str(v) for v in values], dtype=object)
 
 
 def _numeric(ds: Any, column: str, where: str) -> np.ndarray:
