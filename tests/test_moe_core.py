@@ -130,3 +130,14 @@ def test_growth_follows_the_layer_device():
     layer.grow(2, group=0)
     layer.grow(2, group=1)
     assert {p.device.type for p in layer.parameters()} == {"meta"}
+
+
+def test_float64_inference_over_many_experts_takes_a_path_that_runs_it():
+    """Many experts sharing few pairs pick the grouped path at inference; grouped matmuls take no float64."""
+    torch.manual_seed(0)
+    experts = [MLPExpert(16, 32).double() for _ in range(20)]
+    x = torch.randn(40, 16, dtype=torch.float64)
+    idx, w = torch.randint(0, 20, (40, 2)), torch.rand(40, 2, dtype=torch.float64)
+    with torch.no_grad():
+        y, _ = sparse_dispatch(x, idx, w, experts)
+        torch.testing.assert_close(y, dense_reference(x, idx, w, experts))

@@ -20,6 +20,7 @@ from torch import nn
 from lifelong_moe.moe.expert_pool import ExpertStacks, MLPExpert
 
 PATHS = ("loop", "grouped", "padded")
+GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # what grouped matmuls take (not float64)
 
 
 def compute_dtype(x: torch.Tensor) -> torch.dtype:
@@ -39,7 +40,8 @@ def default_path(x: torch.Tensor, experts: Sequence[nn.Module], counts: torch.Te
     aligned = all(w * dtype.itemsize % 16 == 0 for w in (x.shape[1], experts[0].fc1.out_features))
     if x.device.type == "cpu":
         active = int((counts > 0).sum())
-        return "grouped" if aligned and not torch.is_grad_enabled() and active > 8 and active * 64 > len(x) * 2 else "loop"
+        many = active > 8 and active * 64 > len(x) * 2
+        return "grouped" if aligned and dtype in GROUPED_DTYPES and not torch.is_grad_enabled() and many else "loop"
     if aligned and x.device.type == "cuda" and dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device)[0] >= 9:
         return "grouped"
     return "padded"

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lifelong_moe.moe.cached import state
-from lifelong_moe.moe.dispatch import compute_dtype
+from lifelong_moe.moe.dispatch import GROUPED_DTYPES, compute_dtype
 from lifelong_moe.moe.groups import GroupTable
 
 
@@ -109,9 +109,6 @@ def group_weights(experts: Sequence[nn.Module]) -> tuple[torch.Tensor, ...]:
     """One group's experts as one wide MLP (differentiable): W1 (g*h, d), b1 (g*h,), W2 (d, g*h), b2 (g, d)."""
     return (torch.cat([e.fc1.weight for e in experts]), torch.cat([e.fc1.bias for e in experts]),
             torch.cat([e.fc2.weight for e in experts], 1), torch.stack([e.fc2.bias for e in experts]))
-
-
-GROUPED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 def _room(width: int, spare: int) -> int:
