@@ -11,6 +11,7 @@ from test_domain_statistics import domain_stream
 from conftest import build_model_and_stream, tiny_config, train_experience
 from lifelong_moe.models.moe_model import _mix
 from lifelong_moe.moe import MoELayer
+from lifelong_moe.moe.group_dispatch import default_group_path
 from lifelong_moe.moe.groups import GroupRoute
 from lifelong_moe.moe.segments import NEG, segment_logsumexp
 from scenarios.modality import MASK_KEY
@@ -143,6 +144,31 @@ def test_tokens_sorted_once_by_group_give_the_same_layer_outputs(path, dim, hidd
             layer.dispatch_path = None  # the per-expert dispatch, by its own choice
             assert torch.allclose(plain.hidden, layer(x, allowed=allowed).hidden, atol=1e-5)
             layer.dispatch_path = path
+
+
+@pytest.mark.parametrize("token_group", [[1, 3, 2] * 10, [1, 2] * 12])
+def test_cpus_grouped_path_on_the_span_of_groups_present_equals_the_loop(token_group, monkeypatch):
+    """Where the CPU chooses the grouped path itself, the grouped matmuls run over the span of groups present
+    alone (groups before the first and after the last present one cut off as a view): the same outputs as the
+    per-group loop and as the device's grouped path over every group; a batch without tokens gives none."""
+    layer = grown_layer((2, 2, 2, 2, 2))
+    token_group = torch.tensor(token_group, dtype=torch.long)
+    route, order = GroupRoute.by_group(token_group, 5)
+    x = torch.randn(len(token_group), 8)[order]
+    groups_run, grouped_mm = [], torch.nn.functional.grouped_mm
+    monkeypatch.setattr(torch.nn.functional, "grouped_mm", lambda a, b, **kw: groups_run.append(len(b)) or grouped_mm(a, b, **kw))
+    with torch.no_grad():
+        assert default_group_path(x, route.counts) == "grouped"
+        outs = {}
+        for path in (None, "grouped", "loop"):
+            layer.dispatch_path = path
+            outs[path] = layer(x, route=route).hidden
+        assert torch.allclose(outs[None], outs["loop"], atol=1e-5) and torch.allclose(outs[None], outs["grouped"], atol=1e-5)
+        layer.dispatch_path = None
+        none = torch.zeros(0, dtype=torch.long)
+        assert layer(x[:0], route=GroupRoute(none, counts=torch.zeros(5, dtype=torch.long))).hidden.shape == (0, 8)
+    span = int(token_group.max() - token_group.min()) + 1
+    assert groups_run == [span, span, 5, 5]  # two matmuls each: the span's groups alone; the device path's every group
 
 
 def test_one_group_route_runs_only_that_groups_experts():

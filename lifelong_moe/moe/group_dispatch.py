@@ -13,7 +13,11 @@ busiest group's count, two batched matmuls: fewest calls, some wasted rows), `gr
 over every group's stacked weights, offsets on the device: no host synchronisation; CUDA with bfloat16 on
 sm90+, and the CPU at inference). `loop` and `padded` read the counts on the host (free on CPU, one
 synchronisation on a GPU). The grouped path carries both biases inside its matmuls (`augmented_weights`):
-gathering a bias row per token cost as much as the matmuls on a mixed batch on CPU.
+gathering a bias row per token cost as much as the matmuls on a mixed batch on CPU. The CPU's grouped
+matmul is a loop over every group, empty ones included (about 1.3 us each), so where the CPU chooses the
+grouped path itself (no `path` given) it runs over the span of groups present alone (a view of the stacks;
+the counts are on the host anyway): 4% less time per sample on sorted batches after 100 experiences, where
+a batch spans 13-14 of the 100 groups. `path="grouped"` is the device path exactly, as CUDA runs it.
 Shape key: n tokens, d width, h hidden per expert, g experts per group, G groups."""
 
 from __future__ import annotations
@@ -38,10 +42,12 @@ class GroupStacks:
     def __init__(self) -> None:
         self._table: GroupTable | None = None
         self._groups: list[list[nn.Module]] = []
-        self._params: list[list[torch.Tensor]] = []
-        self._versions: list[list[int]] = []
+        self._params: list[torch.Tensor] = []  # every member's weights and biases, group after group
+        self._param_group: list[int] = []  # the group of each
+        self._versions: list[int] = []
         self._key: tuple = ()
         self._value: tuple[torch.Tensor, ...] | None = None
+        self._generation = 0  # bumped whenever the stacks' values change
         self._augmented: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def augmented(self, table: GroupTable, experts: Sequence[nn.Module], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -51,9 +57,9 @@ class GroupStacks:
         gh = stacked[0].shape[1]
         if torch.is_grad_enabled() and any(t.requires_grad for t in stacked):
             return *(t.to(dtype) for t in augmented_weights(*stacked)), gh
-        # the stacks' own record of what they hold (their members' versions and storage): the stacks themselves
-        # may be inference tensors, which keep no version
-        key = (dtype, id(stacked[0]), self._key, tuple(tuple(v) for v in self._versions))
+        # the stacks' own record of what they hold (`_generation`): the stacks themselves may be inference
+        # tensors, which keep no version
+        key = (dtype, id(stacked[0]), self._key, self._generation)
         if self._augmented is None or self._augmented[0] != key:
             with torch.no_grad():
                 self._augmented = (key, tuple(t.to(dtype) for t in augmented_weights(*stacked)))
@@ -66,27 +72,30 @@ class GroupStacks:
         if table is not self._table:
             groups = [[experts[e] for e in table.members[g]] for g in range(len(table.members))]
             before = self._groups  # the pool grows by appending groups: the stacked ones carry over
-            if len(before) > len(groups) or any(a is not b for g, h in zip(before, groups) for a, b in zip(g, h)):
+            if len(before) > len(groups) or any(len(g) != len(h) or any(a is not b for a, b in zip(g, h))
+                                                for g, h in zip(before, groups)):
                 self._value = None
             self._table, self._groups = table, groups
-            self._params = [[t for e in group for t in (e.fc1.weight, e.fc1.bias, e.fc2.weight, e.fc2.bias)] for group in groups]
-        if torch.is_grad_enabled() and any(p.requires_grad for params in self._params for p in params):
+            self._params = [t for group in groups for e in group for t in (e.fc1.weight, e.fc1.bias, e.fc2.weight, e.fc2.bias)]
+            self._param_group = [g for g, group in enumerate(groups) for _ in range(4 * len(group))]
+        if torch.is_grad_enabled() and any(p.requires_grad for p in self._params):
             return self._stack(self._groups)
-        versions = [[p._version for p in params] for params in self._params]  # in-place writes bump them
-        key = state(self._params[0][0])  # a move of the pool shows in any member's storage
+        versions = [p._version for p in self._params]  # in-place writes bump them; one flat list, compared once
+        key = state(self._params[0])  # a move of the pool shows in any member's storage
         with torch.no_grad():
             if self._value is None or key != self._key:
                 self._value = self._stack(self._groups)
-            else:
+                self._generation += 1
+            elif versions != self._versions:
                 have = len(self._value[0])
                 if have < len(self._groups):  # groups appended: written into spare room (doubled when full)
                     self._value = tuple(_extended(stacked, part) for stacked, part in
                                         zip(self._value, self._stack(self._groups[have:]), strict=True))
-                    self._versions = self._versions[:have] + versions[have:]
-                for g, (old, new) in enumerate(zip(self._versions, versions, strict=True)):
-                    if old != new:
-                        for stacked, part in zip(self._value, group_weights(self._groups[g]), strict=True):
-                            stacked[g].copy_(part)
+                changed = {g for g, old, new in zip(self._param_group, self._versions, versions) if old != new and g < have}
+                for g in sorted(changed):
+                    for stacked, part in zip(self._value, group_weights(self._groups[g]), strict=True):
+                        stacked[g].copy_(part)
+                self._generation += 1
         self._versions, self._key = versions, key
         return self._value
 
@@ -190,18 +199,22 @@ def group_dispatch(x: torch.Tensor, token_group: torch.Tensor | None, gates: tor
         order = torch.argsort(token_group, stable=True)  # tokens grouped by group
         x, gates, token_group = x.index_select(0, order), gates.index_select(0, order), token_group.index_select(0, order)
         counts = torch.zeros(G, dtype=torch.long, device=x.device).index_add_(0, token_group, torch.ones_like(token_group))
-    path = path or default_group_path(x, counts)
+    chosen = path or default_group_path(x, counts)
     n, g = gates.shape
-    if path == "grouped":
-        dtype = compute_dtype(x)
-        y = _grouped_wide_mlp(x, gates, counts, *stacks.augmented(table, experts, dtype))
-    elif path == "loop":
+    if chosen == "grouped":
+        w1a, w2a, gh = stacks.augmented(table, experts, compute_dtype(x))
+        if path is None and x.device.type == "cpu":  # the CPU's own choice: only the span of groups present (a view)
+            present = counts.nonzero()
+            span = slice(int(present[0]), int(present[-1]) + 1) if len(present) else slice(0, 1)
+            w1a, w2a, counts = w1a[span], w2a[span], counts[span]
+        y = _grouped_wide_mlp(x, gates, counts, w1a, w2a, gh)
+    elif chosen == "loop":
         host = counts.tolist()  # the host needs the counts: one sync per layer on a GPU
         present, sizes = [k for k, c in enumerate(host) if c], [c for c in host if c]
         w1, b1, w2, b2 = stacks(table, experts)
         y = torch.cat([_wide_mlp(xs, gs, w1[k], b1[k], w2[k], b2[k])
-                       for k, xs, gs in zip(present, x.split(sizes), gates.split(sizes), strict=True)])
-    elif path == "padded":
+                       for k, xs, gs in zip(present, x.split(sizes), gates.split(sizes), strict=True)]) if present else torch.zeros_like(x)
+    elif chosen == "padded":
         w1, b1, w2, b2 = stacks(table, experts)
         capacity = int(counts.max())  # the host needs the busiest group's count: one sync per layer on a GPU
         slot = torch.arange(n, device=x.device) - (torch.cumsum(counts, 0) - counts)[token_group]  # place within its group
@@ -211,5 +224,5 @@ def group_dispatch(x: torch.Tensor, token_group: torch.Tensor | None, gates: tor
         hidden = (hidden.view(G, capacity, g, -1) * gp.unsqueeze(3)).view(G, capacity, -1)
         y = torch.baddbmm(torch.bmm(gp, b2), hidden, w2.transpose(1, 2))[token_group, slot]  # (n, d)
     else:
-        raise ValueError(f"unknown group dispatch path {path!r}; use loop, padded or grouped")
+        raise ValueError(f"unknown group dispatch path {chosen!r}; use loop, padded or grouped")
     return y if order is None else torch.empty_like(y).index_copy_(0, order, y)

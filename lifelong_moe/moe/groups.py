@@ -37,15 +37,11 @@ class GroupTable:
     members: dict[int, list[int]]
     size: int  # experts in the pool when the table was built
     position: torch.Tensor  # (e,) each expert's place within its group
+    uniform: bool  # every group id up to the largest holds the same number of experts (no padding)
 
     @property
     def width(self) -> int:
         return self.experts.shape[1]
-
-    @property
-    def uniform(self) -> bool:
-        """Every group id up to the largest holds the same number of experts (no padding)."""
-        return all(len(self.members.get(g, ())) == self.width for g in range(len(self.experts)))
 
     @staticmethod
     def of(owner: list[int], device: torch.device) -> GroupTable:
@@ -61,7 +57,8 @@ class GroupTable:
             for j, e in enumerate(m):
                 position[e] = j
         return GroupTable(experts.to(device), valid.reshape(n_groups, width).to(device), members, len(owner),
-                          torch.tensor(position, dtype=torch.long, device=device))
+                          torch.tensor(position, dtype=torch.long, device=device),
+                          all(len(members.get(g, ())) == width for g in range(n_groups)))
 
     def columns(self, route: GroupRoute) -> tuple[torch.Tensor, torch.Tensor | None, list[int] | None]:
         """(columns, valid, host indices) for `TopKRouter.route_in_groups`."""
