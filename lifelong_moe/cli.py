@@ -52,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
                                     "file: predicted class, its probability, and the experience the model routed it to.")
     pr.add_argument("run_dir", metavar="RUN_DIR", help="a completed run, e.g. runs/default/version_0")
     pr.add_argument("paths", nargs="+", metavar="FILES", help="image or audio files, or folders searched recursively")
-    pr.add_argument("-o", "--output", default="predictions.csv", help="CSV to write (default %(default)s)")
+    pr.add_argument("-o", "--output", default="predictions.csv",
+                    help="CSV to write (default %(default)s); `-o -` writes it to standard output, and the progress "
+                         "lines to standard error")
     pr.add_argument("--modality", help="the run's modality the files feed, where their kind fits several")
     rp = sub.add_parser("report", help="write one self-contained HTML page per run or comparison",
                         description="Write DIR/report.html for each run directory (results.json) or comparison directory "

@@ -7,12 +7,14 @@ one. The model comes from the run's checkpoint (read with `weights_only=True`, s
 to its final structure. A file carries one modality; the run's other modalities are absent (masked), as for a
 test sample that lacks them. No task label is given: every class the model has seen competes.
 
-The predictions go to a CSV: file, modality, predicted class (name and label), its probability, and the
-experience whose experts the model routed the sample to, where the model routes (the MoE)."""
+The predictions go to a CSV (`-`: standard output): file, modality, predicted class (name and label), its
+probability, and the experience whose experts the model routed the sample to, where the model routes (the MoE).
+The run's checkpoint must be its own: one made by another config (another stream, seed or lr) is refused."""
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from lifelong_moe.errors import ConfigError, DataError, UserError
-from lifelong_moe.reporting.files import check_overwrite, write_csv
+from lifelong_moe.errors import ConfigError, DataError, OutputError, UserError
+from lifelong_moe.reporting.files import check_overwrite, csv_text, write_csv
+from lifelong_moe.reporting.results_file import read_results
 
 COLUMNS = ["file", "modality", "class", "label", "score", "experience"]
+STDOUT = "-"  # as `--output`: the CSV goes to standard output, the progress lines to standard error
 
 
 @dataclass
@@ -38,11 +42,14 @@ class FileModality:
 
 
 def predict(run_dir: str | Path, paths: Sequence[str], output: str | Path, modality: str | None = None,
-            progress: Callable[[str], None] = print) -> Path:
+            progress: Callable[[str], None] | None = None) -> Path:
     """Predict every image or audio file under `paths` (files or folders, searched recursively) with the final
-    model of the run in `run_dir`; write the predictions to `output` (CSV) and return its path."""
-    run, out = Path(run_dir), Path(output)
-    check_overwrite(out, "predict: --output", ",".join(COLUMNS).encode())  # before any work: a prediction CSV only
+    model of the run in `run_dir`; write the predictions to `output` (CSV; `-`: standard output) and return its
+    path. `progress` defaults to printing on standard output, or on standard error where the CSV goes there."""
+    run, out, to_stdout = Path(run_dir), Path(output), str(output) == STDOUT
+    progress = progress or (_to_stderr if to_stdout else print)
+    if not to_stdout:
+        check_overwrite(out, "predict: --output", ",".join(COLUMNS).encode())  # before any work: a prediction CSV only
     cfg, results, prepared, checkpoint = _read_run(run)
     readers = file_modalities(cfg)
     if not readers:
@@ -57,9 +64,27 @@ def predict(run_dir: str | Path, paths: Sequence[str], output: str | Path, modal
         rows += _predict_modality(model, name, mine, x, prepared_specs(prepared_modalities(run)), results, cfg.train.eval_batch_size)
     order = {str(f): k for k, (f, _) in enumerate(files)}
     rows.sort(key=lambda r: order[r[0]])
-    write_csv(out, COLUMNS, rows)
-    progress(f"[lifelong-moe] {len(rows)} prediction(s) in {out}")
+    if to_stdout:
+        _write_stdout(rows)
+    else:
+        write_csv(out, COLUMNS, rows)
+    progress(f"[lifelong-moe] {len(rows)} prediction(s) " + ("written to standard output" if to_stdout else f"in {out}"))
     return out
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr)
+
+
+def _write_stdout(rows: list[list[Any]]) -> None:
+    """The CSV on standard output, at once, after every file was predicted: a failure leaves none of it."""
+    try:
+        sys.stdout.write(csv_text(COLUMNS, rows))
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into `head`: the CLI ends quietly
+        raise
+    except OSError as err:
+        raise OutputError(f"predict: --output -: cannot write to standard output: {err.strerror or err}") from None
 
 
 def _read_run(run: Path) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -72,18 +97,34 @@ def _read_run(run: Path) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str,
         if not (run / name).is_file():
             raise ConfigError(f"predict: {run} has no {name} (not a lifelong-moe run, or one made before `predict` existed)")
     cfg = load_config(run / "config.yaml")
+    results = read_results(run / "results.json", "predict", also=("class_names",))
     try:
-        results = json.loads((run / "results.json").read_text())
         prepared = json.loads((run / "preparation.json").read_text())["preparation"]
     except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ConfigError(f"predict: {run}: results.json or preparation.json is unreadable ({err})") from None
+        raise ConfigError(f"predict: {run}: preparation.json is unreadable ({err})") from None
     if results.get("status") != "complete":
         raise ConfigError(f"predict: {run} did not complete (status: {results.get('status')}); its final model does not exist")
     try:
         checkpoint = load_checkpoint(run)
     except UserError as err:
         raise ConfigError(str(err).replace("--resume:", "predict:", 1)) from None
+    _check_own(run, cfg, checkpoint, len(results["experiences"]))
     return cfg, results, prepared, checkpoint
+
+
+def _check_own(run: Path, cfg: Any, checkpoint: dict[str, Any], T: int) -> None:
+    """Refuse a checkpoint made by another config than the run's (copied from another run), as `--resume` does,
+    or one that is not its final model (copied from an unfinished run of the same config)."""
+    from lifelong_moe.checkpointing import CHECKPOINT, first_difference
+    from lifelong_moe.preparation import comparable
+
+    where = first_difference(checkpoint["config"], comparable(cfg))
+    if where is not None:
+        raise ConfigError(f"predict: {run / CHECKPOINT} is not this run's: it was made by another config than "
+                          f"{run / 'config.yaml'} (it differs at {where})")
+    if checkpoint["completed"] != T:
+        raise ConfigError(f"predict: {run / CHECKPOINT} is not this run's final model: it holds {checkpoint['completed']} "
+                          f"completed experience(s) of the run's {T}")
 
 
 def prepared_modalities(run: Path) -> dict[str, Any]:

@@ -4,6 +4,7 @@ and task labels. Knows data and streams, never models."""
 from __future__ import annotations
 
 import difflib
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -139,6 +140,7 @@ def build_stream(cfg: StreamConfig, seed: int = 0, transform: SourceTransform | 
     exps = _expand_experiences(cfg, sources)
     if not exps:
         raise ConfigError("stream.experiences: the stream has no experiences")
+    _check_names(exps)
     specs = _stream_modalities(exps, sources)
     _check_scenario(cfg.scenario, exps)
 
@@ -151,11 +153,11 @@ def build_stream(cfg: StreamConfig, seed: int = 0, transform: SourceTransform | 
         classes = exp.classes or list(src.classes)
         train = _select(src.train, classes, exp.train_size, rng, f"{key}.train_size", every_class=True)
         test = _select(src.test, classes, exp.test_size, rng, f"{key}.test_size")
-        val_rng = np.random.default_rng([seed, i, 13])
-        train, val = _carve_validation(train, validation_fraction, val_rng)
         for split, name in ((train, "train"), (test, "test")):
             if len(split) == 0:
-                raise ConfigError(f"{key}: the {name} split is empty (source '{exp.source}', classes {classes})")
+                raise ConfigError(f"{key}: the {name} split is empty (source '{exp.source}', classes {_shown(classes, src)})")
+        val_rng = np.random.default_rng([seed, i, 13])
+        train, val = _carve_validation(train, validation_fraction, val_rng)
         train_sets.append(_dataset(train, modalities, exp.train_missing_rate, specs, task, rng, f"{key}.train_missing_rate"))
         test_sets.append(_dataset(test, modalities, exp.test_missing_rate, specs, task, rng, f"{key}.test_missing_rate"))
         val_sets.append(_dataset(val, modalities, exp.train_missing_rate, specs, task, val_rng, f"{key}.train_missing_rate")
@@ -188,11 +190,13 @@ def _class_names(experiences: list[ExperienceSpec], sources: dict[str, SourceDat
 
 def _labels(values: list[Any], src: SourceData, source: str, key: str, who: str = "") -> list[int]:
     """Class labels from a config list of labels and names (`[barbera, nebbiolo]`, `[0, 1]`, or mixed)."""
-    by_name = {name: label for label, name in src.class_names.items()}
+    by_name = {unicodedata.normalize("NFC", name): label for label, name in src.class_names.items()}
     out = []
     for v in values:
         if isinstance(v, bool) or not isinstance(v, (int, str)):
             raise ConfigError(f"{key}: expected class labels or names, got {v!r}")
+        if isinstance(v, str):  # a name typed in another Unicode form ('café' decomposed) is the same name
+            v = unicodedata.normalize("NFC", v)
         if isinstance(v, int):
             if by_name.get(str(v), v) != v:  # a class is named with this number, and it is not label v
                 raise ConfigError(f"{key}: {v} is ambiguous in source '{source}': label {v} is class "
@@ -234,6 +238,8 @@ def _load_sources(cfg: StreamConfig, seed: int, transform: SourceTransform | Non
     loaded = {}
     for name, src in cfg.sources.items():
         key = f"stream.sources.{name}"
+        if not name.strip() or "." in name:  # a dotted name could not be reached by a key=value override
+            raise ConfigError(f"stream.sources: {name!r} cannot name a source (a name must not be empty or hold a '.')")
         params = resolve_params(SOURCES, src.kind, src.params, f"{key}.params") if src.kind in SOURCES else None
         SOURCES.get(src.kind, f"{key}.kind")
         data = load_source(src.kind, params, seed, key)  # its errors name `key.params...`
@@ -258,6 +264,9 @@ def _expand_experiences(cfg: StreamConfig, sources: dict[str, SourceData]) -> li
         rule = cfg.split
         src = _source(sources, rule.source, "stream.split.source")
         order = _labels(list(rule.class_order), src, rule.source, "stream.split.class_order") or list(src.classes)
+        twice = next((c for k, c in enumerate(order) if c in order[:k]), None)
+        if twice is not None:
+            raise ConfigError(f"stream.split.class_order: class {_shown([twice], src)[0]!r} appears twice; list each class once")
         if rule.shuffle_classes and not rule.class_order:
             order = list(np.random.default_rng(0).permutation(order))
         if not 1 <= rule.n_experiences <= len(order):
@@ -291,6 +300,25 @@ def _expand_experiences(cfg: StreamConfig, sources: dict[str, SourceData]) -> li
             if size is not None and size <= 0:
                 raise ConfigError(f"{key}.{field_name}: must be positive, got {size}")
     return list(zip(keys, exps))
+
+
+def _shown(classes: list[int], src: SourceData) -> list[int | str]:
+    """Classes as the user knows them: their names where the source gives names, else their labels."""
+    return [src.class_names.get(c, c) for c in classes] if src.class_names else list(classes)
+
+
+def _check_names(exps: list[tuple[str, ExperienceConfig]]) -> None:
+    """Experience names head tables, CSV columns, plots and TensorBoard tags: each names one experience (a
+    default `exp<i>` included) and holds no control character."""
+    seen: dict[str, str] = {}
+    for i, (key, exp) in enumerate(exps):
+        name = exp.name or f"exp{i}"
+        where = f"{key}.name" if key != "stream.split" else "stream.split"
+        if any(unicodedata.category(ch) == "Cc" for ch in name):
+            raise ConfigError(f"{where}: {name!r} holds a control character (a line break or tab); experience names head tables and plots")
+        if name in seen:
+            raise ConfigError(f"{where}: '{name}' also names {seen[name]}; give each experience its own name")
+        seen[name] = f"experience {i}" if key == "stream.split" else key
 
 
 def _source(sources: dict[str, SourceData], name: str, key: str) -> SourceData:

@@ -4,6 +4,7 @@ approves what run rejects), exit code 2, nothing written, the earlier run byte-i
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 import torch
 
 from battery import Earlier, one_line_error, write_config
+from conftest import TINY_STREAM
 from lifelong_moe.cli import main
 
 Case = tuple[str, Callable[[Earlier, Path], list[str]], tuple[str, ...]]
@@ -204,6 +206,19 @@ CASES: list[Case] = [
     ("class the source lacks", explicit({"source": "syn", "classes": [0, 9]}), ("stream.experiences[0].classes: source 'syn' has no class [9]",)),
     ("negative class", explicit({"source": "syn", "classes": [-1]}), ("stream.experiences[0].classes: source 'syn' has no class [-1]",)),
     ("repeated class", explicit({"source": "syn", "classes": [1, 1]}), ("stream.experiences[0].classes: repeated class",)),
+    ("a class twice in class_order", setting("stream.split", {"source": "syn", "n_experiences": 3, "class_order": [0, 0, 1]}),
+     ("stream.split.class_order: class 0 appears twice; list each class once",)),
+    ("two experiences of one name", explicit({"source": "syn", "classes": [0, 1], "name": "a"}, {"source": "syn", "classes": [2, 3], "name": "a"}),
+     ("stream.experiences[1].name: 'a' also names stream.experiences[0]; give each experience its own name",)),
+    ("a name that is another experience's default", explicit({"source": "syn", "classes": [0, 1]}, {"source": "syn", "classes": [2, 3], "name": "exp0"}),
+     ("stream.experiences[1].name: 'exp0' also names stream.experiences[0]",)),
+    ("a line break in a name", explicit({"source": "syn", "classes": [0, 1], "name": "a\nb"}, {"source": "syn", "classes": [2, 3]}),
+     ("stream.experiences[0].name: 'a\\nb' holds a control character",)),
+    ("a source name with a dot", setting("stream.sources", {"my.src": copy.deepcopy(TINY_STREAM["sources"]["syn"])}),
+     ("stream.sources: 'my.src' cannot name a source (a name must not be empty or hold a '.')",)),
+    ("a holdout fraction that leaves no training sample",
+     setting("stream.sources.syn", {"kind": "holdout", "params": {"source": copy.deepcopy(TINY_STREAM["sources"]["syn"]), "fraction": 0.99}}),
+     ("stream.sources.syn.params.fraction: 0.99 leaves class 0 with no training sample (it has 40 training samples)",)),
     ("zero train size", explicit({"source": "syn", "train_size": 0}), ("stream.experiences[0].train_size: must be positive, got 0",)),
     ("a train size below the class count", explicit({"source": "syn", "classes": [0, 1], "train_size": 1}),
      ("stream.experiences[0].train_size: 1 sample(s) cannot hold each of the experience's 2 classes [0, 1]",)),

@@ -325,11 +325,45 @@ def npz_channels_last() -> Callable[[Any], Callable[[Path], dict[str, Any]]]:
     """RGB images saved [N, H, W, 3], as most image libraries hold them."""
     def make(stock: Path) -> Callable[[Path], dict[str, Any]]:
         def source(tmp: Path) -> dict[str, Any]:
-            for name in ("train", "test"):
-                np.savez(tmp / f"{name}.npz", img=np.random.default_rng(0).random((8, 16, 16, 3), dtype=np.float32), labels=np.arange(8) % 2)
+            for seed, name in enumerate(("train", "test")):
+                np.savez(tmp / f"{name}.npz", img=np.random.default_rng(seed).random((8, 16, 16, 3), dtype=np.float32), labels=np.arange(8) % 2)
             return {"kind": "npz", "params": {"train": str(tmp / "train.npz"), "test": str(tmp / "test.npz")}}
         return source
     return make
+
+
+def split_file_is(test: Callable[[Path, Path], Path], make: Any) -> Callable[[Any], Callable[[Path], dict[str, Any]]]:
+    """A source whose test-split file is `test(train file, tmp)`: the training file itself, or a link to it."""
+    def outer(stock: Path) -> Callable[[Path], dict[str, Any]]:
+        def source(tmp: Path) -> dict[str, Any]:
+            src = make(stock)(tmp)
+            train_key, test_key = ("path", "test_path") if src["kind"] == "csv" else ("train", "test")
+            src["params"][test_key] = str(test(Path(src["params"][train_key]), tmp))
+            return src
+        return source
+    return outer
+
+
+def _linked(train: Path, tmp: Path) -> Path:
+    (tmp / f"link{train.suffix}").symlink_to(train)
+    return tmp / f"link{train.suffix}"
+
+
+def table_at_folder() -> Callable[[Any], Callable[[Path], dict[str, Any]]]:
+    """The stock table's source with its `path` naming the folder that holds the CSV."""
+    def make(stock: Path) -> Callable[[Path], dict[str, Any]]:
+        def source(tmp: Path) -> dict[str, Any]:
+            src = table()(stock)(tmp)
+            src["params"]["path"] = str(tmp)
+            return src
+        return source
+    return make
+
+
+def _validation_for_test(root: Path) -> None:
+    """The saved DatasetDict's test split renamed validation (as many hub datasets ship)."""
+    (root / "test").rename(root / "validation")
+    (root / "dataset_dict.json").write_text(json.dumps({"splits": ["train", "validation"]}))
 
 
 DIGITS = tuple("0123456789")
@@ -339,6 +373,15 @@ CASES: list[tuple[str, Callable[[Any], Callable[[Path], dict[str, Any]]], tuple[
     # --- image folders
     ("class folders 7 and 007", numbered_folders("7", "007", "3"), (f"{KEY}.root: {T}/num: class folders '007' and '7' both name class 7",)),
     ("7 in train/, 07 in test/", numbered_folders("train/7", "train/3", "test/07", "test/3"), (f"{KEY}.root: {T}/num: class folders '07' and '7'",)),
+    ("split folders named Train and Test", numbered_folders("Train/cat", "Train/dog", "Test/cat", "Test/dog"),
+     (f"{KEY}.root: {T}/num/Test looks like a split folder; a split root holds exactly `train/` and `test/` (lower case)",)),
+    ("train/ beside class folders", numbered_folders("train/cat", "cat", "dog"), (f"{KEY}.root: {T}/num/train looks like a split folder",)),
+    ("a folder beside train/ and test/", numbered_folders("train/cat", "train/dog", "test/cat", "test/dog", "val/cat"),
+     (f"{KEY}.root: {T}/num holds 'val' beside train/ and test/",)),
+    ("one class name in two Unicode forms", numbered_folders("caf\u00e9", "cafe\u0301", "tea"),
+     (f"{KEY}.root: {T}/num: class folders", "spell the same name in two Unicode forms")),
+    ("a link to no file in a class folder", images(lambda r: (r / "ant/gone.png").symlink_to(r / "nowhere.png")),
+     (f"{KEY}.root: {T}/img/ant/gone.png is a link to a file that does not exist",)),
     ("a 20000x20000 PNG (decompression bomb)", images(_write("ant/huge.png", png_header(20000, 20000))),
      (f"{KEY}.root: {T}/img/ant/huge.png: refused: an image of 400,000,000 pixels, more than the 89,478,485",)),
     ("a PNG of 100 million pixels (Pillow only warns)", images(_write("bee/big.png", png_header(10000, 10000))),
@@ -383,6 +426,22 @@ CASES: list[tuple[str, Callable[[Any], Callable[[Path], dict[str, Any]]], tuple[
      (f"{KEY}.path: {T}/t.csv: row 7, column 'label' has negative label -1.0",)),
     ("label 1e30 among integer labels", table(lambda rows: label_at(3, "1e30")([r.rsplit(",", 1)[0] + f",{i % 4}" if i else r for i, r in enumerate(rows)])),
      (f"{KEY}.path: {T}/t.csv: row 3, column 'label' has label 1e30; labels must lie in 0..99999",)),
+    ("the label among the numeric columns", table(numeric=["height", "label"]),
+     (f"{KEY}.numeric: column 'label' is the label column; each column plays one part",)),
+    ("the label as a text column", table(text=["note", "label"]), (f"{KEY}.text: column 'label' is the label column",)),
+    ("the label ignored", table(ignore=["id", "label"]), (f"{KEY}.ignore: column 'label' is the label column",)),
+    ("the label as the id", table(id_column="label"), (f"{KEY}.id_column: column 'label' is the label column",)),
+    ("a numeric column listed twice", table(numeric=["height", "height"]), (f"{KEY}.numeric: column 'height' is listed twice",)),
+    ("a column both numeric and text", table(numeric=["height", "note"]), (f"{KEY}.text: column 'note' is also in numeric",)),
+    ("header names that differ only in spaces", table(header("id,height, height,note,label")),
+     (f"{KEY}.path: {T}/t.csv: columns 'height' and ' height' differ only in spaces",)),
+    ("a test_path that is the training file", split_file_is(lambda train, tmp: train, table()),
+     (f"{KEY}.test_path: {T}/t.csv is the training file; the test split must hold other samples",)),
+    ("a test_path linking to the training file", split_file_is(_linked, table()), (f"{KEY}.test_path: {T}/link.csv is the training file",)),
+    ("an npz test file that is the training file", split_file_is(lambda train, tmp: train, npz_channels_last()),
+     (f"{KEY}.test: {T}/train.npz is the training file",)),
+    ("a folder as the CSV path", table_at_folder(), (f"{KEY}.path: {T} is a folder; give the CSV file's path",)),
+    ("negative decoding threads", images(workers=-1), (f"{KEY}.workers: must lie in 0..256 decoding threads (0: up to 8), got -1",)),
     ("tokenizer max_length 0", table(tokenizer={"max_length": 0}), (f"{KEY}.tokenizer.max_length: must lie in 1..65536, got 0",)),
     ("tabular_name a text column's name", table(tabular_name="note"),
      (f"{KEY}.tabular_name: 'note' also names a text column; each modality needs its own name",)),
@@ -396,6 +455,10 @@ CASES: list[tuple[str, Callable[[Any], Callable[[Path], dict[str, Any]]], tuple[
     ("an hf tokenizer that asks for custom code", hf_tokenizer(_tokenizer_asks_for_code),
      (f"{KEY}.tokenizer.path: {T}/bert/tokenizer_config.json asks for custom code ('auto_map')",)),
     # --- saved datasets
+    ("the label column as a modality", dataset(columns={**MEDIA, "lab": {"column": "label", "kind": "tabular"}}),
+     (f"{KEY}.columns.lab.column: column 'label' is the label column; each column plays one part",)),
+    ("a DatasetDict of train and validation, no test", dataset(_validation_for_test),
+     (f"{KEY}.test_split: {T}/ds has no split 'test' but has validation; set test_split to the one to test on",)),
     ("state.json naming ../outside.arrow", dataset(lambda r: _state(r, "../../outside.arrow")),
      (f"{KEY}.path: {T}/ds/train/state.json: data file '../../outside.arrow' is not a file inside {T}/ds",)),
     ("state.json naming an absolute path", dataset(lambda r: _state(r, "{outside}")),

@@ -56,6 +56,20 @@ def test_classes_by_name_resolve_to_the_folders_labels(tmp_path):
     assert [e.classes for e in build_experiment_stream(config_from_dict(cfg), progress=lambda _: None).experiences] == [[0, 3], [1, 2]]
 
 
+def test_a_class_name_matches_in_either_unicode_form(tmp_path):
+    """A folder named 'rosé' on one system and the name typed decomposed ('rose' + U+0301) on another are one name:
+    the config's name finds the folder's class, and the stream shows it composed (NFC)."""
+    from lifelong_moe.features import build_experiment_stream
+
+    composed, decomposed = "ros\u00e9", "rose\u0301"
+    root = tmp_path / "wine"
+    D.image_folder(root, n_per_class=9, classes=(decomposed, "barbera", "dolcetto", "grignolino"), split_dirs=True)
+    cfg = wine_config(tmp_path)
+    cfg["stream"]["experiences"][0]["classes"] = ["barbera", composed]
+    stream = build_experiment_stream(config_from_dict(cfg), progress=lambda _: None)
+    assert stream.class_names[stream.experiences[0].classes[1]] == composed
+
+
 @pytest.mark.parametrize("classes, expected", [
     (["barbera", "nebiolo"], "stream.experiences[0].classes: source 'wine' has no class named 'nebiolo' (asked for by experience "
                              "'reds') (did you mean 'nebbiolo'?); its classes: barbera, dolcetto, grignolino, nebbiolo"),
@@ -147,3 +161,21 @@ def test_tensorboard_and_the_report_use_the_names(wine_run):
     for name in WINES:
         assert f"<td class=\"name\">{name}</td>" in page  # the per-class table and the mapping
     assert "barbera, nebbiolo" in page  # the experiences table
+
+
+def test_holdout_keeps_its_sources_class_names(tmp_path: Path) -> None:
+    """A held-out CSV source still names its classes: experiences may list them by name, and the stream shows them."""
+    from lifelong_moe import config_from_dict
+    from lifelong_moe.features import build_experiment_stream
+
+    table = tmp_path / "t.csv"
+    table.write_text("x,label\n" + "".join(f"{i % 3 + 0.01 * i},{['cat', 'dog', 'emu'][i % 3]}\n" for i in range(60)))
+    cfg = {"name": "held", "seed": 0, "output": {"root": str(tmp_path / "runs")},
+           "stream": {"scenario": "class_incremental",
+                      "sources": {"t": {"kind": "holdout", "params": {"source": {"kind": "csv", "params": {"path": str(table)}},
+                                                                      "fraction": 0.25}}},
+                      "split": {"source": "t", "n_experiences": 3, "class_order": ["emu", "dog", "cat"]}},
+           "model": {"name": "stats"}}
+    stream = build_experiment_stream(config_from_dict(cfg), progress=lambda _: None)
+    assert stream.class_names == {0: "cat", 1: "dog", 2: "emu"}
+    assert [e.classes for e in stream.experiences] == [[2], [1], [0]]

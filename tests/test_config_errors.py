@@ -47,6 +47,11 @@ CASES = [
     ("bad optimizer", lambda c: _set(c, "train.optimizer", "adamax"), "train.optimizer: unknown optimizer 'adamax'"),
     ("too large a sample size", lambda c: _explicit(c, [{"source": "syn", "classes": [0], "train_size": 500}]), "stream.experiences[0].train_size: asks for 500 samples but only 40 exist"),
     ("domain-incremental with different classes", lambda c: _explicit(_set(c, "stream.scenario", "domain_incremental"), [{"source": "syn", "classes": [0, 1]}, {"source": "syn", "classes": [2, 3]}]), "stream.experiences[1].classes: domain_incremental experiences share their classes"),
+    ("a name where a list of classes belongs", lambda c: _explicit(c, [{"source": "syn", "classes": "cat"}]), "stream.experiences[0].classes: expected a list, got a string 'cat'; write [cat]"),
+    ("a number where a list of classes belongs", lambda c: _explicit(c, [{"source": "syn", "classes": 3}]), "stream.experiences[0].classes: expected a list, got a number 3; write [3]"),
+    ("a name where a list of modalities belongs", lambda c: _explicit(c, [{"source": "syn", "modalities": "note"}]), "stream.experiences[0].modalities: expected a list, got a string 'note'; write [note]"),
+    ("a mapping where a list belongs", lambda c: _set(c, "imports", {"a": 1}), "imports: expected a list, got a mapping"),
+    ("null classes in an experience", lambda c: _explicit(c, [{"source": "syn", "classes": None}]), "stream.experiences[0].classes: must not be null; expected a list"),
 ]
 
 
@@ -58,6 +63,66 @@ def test_bad_config_names_its_key(tmp_path, capsys, name, mutate, expected):
     assert err.startswith("lifelong-moe: error: ")
     assert expected in err, err
     assert "\n" not in err and "Traceback" not in err
+
+
+TWO_EXPERIENCES = [{"source": "syn", "classes": [0, 1]}, {"source": "syn", "classes": [2, 3]}]
+OVERRIDES = [
+    ("a number where a list belongs", ["stream.experiences.0.classes=3"], "stream.experiences[0].classes: expected a list, got a number 3; write [3]"),
+    ("a new pretrained encoder without weights", ["pretrained.tabular.kind=timm"], "pretrained.tabular.weights: missing mandatory value"),
+    ("a new pretrained encoder without a kind", ["pretrained.tabular.weights=w.pt"], "pretrained.tabular.kind: missing mandatory value"),
+    ("an experience that does not exist", ["stream.experiences.5.name=x"],
+     "stream.experiences[5]: no such item: the list has 2 items (indices 0..1); to add items, give the whole list"),
+    ("a missing rate that does not exist", ["modality_eval.missing_rates.4=0.5"], "modality_eval.missing_rates[4]: no such item: the list has 4 items"),
+]
+
+
+@pytest.mark.parametrize("name,overrides,expected", OVERRIDES, ids=[c[0] for c in OVERRIDES])
+def test_bad_override_names_its_key(tmp_path, capsys, name, overrides, expected):
+    path = write_yaml(tmp_path / "c.yaml", _explicit(tiny_config(tmp_path / "runs"), TWO_EXPERIENCES))
+    assert main(["validate", str(path), *overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err, err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_new_pretrained_encoder_by_overrides_reaches_the_encoder_checks(tmp_path, capsys):
+    """Both keys of a new `pretrained.<modality>` given on the command line make a whole entry."""
+    path = write_yaml(tmp_path / "c.yaml", tiny_config(tmp_path / "runs"))
+    overrides = ["pretrained.m0.kind=timm", "pretrained.m0.name=vit_tiny_patch16_224", "pretrained.m0.weights=/nonexistent/w"]
+    assert main(["validate", str(path), *overrides]) == 2
+    assert "pretrained.m0: a timm encoder reads image modalities" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("how", ["yaml", "override"])
+def test_devices_as_a_list_of_indices_reach_the_trainer(tmp_path, monkeypatch, how):
+    """`trainer.devices: [0, 1]` (as the config reference documents) loads, and the Trainer gets the list."""
+    from lifelong_moe import training
+    from lifelong_moe.config import load_config
+
+    cfg = tiny_config(tmp_path / "runs")
+    if how == "yaml":
+        cfg["trainer"]["devices"] = [0, 1]
+    loaded = load_config(write_yaml(tmp_path / "c.yaml", cfg), ["trainer.devices=[0,1]"] if how == "override" else [])
+    seen = {}
+    monkeypatch.setattr(training.L, "Trainer", lambda **kwargs: seen.update(kwargs))
+    training.make_trainer(loaded.trainer)
+    assert seen["devices"] == [0, 1]
+
+
+def test_word_vocabulary_must_hold_a_word(tmp_path, capsys):
+    """A word tokenizer of 2 ids (padding and unknown) or fewer would make every word unknown."""
+    from datafiles import csv_table
+
+    cfg = tiny_config(tmp_path / "runs")
+    cfg["stream"]["sources"] = {"mine": {"kind": "csv", "params": {"path": str(csv_table(tmp_path / "t.csv")), "text": ["note"],
+                                                                   "ignore": ["id"], "tokenizer": {"vocab_size": 2}}}}
+    cfg["stream"]["split"]["source"] = "mine"
+    path = write_yaml(tmp_path / "c.yaml", cfg)
+    assert main(["validate", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("lifelong-moe: error: stream.sources.mine.params.tokenizer.vocab_size: must be at least 3 (padding, unknown "
+                   "and one word), got 2"), err
+    assert main(["validate", str(path), "stream.sources.mine.params.tokenizer.vocab_size=3"]) == 0
 
 
 def test_missing_data_file_names_the_file(tmp_path, capsys):

@@ -6,6 +6,8 @@ torch, Lightning or Avalanche load (registered names and their params load the r
 from __future__ import annotations
 
 import dataclasses
+import enum
+import json
 import math
 import types
 import typing
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lifelong_moe.config.schema import ExperimentConfig
@@ -48,9 +50,9 @@ def config_from_dict(raw: Any, overrides: Sequence[str] = (), search: Sequence[P
     parsed = [_parse_override(item) for item in overrides]  # malformed overrides fail before any merge
     _check_sections(raw, ExperimentConfig, "")
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), raw)
+        cfg = OmegaConf.merge(OmegaConf.structured(ExperimentConfig), _devices_as_text(raw))
         for key, value in parsed:
-            OmegaConf.update(cfg, key, value, merge=True)  # list indices work: stream.experiences.0.classes=[1]
+            _apply_override(cfg, key, value)
         missing = sorted(OmegaConf.missing_keys(cfg))
         if missing:
             raise ConfigError(f"{missing[0]}: missing mandatory value")
@@ -134,12 +136,84 @@ def _parse_override(item: Any) -> tuple[str, Any]:
     return key, value
 
 
-def _check_sections(value: Any, schema: Any, key: str) -> None:
-    """Where the schema has a section (a mapping of settings) or a list of them, the raw config must too;
-    OmegaConf's own merge error would not say which key. Keys must be names."""
-    if dataclasses.is_dataclass(schema):
-        if value is None:
+def _apply_override(cfg: DictConfig, key: str, value: Any) -> None:
+    """Set the dotted `key` (list items by index: stream.experiences.0.classes) to `value`. A list item must
+    exist; a new entry of a mapping (`pretrained.text.kind=hf`) is merged in whole, so it starts from its
+    defaults and a key still missing is named later; a scalar is refused where a list belongs."""
+    *parents, last = key.split(".")
+    node: Any = cfg
+    where = ""
+    for depth, part in enumerate(parents):
+        if isinstance(node, ListConfig):
+            node, where = node[_list_index(node, part, where)], f"{where}[{part}]"
+            continue
+        child = node.get(part) if isinstance(node, DictConfig) and part in node else None
+        if not isinstance(child, (DictConfig, ListConfig)):  # a new entry, or a section now null: merged in whole
+            node.merge_with({part: _nested([*parents[depth + 1:], last], value)})
             return
+        node, where = child, f"{where}.{part}" if where else part
+    if isinstance(node, ListConfig):
+        _list_index(node, last, where)
+    elif isinstance(node, DictConfig) and last in node and isinstance(node.get(last), ListConfig) and _not_list(value):
+        raise ConfigError(_not_a_list(f"{where}.{last}" if where else last, value))
+    OmegaConf.update(cfg, key, _devices_value(key, value), merge=True)
+
+
+def _list_index(items: ListConfig, part: str, where: str) -> int:
+    """The index `part` names in the list at `where`, which must exist (an override cannot add an item)."""
+    n = len(items)
+    if part.isdigit() and int(part) < n:
+        return int(part)
+    size = {0: "the list is empty", 1: "the list has 1 item (index 0)"}.get(n, f"the list has {n} items (indices 0..{n - 1})")
+    raise ConfigError(f"{where}[{part}]: no such item: {size}; to add items, give the whole list")
+
+
+def _nested(parts: list[str], value: Any) -> Any:
+    """`value` under the key path `parts`: ["a", "b"], 1 -> {"a": {"b": 1}}."""
+    for part in reversed(parts):
+        value = {part: value}
+    return value
+
+
+def _devices_as_text(raw: Any) -> Any:
+    """`raw` with `trainer.devices` given as a list ([0, 1]) written as the text the schema's str field holds
+    ("[0, 1]"), which `parse_devices` and the Trainer read back as a list of device indices."""
+    trainer = raw.get("trainer") if isinstance(raw, dict) else None
+    if isinstance(trainer, dict) and isinstance(trainer.get("devices"), list):
+        return {**raw, "trainer": {**trainer, "devices": json.dumps(trainer["devices"], default=str)}}
+    return raw
+
+
+def _devices_value(key: str, value: Any) -> Any:
+    """An override's value, with a list of devices written as text (see `_devices_as_text`)."""
+    if key == "trainer.devices" and isinstance(value, ListConfig):
+        return json.dumps(OmegaConf.to_container(value), default=str)
+    if key == "trainer" and isinstance(value, DictConfig):
+        return _devices_as_text({"trainer": OmegaConf.to_container(value)})["trainer"]
+    return value
+
+
+def _not_list(value: Any) -> bool:
+    """A value that cannot stand where a list belongs: a scalar or a mapping (null and "???" are left to the schema)."""
+    return value is not None and value != "???" and not isinstance(value, (list, ListConfig))
+
+
+def _not_a_list(key: str, value: Any) -> str:
+    """The error for `value` where a list belongs, with the list to write for a scalar."""
+    if isinstance(value, (dict, DictConfig)):
+        return f"{key}: expected a list, got a mapping"
+    text = str(value).lower() if isinstance(value, bool) else str(value)
+    return f"{key}: expected a list, got {_type_name(value)} {value!r}; write [{text}]"
+
+
+def _check_sections(value: Any, schema: Any, key: str) -> None:
+    """Where the schema has a section (a mapping of settings), a list or a mapping, the raw config must too, and
+    null only where the schema allows it; OmegaConf's own merge error would not say which key. Keys must be names."""
+    if value is None:
+        if key and not _nullable(schema):  # OmegaConf names only the last key inside a list item
+            raise ConfigError(f"{key}: must not be null; expected {_expected(schema)}")
+        return
+    if dataclasses.is_dataclass(schema):
         if not isinstance(value, dict):
             raise ConfigError(f"{key or 'config'}: expected a mapping of settings, got {_type_name(value)}")
         hints = typing.get_type_hints(schema)
@@ -154,13 +228,13 @@ def _check_sections(value: Any, schema: Any, key: str) -> None:
         inner = [a for a in args if a is not type(None)]
         if len(inner) == 1:
             _check_sections(value, inner[0], key)
-        elif set(inner) == {int, str} and value is not None and (isinstance(value, bool) or not isinstance(value, (int, str))):
+        elif set(inner) == {int, str} and (isinstance(value, bool) or not isinstance(value, (int, str))):
             # OmegaConf names only the index of a list item of a union type: say where it is
             raise ConfigError(f"{key}: expected an integer or a name, got {_type_name(value)} {value!r}")
-    elif value is None:
-        return
     elif origin is list and args and dataclasses.is_dataclass(args[0]) and not isinstance(value, list):
         raise ConfigError(f"{key}: expected a list of mappings of settings, got {_type_name(value)}")
+    elif origin is list and _not_list(value):  # OmegaConf's own error names only the last key inside a list item
+        raise ConfigError(_not_a_list(key, value))
     elif origin is list and args and isinstance(value, list):
         for i, item in enumerate(value):
             _check_sections(item, args[0], f"{key}[{i}]")
@@ -171,8 +245,29 @@ def _check_sections(value: Any, schema: Any, key: str) -> None:
             _check_sections(item, args[1], f"{key}.{k}")
 
 
+def _nullable(schema: Any) -> bool:
+    """Whether the schema's type takes null (Any, or an Optional)."""
+    args = typing.get_args(schema) if typing.get_origin(schema) in (typing.Union, types.UnionType) else ()
+    return schema is Any or type(None) in args
+
+
+def _expected(schema: Any) -> str:
+    """What a value of type `schema` is, in words."""
+    if dataclasses.is_dataclass(schema):
+        return "a mapping of settings"
+    origin = typing.get_origin(schema)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_expected(a) for a in typing.get_args(schema))
+    if origin in (list, dict):
+        return "a list" if origin is list else "a mapping"
+    if isinstance(schema, type) and issubclass(schema, enum.Enum):
+        return "one of " + ", ".join(str(m.value) for m in schema)
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(schema, "a value")
+
+
 def _type_name(value: Any) -> str:
-    return {list: "a list", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(type(value), type(value).__name__)
+    names = {list: "a list", dict: "a mapping", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
+    return names.get(type(value), type(value).__name__)
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:

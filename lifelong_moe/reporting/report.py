@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from lifelong_moe.reporting.plots import (
     modality_robustness_figure,
     routing_mass_figure,
 )
+from lifelong_moe.reporting.results_file import read_results
 
 REPORT = "report.html"
 PAGE_START = "<!DOCTYPE html>"  # how every page begins: an existing file that does not is never replaced
@@ -75,7 +75,7 @@ def write_report(path: str | Path, output: str | Path | None = None) -> Path:
 
 # ---- a run ----------------------------------------------------------------------------------------
 def run_page(run: Path) -> str:
-    results = _json(run / "results.json")
+    results = read_results(run / "results.json", "report")  # checked once, for everything the page reads
     config = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else ""
     R = _matrix(results["accuracy_matrix"])
     names = [e["name"] for e in results["experiences"]]
@@ -241,10 +241,3 @@ def _num(value: Any) -> str:
 
 def _matrix(rows: Any) -> np.ndarray:
     return np.array([[np.nan if v is None else v for v in row] for row in rows], dtype=float)
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"report: {path} is unreadable ({err})") from None

@@ -19,6 +19,7 @@ from scenarios.sources.decode import (
     AudioPrep,
     audio_shape,
     check_audio_prep,
+    check_workers,
     decode_audio,
     parallel_map,
 )
@@ -54,6 +55,7 @@ def audio_prep(params: AudioFolderParams) -> AudioPrep:
 def audio_pool(params: AudioFolderParams, seed: int) -> Pool:
     prep = audio_prep(params)
     check_audio_prep(prep, "")
+    check_workers(params.workers)
     key, files, labels, names, split = file_listing(params, params.extensions)
 
     def decode() -> dict[str, np.ndarray]:

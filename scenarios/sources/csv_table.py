@@ -17,7 +17,7 @@ import numpy as np
 from scenarios.errors import DataError
 from scenarios.modality import ModalitySpec
 from scenarios.sources.base import SOURCES, SourceData
-from scenarios.sources.files import POOLS, Pool, label_array, split_pool
+from scenarios.sources.files import POOLS, Pool, check_distinct_splits, label_array, split_pool
 from scenarios.sources.tokenize import TokenizerParams
 
 
@@ -59,6 +59,8 @@ def _numbers(rows: list[dict[str, str]], columns: list[str], at: Callable[[int],
 
 def _read(path_str: str, key: str, delimiter: str) -> tuple[Path, list[str], list[dict[str, str]]]:
     path = Path(path_str).expanduser()
+    if path.is_dir():
+        raise DataError(f"{key}: {path} is a folder; give the CSV file's path")
     if not path.is_file():
         raise DataError(f"{key}: file not found: {path}")
     try:
@@ -83,9 +85,26 @@ def _check_header(header: list[str], path: Path, key: str) -> None:
     for i, name in enumerate(header):
         if not name.strip():
             raise DataError(f"{key}: {path}: column {i + 1} of the header has no name")
+        twin = next((other for other in header[:i] if other != name and other.strip() == name.strip()), None)
+        if twin is not None:
+            raise DataError(f"{key}: {path}: columns '{twin}' and '{name}' differ only in spaces; give each column its own name")
         if name in header[:i]:
             raise DataError(f"{key}: {path}: column '{name}' appears twice in the header (columns {header.index(name) + 1} "
                             f"and {i + 1}); give each column its own name")
+
+
+def _check_roles(params: CsvParams) -> None:
+    """Each column plays one part: the label, the id, the split, a numeric or text input, or ignored. A label
+    column among the inputs would hand the model its answers."""
+    single = {"label": "the label column", "id_column": "the id column", "split_column": "the split column"}
+    parts: dict[str, str] = {}
+    for key, columns in (("label", [params.label]), ("id_column", [params.id_column]), ("split_column", [params.split_column]),
+                         ("numeric", params.numeric), ("text", params.text), ("ignore", params.ignore)):
+        for col in (c for c in columns if c is not None):
+            if col in parts:
+                what = "listed twice" if parts[col] == key else single.get(parts[col], f"also in {parts[col]}")
+                raise DataError(f"{key}: column '{col}' is {what}; each column plays one part")
+            parts[col] = key
 
 
 def check_delimiter(delimiter: str) -> None:
@@ -95,8 +114,11 @@ def check_delimiter(delimiter: str) -> None:
 
 def csv_pool(params: CsvParams, seed: int) -> Pool:
     check_delimiter(params.delimiter)
+    _check_roles(params)
     files = [("path", params.path)] + ([("test_path", params.test_path)] if params.test_path else [])
     tables = [_read(p, k, params.delimiter) for k, p in files]
+    if params.test_path:
+        check_distinct_splits(tables[0][0], tables[1][0], "test_path")
     header = tables[0][1]
     for (key, _), (path, other, _) in zip(files[1:], tables[1:]):
         if other != header:

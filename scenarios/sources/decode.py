@@ -50,6 +50,7 @@ class AudioPrep:
     fmax: float | None = None  # log-mel: highest band edge (Hz); None: sample_rate / 2
 
 
+MAX_WORKERS = 256  # decoding threads: beyond it, a typo that would start thousands of threads
 MAX_IMAGE_SIDE = 4096  # pixels per side of a decoded sample (48 MB as RGB): beyond it a typo, not a data set
 
 
@@ -280,9 +281,16 @@ def _mel_to_hz(m: np.ndarray) -> np.ndarray:
 T = TypeVar("T")
 
 
+def check_workers(workers: int) -> None:
+    """Decoding threads: 0 (up to 8) or a count; checked before a cache hit could skip the decode."""
+    if not 0 <= workers <= MAX_WORKERS:
+        raise DataError(f"workers: must lie in 0..{MAX_WORKERS} decoding threads (0: up to 8), got {workers}")
+
+
 def parallel_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int = 0, what: str = "") -> list[T]:
     """`fn` over `items` in threads (Pillow, libsndfile and soxr release the GIL); order kept, and the
     first error (in item order) is raised. With `what`, progress lines tell how far it is (`scenarios.progress`)."""
+    check_workers(workers)
     workers = workers or min(8, os.cpu_count() or 1)
     if what:
         ticker = Ticker(what, len(items))

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from scenarios.sources.base import MAX_CLASSES, SourceData, Split, stratified_sp
 from scenarios.sources.tokenize import TokenizerParams, tokenize
 
 SPLIT_NAMES = ("train", "test")
+SPLIT_LIKE = ("train", "test", "val", "valid", "validation")  # folder names, any case, refused as classes
 
 
 @dataclass
@@ -70,7 +73,7 @@ def label_array(raw: list[Any], where: str, at: Callable[[int], str] = lambda i:
     number, the labels are those numbers, which must be whole (so `1.0` is class 1) and in
     0..MAX_CLASSES-1; otherwise the names are numbered in sorted order. `at(i)` names sample i in errors;
     `cells`: the labels are a table's cells, where a missing-value marker such as `nan` is refused."""
-    names = [str(v).strip() for v in raw]
+    names = [unicodedata.normalize("NFC", str(v).strip()) for v in raw]  # one name, however its accents were typed
     for i, n in enumerate(names):
         if n == "":
             raise DataError(f"{where}: {at(i)} has an empty label")
@@ -107,6 +110,46 @@ def check_class_names(names: list[str], where: str) -> None:
         seen[v] = n
 
 
+def _check_layout(root: Path, subdirs: set[str], split: bool, key: str) -> None:
+    """A split root holds `train/` and `test/` alone (a folder beside them would be silently left out); a root
+    of class folders holds no folder named like a split in another case (`Train/`, `val/`), which would
+    silently become a class holding every other class's files."""
+    if split:
+        extra = sorted(subdirs - set(SPLIT_NAMES))
+        if extra:
+            raise DataError(f"{key}: {root} holds '{extra[0]}' beside train/ and test/; move it into one of them "
+                            f"(its class folders) or out of the root")
+        return
+    looks = sorted(d for d in subdirs if d.lower() in SPLIT_LIKE)
+    if looks:
+        raise DataError(f"{key}: {root}/{looks[0]} looks like a split folder; a split root holds exactly `train/` and "
+                        f"`test/` (lower case) with class folders inside, else class folders alone")
+
+
+def _check_one_folder_per_name(layouts: list[tuple[Path, str | None]], key: str) -> None:
+    """Two folders whose names differ only in Unicode normalisation ('café' typed on two systems) print alike
+    but would be two classes: refused, like '7' and '007'."""
+    for base, _ in layouts:
+        names: dict[str, str] = {}
+        for d in sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            nfc = unicodedata.normalize("NFC", d)
+            if nfc in names and names[nfc] != d:
+                raise DataError(f"{key}: {base}: class folders {names[nfc]!r} and {d!r} spell the same name in two "
+                                f"Unicode forms; merge them into one folder")
+            names[nfc] = d
+
+
+def check_distinct_splits(train: Path, test: Path, key: str) -> None:
+    """A test split read from the training file itself would score the model on what it learned from: refused,
+    naming the test split's key. (A copy of the file is left alone: a smoke test may mean it.)"""
+    try:
+        same = train.samefile(test)
+    except OSError:
+        return  # a missing or unreadable file is reported where it is read
+    if same:
+        raise DataError(f"{key}: {test} is the training file; the test split must hold other samples")
+
+
 def list_class_folders(root: Path, extensions: list[str], key: str) -> tuple[list[Path], list[str], np.ndarray | None]:
     """(files, class name per file, split per file or None) of `root/<class>/*` or
     `root/{train,test}/<class>/*`; files sorted, hidden entries and other extensions skipped."""
@@ -115,6 +158,7 @@ def list_class_folders(root: Path, extensions: list[str], key: str) -> tuple[lis
     exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
     subdirs = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")}
     layouts = [(root / s, s) for s in SPLIT_NAMES] if set(SPLIT_NAMES) <= subdirs else [(root, None)]
+    _check_layout(root, subdirs, split=layouts[0][1] is not None, key=key)
     files: list[Path] = []
     classes: list[str] = []
     splits: list[str] = []
@@ -123,19 +167,25 @@ def list_class_folders(root: Path, extensions: list[str], key: str) -> tuple[lis
         if not class_dirs:
             raise DataError(f"{key}: {base} has no class sub-folders (expected {base}/<class>/<file>)")
         for d in class_dirs:
-            found = sorted(p for p in d.rglob("*") if p.is_file() and p.suffix.lower() in exts
+            found = sorted(p for p in d.rglob("*") if p.suffix.lower() in exts and (p.is_file() or p.is_symlink())
                            and not any(part.startswith(".") for part in p.relative_to(d).parts))
+            broken = next((p for p in found if not p.exists()), None)
+            if broken is not None:
+                raise DataError(f"{key}: {broken} is a link to a file that does not exist ({os.readlink(broken)})")
             if not found:
                 raise DataError(f"{key}: class folder {d} has no files with extension {', '.join(sorted(exts))}")
             files += found
-            classes += [d.name] * len(found)
+            classes += [unicodedata.normalize("NFC", d.name)] * len(found)
             splits += [split or ""] * len(found)
     check_class_names(sorted(set(classes)), f"{key}: {root}")  # over train/ and test/ together
+    _check_one_folder_per_name(layouts, key)
     return files, classes, (np.array(splits) if layouts[0][1] is not None else None)
 
 
 def read_index(path: Path, key: str) -> tuple[list[Path], list[str], np.ndarray | None]:
     """A CSV with columns `path,label[,split]`; paths relative to the CSV's folder."""
+    if path.is_dir():
+        raise DataError(f"{key}: {path} is a folder; give the index CSV's path")
     if not path.is_file():
         raise DataError(f"{key}: file not found: {path}")
     try:

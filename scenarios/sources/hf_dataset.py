@@ -28,6 +28,7 @@ from scenarios.sources.decode import (
     audio_shape,
     check_audio_prep,
     check_image_prep,
+    check_workers,
     decode_audio,
     decode_image,
     image_shape,
@@ -141,14 +142,22 @@ def _pool(params: HFDatasetParams, path: Path, loaded: Any) -> Pool:
     import datasets
 
     where = f"path: {path}"
+    check_workers(params.workers)
     if not params.columns:
         raise DataError("columns: map at least one modality to a column, e.g. {image: {column: img, kind: image}}")
+    for key, col in [*((f"columns.{m}.column", c.column) for m, c in params.columns.items()), ("id_column", params.id_column)]:
+        if col == params.label:  # an input made of the label would hand the model its answers
+            raise DataError(f"{key}: column '{col}' is the label column; each column plays one part")
     if isinstance(loaded, datasets.DatasetDict):
         if params.train_split not in loaded:
             raise DataError(f"train_split: {path} has no split '{params.train_split}' (has {', '.join(loaded)})")
         parts = [(params.train_split, "train")]
         if params.test_split in loaded:
             parts.append((params.test_split, "test"))
+        elif len(loaded) > 1:  # a split left unread would be silently dropped
+            other = sorted(set(loaded) - {params.train_split})
+            raise DataError(f"test_split: {path} has no split '{params.test_split}' but has {', '.join(other)}; set test_split "
+                            f"to the one to test on")
         ds = datasets.concatenate_datasets([loaded[name] for name, _ in parts])
         split = np.concatenate([np.full(len(loaded[name]), role) for name, role in parts]) if len(parts) == 2 else None
     else:

@@ -20,6 +20,7 @@ from scenarios.sources.decode import (
     IMAGE_EXTENSIONS,
     ImagePrep,
     check_image_prep,
+    check_workers,
     decode_image,
     image_shape,
     parallel_map,
@@ -67,6 +68,7 @@ def file_listing(params, extensions: list[str]) -> tuple[str, list[Path], np.nda
 def image_pool(params: ImageFolderParams, seed: int) -> Pool:
     prep = ImagePrep(list(params.size), params.channels, params.fit)
     check_image_prep(prep, "")
+    check_workers(params.workers)
     key, files, labels, names, split = file_listing(params, params.extensions)
 
     def decode() -> dict[str, np.ndarray]:

@@ -24,6 +24,7 @@ import numpy as np
 from scenarios.errors import DataError
 from scenarios.modality import MASK_KEY, ModalitySpec
 from scenarios.sources.base import MAX_CLASSES, SOURCES, SourceData, Split, file_fingerprint, memory_bytes
+from scenarios.sources.files import check_distinct_splits
 
 MAX_TOKEN_ID = 2**20 - 1  # a vocabulary of about a million tokens; larger ids would make embedding tables huge
 SAMPLE_NDIM = {"text": 1, "signal": 2, "image": 3}  # per-sample dimensions of the built-in kinds (tabular: any)
@@ -233,6 +234,7 @@ def _spec(name: str, train: _File, test: _File, kind: Any) -> ModalitySpec:
 def npz_source(params: NpzParams, seed: int) -> SourceData:
     """Your own data: `train` and `test` .npz files with one array per modality plus `labels`."""
     train, test = _read(params.train, "train"), _read(params.test, "test")
+    check_distinct_splits(train.path, test.path, "test")
     if set(train.arrays) != set(test.arrays):
         raise DataError(f"{test.where}: modalities {sorted(test.arrays)} differ from train's {sorted(train.arrays)}")
     for name in params.kinds:

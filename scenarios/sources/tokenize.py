@@ -16,6 +16,7 @@ import numpy as np
 from scenarios.errors import DataError
 
 PAD, UNK = 0, 1
+MIN_WORD_VOCAB = 3  # padding, unknown and one word: with fewer, every word is unknown
 MAX_LENGTH = 2**16  # tokens per text: every text becomes an array of this many ids
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
 
@@ -34,6 +35,8 @@ def tokenize(train: np.ndarray, test: np.ndarray, params: TokenizerParams, key: 
     if not 1 <= params.max_length <= MAX_LENGTH:
         raise DataError(f"{key}max_length: must lie in 1..{MAX_LENGTH}, got {params.max_length}")
     if params.kind == "word":
+        if params.vocab_size < MIN_WORD_VOCAB:
+            raise DataError(f"{key}vocab_size: must be at least {MIN_WORD_VOCAB} (padding, unknown and one word), got {params.vocab_size}")
         return _word(train, test, params)
     if params.kind == "hf":
         return _hf(train, test, params, key)
