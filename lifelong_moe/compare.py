@@ -22,6 +22,7 @@ from lifelong_moe.preparation import prepare
 from lifelong_moe.registry import MODELS, STRATEGIES
 from lifelong_moe.reporting.files import atomic_write_text, check_path_component, claim_run_dir, write_csv
 from lifelong_moe.reporting.plots import comparison_figure, save_figure
+from lifelong_moe.reporting.results_file import results_problem
 from lifelong_moe.runner import run
 from scenarios.cache import shared_in_process
 
@@ -150,7 +151,13 @@ def completed_runs(out_dir: Path) -> dict[str, list[dict[str, Any]]]:
     order the comparison ran them (its comparison.csv), seeds sorted."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(Path(out_dir).glob("*/*/results.json")):
-        results = json.loads(path.read_text())
+        try:
+            results = json.loads(path.read_text())
+        except (OSError, ValueError, RecursionError) as err:
+            raise ConfigError(f"{path}: unreadable ({type(err).__name__}); a damaged run's folder may be removed") from None
+        why = results_problem(results) if not isinstance(results, dict) or results.get("status") == "complete" else None
+        if why is not None:
+            raise ConfigError(f"{path}: not a lifelong-moe results file ({why})")
         if results.get("status") == "complete":
             runs.setdefault(path.parent.parent.name, []).append(results)
     if not runs:

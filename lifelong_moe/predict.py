@@ -138,7 +138,7 @@ def prepared_specs(modalities: dict[str, Any]) -> dict[str, Any]:
 
 
 def file_modalities(cfg: Any) -> dict[str, FileModality]:
-    """The run's modalities that come from image or audio folders (also inside `paired` sources)."""
+    """The run's modalities that come from image or audio folders (also inside `paired` and `holdout` sources)."""
     from lifelong_moe.registry import resolve_params
     from scenarios.sources import SOURCES
     from scenarios.sources.decode import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS
@@ -154,6 +154,8 @@ def file_modalities(cfg: Any) -> dict[str, FileModality]:
         elif kind == "paired":
             for name, sub in resolved.sources.items():
                 visit(sub.kind, sub.params, f"{key}.params.sources.{name}")
+        elif kind == "holdout":
+            visit(resolved.source.kind, resolved.source.params, f"{key}.params.source")
 
     for name, src in cfg.stream.sources.items():
         visit(src.kind, src.params, f"stream.sources.{name}")

@@ -97,6 +97,19 @@ def test_old_experts_are_bit_identical_after_a_new_experience(tmp_path):
     assert all(not p.requires_grad for p in old_params)
 
 
+def test_a_copy_of_the_model_freezes_the_same_parameters(tmp_path):
+    """`copy.deepcopy` of a model after an experience (a snapshot a user keeps training) freezes the same
+    experience-0 parameters at the next experience as the model itself (it froze none: it kept object ids)."""
+    stream = {"scenario": "class_incremental", "sources": {"s": SEPARABLE}, "split": {"source": "s", "n_experiences": 2}}
+    cfg, s, model = build_model_and_stream(moe_config(tmp_path, stream))
+    train_experience(cfg, model, s.train_stream[0])
+    clone = copy.deepcopy(model)
+    for m in (model, clone):
+        m.on_experience_start(s.train_stream[1])
+    frozen = {m: {n for n, p in m.named_parameters() if not p.requires_grad} for m in (model, clone)}
+    assert frozen[model] == frozen[clone] and any(".pool.experts.0." in n for n in frozen[clone])
+
+
 def test_a_reused_group_stays_frozen_and_only_the_new_head_learns(tmp_path):
     stream = {"scenario": "class_incremental", "sources": {"s": SEPARABLE}, "split": {"source": "s", "n_experiences": 2}}
     # no new modality: the modality policy reuses group 0 for experience 1

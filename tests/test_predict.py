@@ -86,6 +86,19 @@ def test_predict_on_a_folder_gives_the_evaluations_answers(tmp_path, capsys):
     assert [int(r["label"]) for r in again] == [per_file[f.name] for f in picked] + [per_file[picked[0].name]]
 
 
+def test_predict_reads_through_a_holdout_source(tmp_path):
+    """A run on a held-out image folder (its test split set aside) predicts new files by its class names."""
+    root = D.image_folder(tmp_path / "wine", n_per_class=9, classes=WINES)
+    inner = {"kind": "image_folder", "params": {"root": str(root), "size": [12, 12]}}
+    result = run(config_from_dict(_config(tmp_path, {"wine": {"kind": "holdout", "params": {"source": inner, "fraction": 0.3}}})),
+                 progress=lambda _: None)
+    picked = sorted(root.rglob("*.png"))[::9]
+    assert main(["predict", str(result.run_dir), *map(str, picked), "-o", str(tmp_path / "held.csv")]) == 0
+    rows = _predictions(tmp_path / "held.csv")
+    assert [Path(r["file"]) for r in rows] == picked and {r["class"] for r in rows} <= set(WINES)
+    assert sum(r["class"] == Path(r["file"]).parent.name for r in rows) >= 2  # better than chance on 4 classes
+
+
 def _direct_predictions(run_dir: Path, root: Path) -> dict[str, int]:
     """The final model (from the checkpoint) on the stream's test datasets, each sample named by its file: the
     k-th test sample of a class is the k-th file of its test folder (the source lists files sorted, and an

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from battery import one_line_error
 from conftest import tiny_config
 from lifelong_moe import config_from_dict, run
 from lifelong_moe.cli import main
@@ -67,8 +68,8 @@ def test_contributions_are_rendered_for_whatever_parts_are_present(runs, tmp_pat
     run_dir = tmp_path / "run"
     shutil.copytree(runs["run"], run_dir)
     res = json.loads((run_dir / "results.json").read_text())
-    res["contributions"] = {"statistics": {"acc": 0.81, "bwt": -0.02, "R": [[0.9, 0.0], [0.85, 0.77]]},
-                            "model": {"acc": 0.9, "bwt": 0.0, "R": [[1.0, 0.0], [1.0, 0.8]]}}
+    res["contributions"] = {"statistics": {"acc": 0.81, "bwt": -0.02, "accuracy_matrix": [[0.9, 0.0], [0.85, 0.77]]},
+                            "model": {"acc": 0.9, "bwt": 0.0, "accuracy_matrix": [[1.0, 0.0], [1.0, 0.8]]}}
     (run_dir / "results.json").write_text(json.dumps(res))
     from lifelong_moe.reporting.report import write_report
 
@@ -79,6 +80,30 @@ def test_contributions_are_rendered_for_whatever_parts_are_present(runs, tmp_pat
     cells = [re.findall(r">([^<]*)</t[dh]>", r) for r in rows]
     assert cells[0] == ["part", "ACC", "BWT", "final on exp0", "final on exp1"]
     assert cells[1] == ["statistics", "0.810", "-0.020", "0.850", "0.770"] and cells[2] == ["model", "0.900", "0.000", "1.000", "0.800"]
+
+
+def test_a_real_runs_contributions_show_each_parts_final_accuracies(runs):
+    """The page reads each part's accuracy matrix as the run writes it (`metrics.contributions`): the final row."""
+    from lifelong_moe.reporting.report import write_report
+
+    parts = json.loads((runs["run"] / "results.json").read_text())["contributions"]
+    page = write_report(runs["run"], runs["run"].parent / "contributions.html").read_text()
+    table = page.split('<section id="contributions">')[1].split("</section>")[0]
+    cells = {r[0]: r[3:] for r in (re.findall(r">([^<]*)</td>", row) for row in re.findall(r"<tr>(.*?)</tr>", table)) if r}
+    assert set(cells) == set(parts)
+    for name, record in parts.items():
+        assert cells[name] == [f"{v:.3f}" for v in record["accuracy_matrix"][-1]]
+
+
+@pytest.mark.parametrize("damage", ["[1, 2]", '{"status": "complete", "accuracy_matrix": [[1.0]]}', "{"])
+def test_a_comparison_with_a_damaged_run_is_one_line(runs, tmp_path, capsys, damage):
+    """One run's results.json inside a comparison, damaged: `report` names it in one line (it was a traceback)."""
+    out = tmp_path / "cmp"
+    shutil.copytree(runs["two_seeds"], out)
+    damaged = sorted(out.glob("*/*/results.json"))[0]
+    damaged.write_text(damage)
+    line = one_line_error(main, ["report", str(out)], capsys, str(damaged))
+    assert "not a lifelong-moe results file" in line or "unreadable" in line
 
 
 def test_comparison_report_holds_the_table_with_spreads(runs):

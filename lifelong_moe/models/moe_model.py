@@ -101,7 +101,7 @@ class MoEModel(ContinualModule):
         self.experience_task: dict[int, int] = {}
         self.growth_log: dict[int, str] = {}
         self.choices: dict[int, dict[str, float]] = {}  # per experience: what validation chose
-        self._trained: set[int] = set()  # ids of parameters that lived through a finished experience
+        self._trained: set[str] = set()  # names of parameters that lived through a finished experience (a deepcopy keeps them)
         self._tables: ExperienceTables | None = None  # rebuilt when an experience is added or the model moves
         self._head_stacks = HeadStacks()
 
@@ -134,7 +134,7 @@ class MoEModel(ContinualModule):
 
     def on_experience_start(self, exp: Experience) -> None:
         e = exp.index
-        old = [p for p in self.parameters() if id(p) in self._trained]
+        old = [p for n, p in self.named_parameters() if n in self._trained]
         known = list(self.encoders)
         self._statistics.settle_width(exp.spec.n_train)
         super().on_experience_start(exp)  # encoders for new modalities, class masks
@@ -184,7 +184,7 @@ class MoEModel(ContinualModule):
 
     def on_experience_end(self, exp: Experience) -> None:
         """Freeze-point bookkeeping, then the experience's class statistics and the validated w."""
-        self._trained = {id(p) for p in self.parameters()}
+        self._trained = {n for n, _ in self.named_parameters()}
         if self.shared_anchor is not None:
             self.shared_anchor.set()
         if self.rehearsing:  # the featurisation is rehearsed by forward passes
@@ -391,7 +391,7 @@ class MoEModel(ContinualModule):
         return self.statistics.nbytes + (self.nested.nbytes if self.nested is not None else 0)
 
     def structure_state(self) -> dict[str, Any]:
-        names = {id(p): n for n, p in self.named_parameters()}
+        names = dict(self.named_parameters())
         return {
             **super().structure_state(),
             "experience_group": dict(self.experience_group),
@@ -399,7 +399,7 @@ class MoEModel(ContinualModule):
             "growth_log": dict(self.growth_log),
             "heads": {e: head.classes.tolist() for e, head in self.heads.items()},
             "expert_owner": self.expert_owner,
-            "trained": sorted(names[i] for i in self._trained if i in names),
+            "trained": sorted(n for n in self._trained if n in names),
             "choices": dict(self.choices),
             "statistics_width": self._statistics.width,
             "group_encoders": self.group_encoders.modalities(),
@@ -428,8 +428,7 @@ class MoEModel(ContinualModule):
         self.experience_task = {int(k): v for k, v in state["experience_task"].items()}
         self.growth_log = {int(k): v for k, v in state["growth_log"].items()}
         self.choices = {int(k): v for k, v in state["choices"].items()}
-        params = dict(self.named_parameters())
-        self._trained = {id(params[n]) for n in state["trained"]}
+        self._trained = set(state["trained"])
 
     def structure_summary(self) -> dict[str, Any]:
         e = self.experience

@@ -152,7 +152,7 @@ def _contributions(parts: dict[str, Any], names: Sequence[str]) -> str:
     head = ["part", "ACC", "BWT", *[f"final on {n}" for n in names]]
     rows = []
     for part, record in parts.items():
-        R = _matrix(record.get("R") or [[]])
+        R = _matrix(record.get("accuracy_matrix") or [[]])
         last = list(R[-1]) if R.size else []
         rows.append([part, _num(record.get("acc")), _num(record.get("bwt")), *[_num(v) for v in last],
                      *[""] * (len(names) - len(last))])

@@ -152,7 +152,7 @@ def _contributions(r: dict[str, Any]) -> str | None:
         for key in ("acc", "bwt"):
             if part.get(key) is not None and not _is_number(part[key]):
                 return f"contributions.{name}.{key} is not a number"
-        if part.get("R") and (why := _matrix(part["R"], f"contributions.{name}.R", square=False)):
+        if part.get("accuracy_matrix") and (why := _matrix(part["accuracy_matrix"], f"contributions.{name}.accuracy_matrix", square=False)):
             return why
     return None
 
