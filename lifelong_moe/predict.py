@@ -108,17 +108,21 @@ def _read_run(run: Path) -> tuple[Any, dict[str, Any], dict[str, Any], dict[str,
         checkpoint = load_checkpoint(run)
     except UserError as err:
         raise ConfigError(str(err).replace("--resume:", "predict:", 1)) from None
-    _check_own(run, cfg, checkpoint, len(results["experiences"]))
+    _check_own(run, checkpoint, len(results["experiences"]))
     return cfg, results, prepared, checkpoint
 
 
-def _check_own(run: Path, cfg: Any, checkpoint: dict[str, Any], T: int) -> None:
+def _check_own(run: Path, checkpoint: dict[str, Any], T: int) -> None:
     """Refuse a checkpoint made by another config than the run's (copied from another run), as `--resume` does,
-    or one that is not its final model (copied from an unfinished run of the same config)."""
-    from lifelong_moe.checkpointing import CHECKPOINT, first_difference
-    from lifelong_moe.preparation import comparable
+    or one that is not its final model (copied from an unfinished run of the same config). The run's config.yaml
+    is compared as written, not as today's code would fill it in: a setting added since the run is no difference."""
+    import yaml
 
-    where = first_difference(checkpoint["config"], comparable(cfg))
+    from lifelong_moe.checkpointing import CHECKPOINT, first_difference
+
+    written = yaml.safe_load((run / "config.yaml").read_text())
+    written = {k: v for k, v in written.items() if k != "output"} if isinstance(written, dict) else written
+    where = first_difference(checkpoint["config"], written)
     if where is not None:
         raise ConfigError(f"predict: {run / CHECKPOINT} is not this run's: it was made by another config than "
                           f"{run / 'config.yaml'} (it differs at {where})")

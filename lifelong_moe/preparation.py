@@ -162,7 +162,9 @@ def check_trainer(cfg: ExperimentConfig) -> None:
         except (MisconfigurationException, ValueError, TypeError, RuntimeError, ImportError, AttributeError) as err:
             text = first_line(err)
             lowered = text.lower()
-            key = next((k for k in _TRAINER_KEYS if k.replace("_", "") in lowered.replace("_", "")), None)
+            flat = lowered.replace("_", "")
+            named = [(flat.find(k.replace("_", "")), k) for k in _TRAINER_KEYS if k.replace("_", "") in flat]
+            key = min(named)[1] if named else None  # the setting the message names first ("devices selected with CPUAccelerator")
             if key is None and ("gpu" in lowered or "cuda" in lowered or "device" in lowered):
                 key = "accelerator"
             raise ConfigError(f"trainer.{key or 'strategy'}: Lightning refuses these settings: {text[:300]}") from None

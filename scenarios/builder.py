@@ -264,7 +264,8 @@ def _expand_experiences(cfg: StreamConfig, sources: dict[str, SourceData]) -> li
         rule = cfg.split
         src = _source(sources, rule.source, "stream.split.source")
         order = _labels(list(rule.class_order), src, rule.source, "stream.split.class_order") or list(src.classes)
-        twice = next((c for k, c in enumerate(order) if c in order[:k]), None)
+        seen: set[int] = set()
+        twice = next((c for c in order if c in seen or seen.add(c)), None) if rule.class_order else None
         if twice is not None:
             raise ConfigError(f"stream.split.class_order: class {_shown([twice], src)[0]!r} appears twice; list each class once")
         if rule.shuffle_classes and not rule.class_order:

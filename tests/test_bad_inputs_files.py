@@ -360,6 +360,13 @@ def table_at_folder() -> Callable[[Any], Callable[[Path], dict[str, Any]]]:
     return make
 
 
+def _emptied(root: Path) -> None:
+    """A Dataset of no rows, saved as `save_to_disk` saves it."""
+    import datasets
+
+    datasets.Dataset.from_dict({"img": [], "speech": [], "label": []}).save_to_disk(str(root))
+
+
 def _validation_for_test(root: Path) -> None:
     """The saved DatasetDict's test split renamed validation (as many hub datasets ship)."""
     (root / "test").rename(root / "validation")
@@ -459,6 +466,7 @@ CASES: list[tuple[str, Callable[[Any], Callable[[Path], dict[str, Any]]], tuple[
      (f"{KEY}.columns.lab.column: column 'label' is the label column; each column plays one part",)),
     ("a DatasetDict of train and validation, no test", dataset(_validation_for_test),
      (f"{KEY}.test_split: {T}/ds has no split 'test' but has validation; set test_split to the one to test on",)),
+    ("a dataset of no rows", dataset(_emptied, folder="empty"), (f"{KEY}.path: {T}/empty: an empty dataset (its state.json lists no data file)",)),
     ("state.json naming ../outside.arrow", dataset(lambda r: _state(r, "../../outside.arrow")),
      (f"{KEY}.path: {T}/ds/train/state.json: data file '../../outside.arrow' is not a file inside {T}/ds",)),
     ("state.json naming an absolute path", dataset(lambda r: _state(r, "{outside}")),
@@ -585,6 +593,19 @@ def test_class_names_agree_when_pairing_by_label(tmp_path: Path) -> None:
         "pictures": {"kind": "image_folder", "params": {"root": str(img), "size": [8, 8]}},
         "sounds": {"kind": "audio_folder", "params": {"root": str(aud), "sample_rate": 8000}}}})
     assert data.classes == [0, 1, 2, 3] and set(data.modalities) == {"image", "audio"}
+
+
+def test_a_class_one_paired_source_lacks_in_a_split_is_named(tmp_path: Path) -> None:
+    """Pairing by label: the sounds' test split has no 'dog', which the pictures' has: refused by its name."""
+    from scenarios.errors import DataError
+
+    img = D.image_folder(tmp_path / "pics", n_per_class=3, classes=("cat", "dog"), split_dirs=True)
+    D.audio_folder(tmp_path / "clips" / "train", n_per_class=2, classes=("cat", "dog"))
+    D.audio_folder(tmp_path / "clips" / "test", n_per_class=1, classes=("cat",))
+    with pytest.raises(DataError, match=r"sources\.sounds: no sample of class 'dog' in its test split, which 'pictures' has"):
+        _load("paired", {"by": "label", "sources": {
+            "pictures": {"kind": "image_folder", "params": {"root": str(img), "size": [8, 8]}},
+            "sounds": {"kind": "audio_folder", "params": {"root": str(tmp_path / "clips"), "sample_rate": 8000}}}})
 
 
 def test_a_number_beyond_float32_is_refused_without_a_numpy_warning(tmp_path: Path) -> None:

@@ -71,7 +71,7 @@ OVERRIDES = [
     ("a new pretrained encoder without weights", ["pretrained.tabular.kind=timm"], "pretrained.tabular.weights: missing mandatory value"),
     ("a new pretrained encoder without a kind", ["pretrained.tabular.weights=w.pt"], "pretrained.tabular.kind: missing mandatory value"),
     ("an experience that does not exist", ["stream.experiences.5.name=x"],
-     "stream.experiences[5]: no such item: the list has 2 items (indices 0..1); to add items, give the whole list"),
+     "stream.experiences[5]: no such item: the list has 2 items (indices 0..1, or -2..-1); to add items, give the whole list"),
     ("a missing rate that does not exist", ["modality_eval.missing_rates.4=0.5"], "modality_eval.missing_rates[4]: no such item: the list has 4 items"),
 ]
 
@@ -107,6 +107,16 @@ def test_devices_as_a_list_of_indices_reach_the_trainer(tmp_path, monkeypatch, h
     monkeypatch.setattr(training.L, "Trainer", lambda **kwargs: seen.update(kwargs))
     training.make_trainer(loaded.trainer)
     assert seen["devices"] == [0, 1]
+
+
+def test_an_override_may_count_list_items_from_the_end(tmp_path):
+    from lifelong_moe.config import load_config
+
+    cfg = tiny_config(tmp_path)
+    cfg["stream"].pop("split")
+    cfg["stream"]["experiences"] = [{"source": "syn", "classes": [0, 1]}, {"source": "syn", "classes": [2, 3]}]
+    loaded = load_config(write_yaml(tmp_path / "c.yaml", cfg), ["stream.experiences.-1.classes=[3]"])
+    assert [list(e.classes) for e in loaded.stream.experiences] == [[0, 1], [3]]
 
 
 def test_word_vocabulary_must_hold_a_word(tmp_path, capsys):

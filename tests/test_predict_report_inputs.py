@@ -87,6 +87,22 @@ def test_predict_takes_its_own_checkpoint_wherever_the_run_was_moved(runs, tmp_p
     assert len(list(csv.DictReader(io.StringIO((tmp_path / "pred.csv").read_text())))) == 1
 
 
+def test_predict_takes_a_run_made_before_a_setting_existed(runs, tmp_path, capsys):
+    """A run written before today's code added a setting (here: as if `trainer.cpu_threads` were new) holds it in
+    neither its checkpoint nor its config.yaml: the checkpoint is still its own."""
+    import torch
+    import yaml
+
+    run_dir = _copy(runs["image"], tmp_path)
+    payload = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    payload["config"]["trainer"].pop("cpu_threads")
+    torch.save(payload, run_dir / "checkpoint.pt")
+    written = yaml.safe_load((run_dir / "config.yaml").read_text())
+    written["trainer"].pop("cpu_threads")
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(written, sort_keys=False))
+    assert main(["predict", str(run_dir), str(_image(runs)), "-o", str(tmp_path / "pred.csv")]) == 0, capsys.readouterr().err
+
+
 # ---- predict -o -: the CSV on standard output ----------------------------------------------------
 def test_predict_to_stdout_writes_the_csv_there_and_no_file(runs, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

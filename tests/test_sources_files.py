@@ -74,6 +74,26 @@ def test_image_folder_split_folders_and_index_csv(tmp_path):
     np.testing.assert_array_equal(by_index.test.inputs["image"], data.test.inputs["image"])
 
 
+def test_a_class_named_like_a_split_is_a_class(tmp_path):
+    """A class folder named `train` (CIFAR-100 has one) holding files, beside other class folders, is a class; a
+    `train` folder holding class folders among class folders is refused (tests/test_bad_inputs_files.py)."""
+    root = D.image_folder(tmp_path / "img", classes=("bus", "car", "train"))
+    data = load("image_folder", {"root": str(root), "size": [8, 8]})
+    assert sorted(data.class_names.values()) == ["bus", "car", "train"] and len(data.classes) == 3
+
+
+def test_holdout_may_leave_a_small_class_untested_and_ignore_may_repeat_the_id_column(tmp_path):
+    """A class of 2 samples keeps both for training under holdout's 0.2 (round(0.4) = 0 held out), as any test
+    split may lack a class; `ignore` naming the id column too is redundant, not an error."""
+    table = tmp_path / "t.csv"
+    rows = [f"r{i},{i % 2 + 0.1 * i},{['red', 'white'][i % 2]}" for i in range(40)] + ["x1,5.0,rose", "x2,5.1,rose"]
+    table.write_text("id,x,label\n" + "\n".join(rows) + "\n")
+    data = load("holdout", {"source": {"kind": "csv", "params": {"path": str(table), "id_column": "id", "ignore": ["id"]}},
+                            "fraction": 0.2})
+    rose = {v: k for k, v in data.class_names.items()}["rose"]
+    assert int((data.train.labels == rose).sum()) == 2 and int((data.test.labels == rose).sum()) == 0
+
+
 def test_integer_class_folders_keep_their_numbers(tmp_path):
     root = D.image_folder(tmp_path / "img", classes=("3", "10"))
     data = load("image_folder", {"root": str(root), "size": [8, 8]})

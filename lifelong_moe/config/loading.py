@@ -162,9 +162,10 @@ def _apply_override(cfg: DictConfig, key: str, value: Any) -> None:
 def _list_index(items: ListConfig, part: str, where: str) -> int:
     """The index `part` names in the list at `where`, which must exist (an override cannot add an item)."""
     n = len(items)
-    if part.isdigit() and int(part) < n:
-        return int(part)
-    size = {0: "the list is empty", 1: "the list has 1 item (index 0)"}.get(n, f"the list has {n} items (indices 0..{n - 1})")
+    index = int(part) if part.lstrip("-").isdigit() else None
+    if index is not None and -n <= index < n:  # -1: the last item, as before the walker
+        return index % n
+    size = {0: "the list is empty", 1: "the list has 1 item (index 0 or -1)"}.get(n, f"the list has {n} items (indices 0..{n - 1}, or -{n}..-1)")
     raise ConfigError(f"{where}[{part}]: no such item: {size}; to add items, give the whole list")
 
 

@@ -101,6 +101,8 @@ def _check_roles(params: CsvParams) -> None:
     for key, columns in (("label", [params.label]), ("id_column", [params.id_column]), ("split_column", [params.split_column]),
                          ("numeric", params.numeric), ("text", params.text), ("ignore", params.ignore)):
         for col in (c for c in columns if c is not None):
+            if key == "ignore" and parts.get(col) in ("id_column", "split_column"):
+                continue  # redundant, and harmless: neither is an input
             if col in parts:
                 what = "listed twice" if parts[col] == key else single.get(parts[col], f"also in {parts[col]}")
                 raise DataError(f"{key}: column '{col}' is {what}; each column plays one part")

@@ -112,15 +112,16 @@ def check_class_names(names: list[str], where: str) -> None:
 
 def _check_layout(root: Path, subdirs: set[str], split: bool, key: str) -> None:
     """A split root holds `train/` and `test/` alone (a folder beside them would be silently left out); a root
-    of class folders holds no folder named like a split in another case (`Train/`, `val/`), which would
-    silently become a class holding every other class's files."""
+    of class folders holds no folder named like a split in another case (`Train/`, `val/`) that holds class
+    folders itself: it would silently become one class holding every other class's files."""
     if split:
         extra = sorted(subdirs - set(SPLIT_NAMES))
         if extra:
             raise DataError(f"{key}: {root} holds '{extra[0]}' beside train/ and test/; move it into one of them "
                             f"(its class folders) or out of the root")
         return
-    looks = sorted(d for d in subdirs if d.lower() in SPLIT_LIKE)
+    looks = sorted(d for d in subdirs if d.lower() in SPLIT_LIKE  # a class may be named `train` (CIFAR-100 has one)
+                   and any(p.is_dir() and not p.name.startswith(".") for p in (root / d).iterdir()))
     if looks:
         raise DataError(f"{key}: {root}/{looks[0]} looks like a split folder; a split root holds exactly `train/` and "
                         f"`test/` (lower case) with class folders inside, else class folders alone")

@@ -115,6 +115,8 @@ def _check_saved(path: Path) -> None:
         entries = state.get("_data_files") if isinstance(state, dict) else None
         if not isinstance(entries, list):
             raise DataError(f"path: {state_path}: no list of '_data_files'")
+        if not entries:  # what save_to_disk writes for a dataset of no rows (load_from_disk then fails obscurely)
+            raise DataError(f"path: {folder}: an empty dataset (its state.json lists no data file)")
         for entry in entries:
             name = entry.get("filename") if isinstance(entry, dict) else None
             target = (folder / name).resolve() if _plain_name(name) else None

@@ -137,7 +137,8 @@ def _by_label(subs: list[tuple[str, str, object]], seed: int) -> SourceData:
             for c in np.unique(anchor.labels):
                 mine, theirs = np.flatnonzero(anchor.labels == c), np.flatnonzero(other.labels == c)
                 if len(theirs) == 0:
-                    raise DataError(f"sources.{name}: no sample of class {int(c)} in its {role} split, which '{lead_name}' has")
+                    raise DataError(f"sources.{name}: no sample of class {lead.class_names.get(int(c), int(c))!r} in its {role} split, "
+                                    f"which '{lead_name}' has")
                 rng = np.random.default_rng([seed, k, int(c), s])
                 order = np.concatenate([rng.permutation(theirs) for _ in range(-(-len(mine) // len(theirs)))])
                 pick[mine] = order[: len(mine)]
