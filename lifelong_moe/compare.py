@@ -5,7 +5,6 @@ TensorBoard curves overlay under one root."""
 from __future__ import annotations
 
 import copy
-import json
 import math
 import statistics
 from collections.abc import Callable, Sequence
@@ -22,7 +21,7 @@ from lifelong_moe.preparation import prepare
 from lifelong_moe.registry import MODELS, STRATEGIES
 from lifelong_moe.reporting.files import atomic_write_text, check_path_component, claim_run_dir, write_csv
 from lifelong_moe.reporting.plots import comparison_figure, save_figure
-from lifelong_moe.reporting.results_file import results_problem
+from lifelong_moe.reporting.results_file import load_results, refuse_problem
 from lifelong_moe.runner import run
 from scenarios.cache import shared_in_process
 
@@ -151,15 +150,11 @@ def completed_runs(out_dir: Path) -> dict[str, list[dict[str, Any]]]:
     order the comparison ran them (its comparison.csv), seeds sorted."""
     runs: dict[str, list[dict[str, Any]]] = {}
     for path in sorted(Path(out_dir).glob("*/*/results.json")):
-        try:
-            results = json.loads(path.read_text())
-        except (OSError, ValueError, RecursionError) as err:
-            raise ConfigError(f"{path}: unreadable ({type(err).__name__}); a damaged run's folder may be removed") from None
-        why = results_problem(results) if not isinstance(results, dict) or results.get("status") == "complete" else None
-        if why is not None:
-            raise ConfigError(f"{path}: not a lifelong-moe results file ({why})")
-        if results.get("status") == "complete":
-            runs.setdefault(path.parent.parent.name, []).append(results)
+        results = load_results(path)
+        if isinstance(results, dict) and results.get("status") != "complete":
+            continue  # an interrupted run: the comparison tabulates the finished ones
+        refuse_problem(path, results)
+        runs.setdefault(path.parent.parent.name, []).append(results)
     if not runs:
         raise ConfigError(f"{out_dir}: no completed runs to tabulate")
     previous = Path(out_dir) / "comparison.csv"

@@ -238,7 +238,7 @@ def _load_sources(cfg: StreamConfig, seed: int, transform: SourceTransform | Non
     loaded = {}
     for name, src in cfg.sources.items():
         key = f"stream.sources.{name}"
-        if not name.strip() or "." in name:  # a dotted name could not be reached by a key=value override
+        if not _usable_name(name):  # a dotted name could not be reached by a key=value override
             raise ConfigError(f"stream.sources: {name!r} cannot name a source (a name must not be empty or hold a '.')")
         params = resolve_params(SOURCES, src.kind, src.params, f"{key}.params") if src.kind in SOURCES else None
         SOURCES.get(src.kind, f"{key}.kind")
@@ -246,7 +246,7 @@ def _load_sources(cfg: StreamConfig, seed: int, transform: SourceTransform | Non
         for modality in data.modalities:
             if modality == MASK_KEY:
                 raise ConfigError(f"{key}: '{MASK_KEY}' is reserved and cannot name a modality")
-            if not modality.strip() or "." in modality:
+            if not _usable_name(modality):
                 raise ConfigError(f"{key}: {modality!r} cannot name a modality (a name must not be empty or hold a '.'); "
                                   f"rename it where the source takes it (a CSV column, `modality`, `tabular_name`)")
         if transform is not None:
@@ -301,6 +301,11 @@ def _expand_experiences(cfg: StreamConfig, sources: dict[str, SourceData]) -> li
             if size is not None and size <= 0:
                 raise ConfigError(f"{key}.{field_name}: must be positive, got {size}")
     return list(zip(keys, exps))
+
+
+def _usable_name(name: str) -> bool:
+    """A source or modality name: not empty, and no '.', which splits config keys and state-dict names."""
+    return bool(name.strip()) and "." not in name
 
 
 def _shown(classes: list[int], src: SourceData) -> list[int | str]:

@@ -47,7 +47,7 @@ class GroupStacks:
         self._versions: list[int] = []
         self._key: tuple = ()
         self._value: tuple[torch.Tensor, ...] | None = None
-        self._generation = 0  # bumped whenever the stacks' values change
+        self._generation = 0  # bumped whenever the stacks' values change (rebuilt, moved, appended or copied into)
         self._augmented: tuple[tuple, tuple[torch.Tensor, torch.Tensor]] | None = None
 
     def augmented(self, table: GroupTable, experts: Sequence[nn.Module], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor, int]:
@@ -59,7 +59,7 @@ class GroupStacks:
             return *(t.to(dtype) for t in augmented_weights(*stacked)), gh
         # the stacks' own record of what they hold (`_generation`): the stacks themselves may be inference
         # tensors, which keep no version
-        key = (dtype, id(stacked[0]), self._key, self._generation)
+        key = (dtype, self._generation)
         if self._augmented is None or self._augmented[0] != key:
             with torch.no_grad():
                 self._augmented = (key, tuple(t.to(dtype) for t in augmented_weights(*stacked)))

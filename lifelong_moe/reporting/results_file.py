@@ -17,14 +17,26 @@ METRIC_NAMES = ("acc", "avg_incremental_acc", "bwt", "fwt", "forgetting")
 
 def read_results(path: Path, command: str, also: Sequence[str] = ()) -> dict[str, Any]:
     """results.json at `path`, checked (keys `also` required besides the usual), for `command`'s messages."""
+    results = load_results(path, command)
+    refuse_problem(path, results, command, also)
+    return results
+
+
+def load_results(path: Path, command: str | None = None) -> Any:
+    """The parsed JSON of a results file, unchecked; unreadable is one line (prefixed by `command` if given)."""
     try:
-        results = json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text())
     except (OSError, ValueError, RecursionError) as err:  # unreadable, not UTF-8, not JSON, nested too deep
-        raise ConfigError(f"{command}: {path} is unreadable ({type(err).__name__}: {first_line(err)[:200]})") from None
+        prefix = f"{command}: " if command else ""
+        raise ConfigError(f"{prefix}{path} is unreadable ({type(err).__name__}: {first_line(err)[:200]})") from None
+
+
+def refuse_problem(path: Path, results: Any, command: str | None = None, also: Sequence[str] = ()) -> None:
+    """One line naming `path` and what is wrong, where `results_problem` finds something."""
     why = results_problem(results, also)
     if why is not None:
-        raise ConfigError(f"{command}: {path} is not a lifelong-moe results file ({why})")
-    return results
+        prefix = f"{command}: " if command else ""
+        raise ConfigError(f"{prefix}{path} is not a lifelong-moe results file ({why})")
 
 
 def results_problem(results: Any, also: Sequence[str] = ()) -> str | None:

@@ -82,14 +82,15 @@ def _read(path_str: str, key: str, delimiter: str) -> tuple[Path, list[str], lis
 
 
 def _check_header(header: list[str], path: Path, key: str) -> None:
+    first: dict[str, tuple[str, int]] = {}  # each name without its spaces -> the column that first spelled it, and where
     for i, name in enumerate(header):
         if not name.strip():
             raise DataError(f"{key}: {path}: column {i + 1} of the header has no name")
-        twin = next((other for other in header[:i] if other != name and other.strip() == name.strip()), None)
-        if twin is not None:
+        twin, at = first.setdefault(name.strip(), (name, i))
+        if twin != name:
             raise DataError(f"{key}: {path}: columns '{twin}' and '{name}' differ only in spaces; give each column its own name")
-        if name in header[:i]:
-            raise DataError(f"{key}: {path}: column '{name}' appears twice in the header (columns {header.index(name) + 1} "
+        if at != i:
+            raise DataError(f"{key}: {path}: column '{name}' appears twice in the header (columns {at + 1} "
                             f"and {i + 1}); give each column its own name")
 
 

@@ -290,7 +290,6 @@ def check_workers(workers: int) -> None:
 def parallel_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int = 0, what: str = "") -> list[T]:
     """`fn` over `items` in threads (Pillow, libsndfile and soxr release the GIL); order kept, and the
     first error (in item order) is raised. With `what`, progress lines tell how far it is (`scenarios.progress`)."""
-    check_workers(workers)
     workers = workers or min(8, os.cpu_count() or 1)
     if what:
         ticker = Ticker(what, len(items))

@@ -127,17 +127,15 @@ def _check_layout(root: Path, subdirs: set[str], split: bool, key: str) -> None:
                         f"`test/` (lower case) with class folders inside, else class folders alone")
 
 
-def _check_one_folder_per_name(layouts: list[tuple[Path, str | None]], key: str) -> None:
+def _check_one_folder_per_name(base: Path, class_dirs: list[Path], key: str) -> None:
     """Two folders whose names differ only in Unicode normalisation ('café' typed on two systems) print alike
     but would be two classes: refused, like '7' and '007'."""
-    for base, _ in layouts:
-        names: dict[str, str] = {}
-        for d in sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")):
-            nfc = unicodedata.normalize("NFC", d)
-            if nfc in names and names[nfc] != d:
-                raise DataError(f"{key}: {base}: class folders {names[nfc]!r} and {d!r} spell the same name in two "
-                                f"Unicode forms; merge them into one folder")
-            names[nfc] = d
+    names: dict[str, str] = {}
+    for d in (p.name for p in class_dirs):
+        nfc = names.setdefault(unicodedata.normalize("NFC", d), d)
+        if nfc != d:
+            raise DataError(f"{key}: {base}: class folders {nfc!r} and {d!r} spell the same name in two "
+                            f"Unicode forms; merge them into one folder")
 
 
 def check_distinct_splits(train: Path, test: Path, key: str) -> None:
@@ -167,6 +165,7 @@ def list_class_folders(root: Path, extensions: list[str], key: str) -> tuple[lis
         class_dirs = sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not class_dirs:
             raise DataError(f"{key}: {base} has no class sub-folders (expected {base}/<class>/<file>)")
+        _check_one_folder_per_name(base, class_dirs, key)
         for d in class_dirs:
             found = sorted(p for p in d.rglob("*") if p.suffix.lower() in exts and (p.is_file() or p.is_symlink())
                            and not any(part.startswith(".") for part in p.relative_to(d).parts))
@@ -179,7 +178,6 @@ def list_class_folders(root: Path, extensions: list[str], key: str) -> tuple[lis
             classes += [unicodedata.normalize("NFC", d.name)] * len(found)
             splits += [split or ""] * len(found)
     check_class_names(sorted(set(classes)), f"{key}: {root}")  # over train/ and test/ together
-    _check_one_folder_per_name(layouts, key)
     return files, classes, (np.array(splits) if layouts[0][1] is not None else None)
 
 

@@ -199,20 +199,19 @@ def _spec(name: str, train: _File, test: _File, kind: Any) -> ModalitySpec:
         raise DataError(f"{test.where}: modality '{name}' holds {te.dtype} in test but {tr.dtype} in train; both splits "
                         f"must hold integers (token ids) or both floats")
     per_sample = tr.ndim - 1
-    declared = kind is not None
     if kind is None:
         kind = ("text" if integer else "tabular") if per_sample == 1 else {2: "signal", 3: "image"}.get(per_sample)
         if kind is None:
             raise DataError(f"{train.where}: cannot infer the kind of modality '{name}' with samples of shape "
                             f"{tr.shape[1:]}; set kinds.{name}")
+        if kind == "image" and tr.shape[3] in (1, 3, 4) and tr.shape[1] not in (1, 3, 4):  # [N, H, W, C]?
+            raise DataError(f"{train.where}: modality '{name}' has samples of shape {tr.shape[1:]}, which looks channels last; "
+                            f"images are [N, C, H, W] (np.transpose(a, (0, 3, 1, 2))), or set kinds.{name}: image to keep it")
     elif not isinstance(kind, str) or not kind.strip():
         raise DataError(f"kinds.{name}: the modality kind must be a non-empty name")
     elif kind in SAMPLE_NDIM and per_sample != SAMPLE_NDIM[kind]:
         raise DataError(f"kinds.{name}: kind '{kind}' takes samples of shape {SHAPES[kind]}, but '{name}' in "
                         f"{train.path} has samples of shape {tr.shape[1:]}")
-    if kind == "image" and not declared and tr.shape[3] in (1, 3, 4) and tr.shape[1] not in (1, 3, 4):  # [N, H, W, C]?
-        raise DataError(f"{train.where}: modality '{name}' has samples of shape {tr.shape[1:]}, which looks channels last; "
-                        f"images are [N, C, H, W] (np.transpose(a, (0, 3, 1, 2))), or set kinds.{name}: image to keep it")
     if kind == "text":
         if not integer:
             raise DataError(f"kinds.{name}: kind 'text' takes integer token ids, but '{name}' in {train.path} holds {tr.dtype}")
